@@ -1,0 +1,235 @@
+"""Event types: each one's payload schema and how it folds into the campaign state.
+
+The registry is the single list of what may be appended. Other issues add their types
+(rolls, state patches, entities, ...) with `@event_type`. A reducer must be pure: it
+reads only the state and the event, so that re-folding the log reproduces the snapshot.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rpgai.errors import DomainError
+
+ActorKind = Literal["dm", "player", "gm", "system"]
+
+
+class Visibility(TypedDict, total=False):
+    kind: Literal["all", "gm", "users"]
+    user_ids: list[str]
+
+
+VISIBLE_TO_ALL: Visibility = {"kind": "all"}
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append; `events_append` gives it its id, seq and time."""
+
+    type: str
+    payload: dict[str, Any]
+    actor_kind: ActorKind = "system"
+    actor_user_id: uuid.UUID | None = None
+    visibility: Visibility = field(default_factory=lambda: dict(VISIBLE_TO_ALL))  # type: ignore[assignment]
+    created_at: datetime | None = None  # imports keep the original time
+
+
+@dataclass(frozen=True)
+class FoldedEvent:
+    """What a reducer sees of an event."""
+
+    seq: int
+    type: str
+    payload: dict[str, Any]
+    actor_kind: str
+    actor_user_id: str | None
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
+
+    def dedupe_key(self) -> str | None:
+        """A key that makes a repeated append of the same thing a no-op."""
+        return None
+
+
+Reducer = Callable[[dict[str, Any], FoldedEvent], None]
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    payload_model: type[Payload]
+    reducer: Reducer
+
+
+EVENT_TYPES: dict[str, EventType] = {}
+
+
+def event_type(name: str, payload_model: type[Payload]) -> Callable[[Reducer], Reducer]:
+    def register(reducer: Reducer) -> Reducer:
+        if name in EVENT_TYPES:
+            raise RuntimeError(f"event type {name!r} registered twice")
+        EVENT_TYPES[name] = EventType(name, payload_model, reducer)
+        return reducer
+
+    return register
+
+
+class InvalidEvent(DomainError):
+    code = "invalid_event"
+
+
+def validate_payload(type_name: str, payload: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The payload as JSON-ready data, and its dedupe key; InvalidEvent if it does not fit."""
+    kind = EVENT_TYPES.get(type_name)
+    if kind is None:
+        raise InvalidEvent(f"unknown event type {type_name!r}")
+    try:
+        model = kind.payload_model.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidEvent(f"invalid {type_name} payload: {exc.errors(include_url=False)}") from exc
+    return model.model_dump(mode="json"), model.dedupe_key()
+
+
+def initial_state() -> dict[str, Any]:
+    return {
+        "scene": {"location": "", "description": ""},
+        "characters": {},
+        "entities": {},
+        "flags": {},
+        "last_options": [],
+        "members": {},
+        "turn": {"last_action_seq": 0, "answered_through_seq": 0},
+    }
+
+
+def fold(state: dict[str, Any], event: FoldedEvent) -> None:
+    EVENT_TYPES[event.type].reducer(state, event)
+
+
+def fold_all(events: list[FoldedEvent]) -> dict[str, Any]:
+    state = initial_state()
+    for event in events:
+        fold(state, event)
+    return state
+
+
+def copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(state)
+
+
+# --- The foundation's event types ------------------------------------------------------------
+
+
+class Scene(BaseModel):
+    location: str = Field(default="", max_length=200)
+    description: str = Field(default="", max_length=4000)
+
+
+class CampaignCreated(Payload):
+    name: str = Field(min_length=1, max_length=120)
+    edition: str = Field(min_length=1, max_length=40)
+    scene: Scene | None = None
+
+
+@event_type("campaign_created", CampaignCreated)
+def _campaign_created(state: dict[str, Any], event: FoldedEvent) -> None:
+    state["campaign"] = {"name": event.payload["name"], "edition": event.payload["edition"]}
+    if event.payload.get("scene"):
+        state["scene"] = dict(event.payload["scene"])
+
+
+class Character(BaseModel):
+    id: uuid.UUID
+    name: str = Field(min_length=1, max_length=60)
+    hp: int = Field(default=10, ge=0)
+    max_hp: int = Field(default=10, ge=1)
+    ac: int = Field(default=12, ge=0)
+    inventory: list[str] = Field(default_factory=list)
+    conditions: list[str] = Field(default_factory=list)
+
+
+class PlayerJoined(Payload):
+    user_id: uuid.UUID
+    display_name: str = Field(min_length=1, max_length=60)
+    role: Literal["gm", "player"]
+    character: Character | None = None
+
+
+@event_type("player_joined", PlayerJoined)
+def _player_joined(state: dict[str, Any], event: FoldedEvent) -> None:
+    p = event.payload
+    state["members"][p["user_id"]] = {"display_name": p["display_name"], "role": p["role"]}
+    character = p.get("character")
+    if character:
+        state["characters"][character["id"]] = {
+            "name": character["name"],
+            "owner_user_id": p["user_id"],
+            "hp": character["hp"],
+            "max_hp": character["max_hp"],
+            "ac": character["ac"],
+            "inventory": list(character["inventory"]),
+            "conditions": list(character["conditions"]),
+        }
+
+
+class PlayerLeft(Payload):
+    user_id: uuid.UUID
+    display_name: str = Field(min_length=1, max_length=60)
+    role: Literal["gm", "player"]
+
+
+@event_type("player_left", PlayerLeft)
+def _player_left(state: dict[str, Any], event: FoldedEvent) -> None:
+    state["members"].pop(event.payload["user_id"], None)
+
+
+class PlayerAction(Payload):
+    action_id: uuid.UUID
+    text: str = Field(min_length=1, max_length=2000)
+    character_id: uuid.UUID | None = None
+
+    def dedupe_key(self) -> str:
+        return f"action:{self.action_id}"
+
+
+@event_type("player_action", PlayerAction)
+def _player_action(state: dict[str, Any], event: FoldedEvent) -> None:
+    state["turn"]["last_action_seq"] = event.seq
+
+
+class DmNarration(Payload):
+    turn_id: uuid.UUID
+    text: str = Field(min_length=1, max_length=20000)
+    options: list[str] = Field(min_length=1, max_length=8)
+    fallback: bool = False
+    # The last player_action seq this turn answered (an extension of the contract).
+    through_seq: int = Field(default=0, ge=0)
+
+
+@event_type("dm_narration", DmNarration)
+def _dm_narration(state: dict[str, Any], event: FoldedEvent) -> None:
+    state["last_options"] = list(event.payload["options"])
+    turn = state["turn"]
+    turn["answered_through_seq"] = max(turn["answered_through_seq"], event.payload["through_seq"])
+
+
+class TurnFailed(Payload):
+    turn_id: uuid.UUID
+    code: str = Field(min_length=1, max_length=40)
+    detail: str = Field(default="", max_length=2000)
+    through_seq: int = Field(default=0, ge=0)
+
+
+@event_type("turn_failed", TurnFailed)
+def _turn_failed(state: dict[str, Any], event: FoldedEvent) -> None:
+    turn = state["turn"]
+    turn["answered_through_seq"] = max(turn["answered_through_seq"], event.payload["through_seq"])

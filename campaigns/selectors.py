@@ -1,0 +1,143 @@
+"""Reads of campaigns, members, events and snapshots."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+
+from .events import FoldedEvent, copy_state
+from .models import Campaign, Event, Membership, Snapshot
+
+EVENTS_PAGE_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is reading: GMs see everything, others what an event's visibility names."""
+
+    user_id: uuid.UUID | None
+    is_gm: bool = False
+
+    @classmethod
+    def of(cls, membership: Membership) -> Viewer:
+        return cls(user_id=membership.user_id, is_gm=membership.is_gm)
+
+
+SYSTEM_VIEWER = Viewer(user_id=None, is_gm=True)
+
+
+def group_name(campaign_id: uuid.UUID | str) -> str:
+    """The channel-layer group of a campaign's room."""
+    return f"campaign.{campaign_id}"
+
+
+def membership_get(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str) -> Membership | None:
+    return (
+        Membership.objects.select_related("campaign")
+        .filter(campaign_id=campaign_id, user_id=user_id)
+        .first()
+    )
+
+
+def campaign_get(*, campaign_id: uuid.UUID | str) -> Campaign | None:
+    return Campaign.objects.filter(id=campaign_id).first()
+
+
+def campaigns_for_user(*, user_id: uuid.UUID) -> QuerySet[Membership]:
+    return Membership.objects.filter(user_id=user_id).select_related("campaign")
+
+
+def members_of(*, campaign_id: uuid.UUID | str) -> list[Membership]:
+    return list(Membership.objects.filter(campaign_id=campaign_id).select_related("user"))
+
+
+def event_visible(visibility: dict[str, Any], viewer: Viewer) -> bool:
+    if viewer.is_gm:
+        return True
+    kind = visibility.get("kind", "all")
+    if kind == "all":
+        return True
+    if kind == "users" and viewer.user_id is not None:
+        return str(viewer.user_id) in visibility.get("user_ids", [])
+    return False
+
+
+def event_envelope(event: Event) -> dict[str, Any]:
+    """The CONTRACTS §1 envelope, as stored and as sent to clients."""
+    return {
+        "id": str(event.id),
+        "campaign_id": str(event.campaign_id),
+        "seq": event.seq,
+        "type": event.type,
+        "actor": {
+            "kind": event.actor_kind,
+            "user_id": str(event.actor_user_id) if event.actor_user_id else None,
+        },
+        "payload": event.payload,
+        "visibility": event.visibility,
+        "request_id": event.request_id,
+        "created_at": event.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def folded(event: Event) -> FoldedEvent:
+    return FoldedEvent(
+        seq=event.seq,
+        type=event.type,
+        payload=event.payload,
+        actor_kind=event.actor_kind,
+        actor_user_id=str(event.actor_user_id) if event.actor_user_id else None,
+    )
+
+
+def events_after(
+    *,
+    campaign_id: uuid.UUID | str,
+    after_seq: int = 0,
+    limit: int = 100,
+    viewer: Viewer = SYSTEM_VIEWER,
+    through_seq: int | None = None,
+) -> list[Event]:
+    """Events with seq > after_seq (and <= through_seq), in order, that `viewer` may see."""
+    limit = max(1, min(limit, EVENTS_PAGE_MAX))
+    found: list[Event] = []
+    cursor = after_seq
+    while len(found) < limit:
+        qs = Event.objects.filter(campaign_id=campaign_id, seq__gt=cursor).order_by("seq")
+        if through_seq is not None:
+            qs = qs.filter(seq__lte=through_seq)
+        page = list(qs[: limit - len(found)])
+        if not page:
+            break
+        found.extend(e for e in page if event_visible(e.visibility, viewer))
+        cursor = page[-1].seq
+    return found
+
+
+def event_by_dedupe_key(*, campaign_id: uuid.UUID | str, key: str) -> Event | None:
+    return Event.objects.filter(campaign_id=campaign_id, dedupe_key=key).first()
+
+
+def snapshot_get(*, campaign_id: uuid.UUID | str, viewer: Viewer = SYSTEM_VIEWER) -> Snapshot | None:
+    snapshot = Snapshot.objects.filter(campaign_id=campaign_id).first()
+    if snapshot is not None and not viewer.is_gm:
+        # Hidden state is kept apart in the fold; a player's copy never carries it.
+        snapshot.state = copy_state(snapshot.state)
+        snapshot.state.pop("hidden", None)
+    return snapshot
+
+
+def player_actions_between(
+    *, campaign_id: uuid.UUID | str, after_seq: int, through_seq: int
+) -> list[Event]:
+    return list(
+        Event.objects.filter(
+            campaign_id=campaign_id,
+            type="player_action",
+            seq__gt=after_seq,
+            seq__lte=through_seq,
+        ).order_by("seq")
+    )

@@ -1,0 +1,472 @@
+"""Every write to campaigns. `events_append` is the only path into the event log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
+
+from . import selectors
+from .events import (
+    EVENT_TYPES,
+    FoldedEvent,
+    InvalidEvent,
+    NewEvent,
+    copy_state,
+    fold,
+    fold_all,
+    initial_state,
+    validate_payload,
+)
+from .immutability import purge_window
+from .models import Campaign, Event, Membership, Snapshot
+from .signals import events_committed
+
+log = logging.getLogger(__name__)
+
+Precondition = Callable[[dict[str, Any]], None]
+
+
+# --- The event log ---------------------------------------------------------------------------
+
+
+def events_append(
+    *,
+    campaign_id: uuid.UUID | str,
+    events: Sequence[NewEvent],
+    request_id: str = "",
+    precondition: Precondition | None = None,
+) -> list[Event]:
+    """Append events to a campaign's log and fold them into its snapshot, atomically.
+
+    Each event gets `seq = version + 1` under a lock on the snapshot row (PostgreSQL:
+    SELECT ... FOR UPDATE; SQLite: the IMMEDIATE transaction's database lock), so seqs
+    are gapless and unique across processes. An event whose payload carries a dedupe key
+    already in the log (a repeated `action_id`) is not appended again; the stored one is
+    returned in its place. `precondition(state)` may raise to append nothing. After
+    commit, the new events go to the room and to `events_committed` listeners.
+    """
+    with transaction.atomic():
+        try:
+            snapshot = Snapshot.objects.select_for_update().get(campaign_id=campaign_id)
+        except Snapshot.DoesNotExist:
+            raise NotFound("no such campaign") from None
+        if precondition is not None:
+            precondition(snapshot.state)
+
+        prepared = [(new, *validate_payload(new.type, new.payload)) for new in events]
+        keys = [key for _, _, key in prepared if key]
+        known: dict[str, Event] = (
+            {e.dedupe_key: e for e in Event.objects.filter(campaign_id=campaign_id, dedupe_key__in=keys)}
+            if keys
+            else {}
+        )
+
+        state = copy_state(snapshot.state)
+        version = snapshot.version
+        now = timezone.now()
+        result: list[Event] = []
+        appended: list[Event] = []
+        for new, payload, key in prepared:
+            if key and key in known:
+                result.append(known[key])
+                continue
+            version += 1
+            event = Event(
+                id=uuid.uuid4(),
+                campaign_id=snapshot.campaign_id,
+                seq=version,
+                type=new.type,
+                actor_kind=new.actor_kind,
+                actor_user_id=new.actor_user_id,
+                payload=payload,
+                visibility=dict(new.visibility),
+                request_id=request_id[:64],
+                dedupe_key=key,
+                created_at=new.created_at or now,
+            )
+            fold(state, selectors.folded(event))
+            appended.append(event)
+            result.append(event)
+            if key:
+                known[key] = event
+        if not appended:
+            return result
+
+        Event.objects.bulk_create(appended)
+        snapshot.version = version
+        snapshot.state = state
+        snapshot.save(update_fields=["version", "state", "updated_at"])
+        transaction.on_commit(lambda: _after_commit(snapshot.campaign_id, appended))
+    return result
+
+
+def _after_commit(campaign_id: uuid.UUID, events: list[Event]) -> None:
+    # The database is the record: a failed broadcast only delays delivery (clients
+    # fill gaps from the database), so it must never fail the caller.
+    try:
+        broadcast_events(campaign_id, events)
+    except Exception:
+        log.exception("broadcast of %d events to campaign %s failed", len(events), campaign_id)
+    events_committed.send(sender=Event, campaign_id=campaign_id, events=events)
+
+
+def broadcast_events(campaign_id: uuid.UUID | str, events: list[Event]) -> None:
+    """Tell the room's consumers about committed events (at most once; they fill gaps)."""
+    layer = get_channel_layer()
+    if layer is None or not events:
+        return
+    async_to_sync(layer.group_send)(
+        selectors.group_name(campaign_id),
+        {
+            "type": "campaign.events",
+            "events": [selectors.event_envelope(e) for e in events],
+        },
+    )
+
+
+def broadcast_room(campaign_id: uuid.UUID | str, message: dict[str, Any]) -> None:
+    """Send an ephemeral message (presence, narration deltas) to a campaign's room."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(selectors.group_name(campaign_id), message)
+    except Exception:
+        log.exception("room message to campaign %s failed", campaign_id)
+
+
+# --- Campaigns and members -------------------------------------------------------------------
+
+
+def _character_for(display_name: str) -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "name": display_name}
+
+
+def campaign_create(
+    *,
+    name: str,
+    edition: str = "5e",
+    creator: Any,
+    display_name: str | None = None,
+    scene: dict[str, str] | None = None,
+    request_id: str = "",
+) -> Campaign:
+    """A new campaign whose creator is its GM; its log opens with `campaign_created`."""
+    name = name.strip()
+    edition = (edition or "5e").strip()
+    with transaction.atomic():
+        campaign = Campaign.objects.create(name=name, edition=edition, created_by=creator)
+        Snapshot.objects.create(campaign=campaign, version=0, state=initial_state())
+        gm_name = (display_name or creator.get_username())[:60]
+        Membership.objects.create(
+            campaign=campaign, user=creator, role=Membership.Role.GM, display_name=gm_name
+        )
+        created: dict[str, Any] = {"name": name, "edition": edition}
+        if scene:
+            created["scene"] = scene
+        events_append(
+            campaign_id=campaign.id,
+            request_id=request_id,
+            events=[
+                NewEvent("campaign_created", created, "gm", creator.id),
+                NewEvent(
+                    "player_joined",
+                    {"user_id": str(creator.id), "display_name": gm_name, "role": "gm"},
+                    "gm",
+                    creator.id,
+                ),
+            ],
+        )
+    return campaign
+
+
+def campaign_join(
+    *,
+    invite_code: str,
+    user: Any,
+    display_name: str | None = None,
+    campaign_id: uuid.UUID | str | None = None,
+    request_id: str = "",
+) -> Membership:
+    """Join the campaign with this invite code as a player, with a new character."""
+    code = (invite_code or "").strip().upper()
+    campaign = Campaign.objects.filter(invite_code=code).first() if code else None
+    if campaign is None or (campaign_id is not None and str(campaign.id) != str(campaign_id)):
+        raise PermissionDenied("that invite code does not open this campaign", code="bad_invite")
+    name = (display_name or user.get_username()).strip()[:60] or user.get_username()[:60]
+    with transaction.atomic():
+        existing = Membership.objects.filter(campaign=campaign, user=user).first()
+        if existing is not None:
+            return existing
+        membership = Membership.objects.create(
+            campaign=campaign, user=user, role=Membership.Role.PLAYER, display_name=name
+        )
+        events_append(
+            campaign_id=campaign.id,
+            request_id=request_id,
+            events=[
+                NewEvent(
+                    "player_joined",
+                    {
+                        "user_id": str(user.id),
+                        "display_name": name,
+                        "role": "player",
+                        "character": _character_for(name),
+                    },
+                    "player",
+                    user.id,
+                )
+            ],
+        )
+    return membership
+
+
+def membership_leave(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID, request_id: str = "") -> None:
+    """A member leaves (or is removed); their character stays in the story."""
+    with transaction.atomic():
+        membership = Membership.objects.filter(campaign_id=campaign_id, user_id=user_id).first()
+        if membership is None:
+            raise NotFound("not a member of this campaign")
+        if membership.is_gm and not Membership.objects.filter(
+            campaign_id=campaign_id, role=Membership.Role.GM
+        ).exclude(id=membership.id).exists():
+            raise Conflict("the last GM cannot leave the campaign")
+        events_append(
+            campaign_id=campaign_id,
+            request_id=request_id,
+            events=[
+                NewEvent(
+                    "player_left",
+                    {
+                        "user_id": str(user_id),
+                        "display_name": membership.display_name,
+                        "role": membership.role,
+                    },
+                    "gm" if membership.is_gm else "player",
+                    user_id,
+                )
+            ],
+        )
+        membership.delete()
+
+
+def player_action_submit(
+    *,
+    membership: Membership,
+    action_id: uuid.UUID | str,
+    text: str,
+    character_id: uuid.UUID | str | None = None,
+    request_id: str = "",
+) -> Event:
+    """A member's action; a repeated `action_id` returns the event already stored."""
+    text = text.strip()
+    if not text:
+        raise InvalidEvent("text must not be empty")
+    if character_id is None:
+        character_id = _own_character_id(membership)
+    payload: dict[str, Any] = {"action_id": str(action_id), "text": text}
+    if character_id is not None:
+        payload["character_id"] = str(character_id)
+    [event] = events_append(
+        campaign_id=membership.campaign_id,
+        request_id=request_id,
+        events=[
+            NewEvent(
+                "player_action",
+                payload,
+                "gm" if membership.is_gm else "player",
+                membership.user_id,
+            )
+        ],
+    )
+    return event
+
+
+def _own_character_id(membership: Membership) -> str | None:
+    snapshot = selectors.snapshot_get(campaign_id=membership.campaign_id)
+    if snapshot is None:
+        return None
+    for character_id, character in snapshot.state.get("characters", {}).items():
+        if character.get("owner_user_id") == str(membership.user_id):
+            return character_id
+    return None
+
+
+def campaign_delete(*, campaign_id: uuid.UUID | str) -> None:
+    """Delete a campaign with its whole log: the one sanctioned removal of events."""
+    with transaction.atomic(), purge_window():
+        deleted, _ = Campaign.objects.filter(id=campaign_id).delete()
+    if not deleted:
+        raise NotFound("no such campaign")
+
+
+# --- Snapshots -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotDrift:
+    campaign_id: uuid.UUID
+    stored_version: int
+    folded_version: int
+    differing_keys: list[str]
+    fixed: bool
+
+
+def snapshots_rebuild(
+    *, campaign_id: uuid.UUID | str | None = None, fix: bool = True
+) -> tuple[int, list[SnapshotDrift]]:
+    """Re-fold every event of each campaign; report (and, with `fix`, repair) any drift."""
+    ids = [campaign_id] if campaign_id else list(Campaign.objects.values_list("id", flat=True))
+    drifts: list[SnapshotDrift] = []
+    for cid in ids:
+        with transaction.atomic():
+            snapshot = Snapshot.objects.select_for_update().filter(campaign_id=cid).first()
+            if snapshot is None:
+                raise NotFound(f"no campaign {cid}")
+            events = Event.objects.filter(campaign_id=cid).order_by("seq")
+            state = fold_all([selectors.folded(e) for e in events.iterator(chunk_size=2000)])
+            version = events.last().seq if events.exists() else 0
+            if state == snapshot.state and version == snapshot.version:
+                continue
+            keys = sorted(
+                k
+                for k in set(state) | set(snapshot.state)
+                if state.get(k) != snapshot.state.get(k)
+            )
+            if fix:
+                snapshot.state = state
+                snapshot.version = version
+                snapshot.save(update_fields=["state", "version", "updated_at"])
+            drifts.append(SnapshotDrift(snapshot.campaign_id, snapshot.version, version, keys, fix))
+    return len(ids), drifts
+
+
+# --- Export and import ------------------------------------------------------------------------
+
+
+def campaign_export(*, campaign_id: uuid.UUID | str) -> Iterator[str]:
+    """The campaign's log as JSON Lines of event envelopes, in seq order."""
+    if selectors.campaign_get(campaign_id=campaign_id) is None:
+        raise NotFound("no such campaign")
+    events = Event.objects.filter(campaign_id=campaign_id).order_by("seq")
+    for event in events.iterator(chunk_size=2000):
+        yield json.dumps(selectors.event_envelope(event), ensure_ascii=False, sort_keys=True)
+
+
+class ImportError_(DomainError):
+    code = "invalid_import"
+
+
+def campaign_import(*, lines: Iterable[str], owner: Any, batch_size: int = 500) -> Campaign:
+    """A new campaign from exported JSON Lines: the same events, new ids, seq from 1.
+
+    Members are re-created for the users of `player_joined` events that exist on this
+    server; `owner` becomes a GM of the copy in any case.
+    """
+    envelopes: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            envelope = json.loads(line)
+            if not isinstance(envelope, dict) or envelope.get("type") not in EVENT_TYPES:
+                raise ValueError(f"unknown event type {envelope.get('type')!r}")
+            envelope["created_at"] = datetime.fromisoformat(envelope["created_at"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ImportError_(f"line {number}: {exc}") from exc
+        envelopes.append(envelope)
+    if not envelopes or envelopes[0]["type"] != "campaign_created":
+        raise ImportError_("an export starts with its campaign_created event")
+    seqs = [e.get("seq") for e in envelopes]
+    if seqs != list(range(1, len(envelopes) + 1)):
+        raise ImportError_("the events are not numbered 1..N without gaps")
+
+    created = envelopes[0]["payload"]
+    with transaction.atomic():
+        campaign = Campaign.objects.create(
+            name=str(created.get("name", "Imported"))[:120],
+            edition=str(created.get("edition", "5e"))[:40],
+            created_by=owner,
+        )
+        Snapshot.objects.create(campaign=campaign, version=0, state=initial_state())
+        for start in range(0, len(envelopes), batch_size):
+            chunk = envelopes[start : start + batch_size]
+            events_append(
+                campaign_id=campaign.id,
+                events=[
+                    NewEvent(
+                        type=e["type"],
+                        payload=e["payload"],
+                        actor_kind=e.get("actor", {}).get("kind", "system"),
+                        actor_user_id=_uuid_or_none(e.get("actor", {}).get("user_id")),
+                        visibility=e.get("visibility") or {"kind": "all"},
+                        created_at=e["created_at"],
+                    )
+                    for e in chunk
+                ],
+                request_id="import",
+            )
+        _memberships_from_state(campaign, owner)
+    return campaign
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _memberships_from_state(campaign: Campaign, owner: Any) -> None:
+    from django.contrib.auth import get_user_model
+
+    members = Snapshot.objects.get(campaign=campaign).state.get("members", {})
+    users = get_user_model().objects.in_bulk([_uuid_or_none(uid) for uid in members])
+    for user_id, member in members.items():
+        user = users.get(_uuid_or_none(user_id))
+        if user is not None:
+            Membership.objects.get_or_create(
+                campaign=campaign,
+                user=user,
+                defaults={"role": member["role"], "display_name": member["display_name"]},
+            )
+    Membership.objects.update_or_create(
+        campaign=campaign,
+        user=owner,
+        defaults={"role": Membership.Role.GM, "display_name": owner.get_username()[:60]},
+    )
+
+
+def fold_events(events: Iterable[Event]) -> dict[str, Any]:
+    """The state these events fold to (for tests and tools that compare)."""
+    return fold_all([selectors.folded(e) for e in events])
+
+
+__all__ = [
+    "FoldedEvent",
+    "NewEvent",
+    "broadcast_events",
+    "broadcast_room",
+    "campaign_create",
+    "campaign_delete",
+    "campaign_export",
+    "campaign_import",
+    "campaign_join",
+    "events_append",
+    "fold_events",
+    "membership_leave",
+    "player_action_submit",
+    "snapshots_rebuild",
+]

@@ -1,0 +1,242 @@
+"""The campaign room: `/ws/campaigns/<id>/` (CONTRACTS §3).
+
+Delivery is gapless and in order per connection even though the channel layer may
+drop or reorder: each connection remembers the last seq it delivered, drops what is
+older, and reads any gap from the database before sending what is newer. Live events
+are not sent before the client's `client.hello`; the hello reads the backlog after
+the group is joined, so nothing falls between the backlog and the live stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from pydantic import ValidationError
+
+from campaigns import selectors, services
+from campaigns.models import Membership
+from rpgai.errors import DomainError
+
+from . import services as presence
+from .messages import MESSAGE_MODELS, Hello, Ping, PlayerAction
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+PRESENCE_TOUCH_SECONDS = 30
+
+
+class CampaignConsumer(AsyncWebsocketConsumer):
+    membership: Membership | None = None
+    viewer: selectors.Viewer
+    campaign_id: str
+    group: str = ""
+    ready: bool = False
+    last_sent: int = 0
+    last_touch: float = 0.0
+
+    # --- Connection ----------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.campaign_id = str(self.scope["url_route"]["kwargs"]["campaign_id"])
+        # Accept first: a close before accept is an HTTP 403 the browser sees as 1006,
+        # and clients need the 4401/4403 codes to tell "log in" from "not yours".
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        membership = await database_sync_to_async(selectors.membership_get)(
+            campaign_id=self.campaign_id, user_id=user.id
+        )
+        if membership is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.membership = membership
+        self.viewer = selectors.Viewer.of(membership)
+        self.group = selectors.group_name(self.campaign_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await database_sync_to_async(presence.presence_enter)(
+            channel_name=self.channel_name, membership=membership
+        )
+        self.last_touch = time.monotonic()
+        await self._broadcast_presence()
+
+    async def disconnect(self, code: int) -> None:
+        if self.membership is None:
+            return
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        await database_sync_to_async(presence.presence_leave)(channel_name=self.channel_name)
+        await self._broadcast_presence()
+        self.membership = None
+
+    # --- Client messages -----------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.membership is None:
+            return
+        size = len(bytes_data) if bytes_data is not None else len((text_data or "").encode())
+        if size > settings.WS_MAX_MESSAGE_BYTES:
+            await self.send_error(
+                "too_large", f"messages are limited to {settings.WS_MAX_MESSAGE_BYTES} bytes"
+            )
+            return
+        if bytes_data is not None:
+            await self.send_error("invalid_message", "send JSON text frames, not binary")
+            return
+        try:
+            data = json.loads(text_data or "")
+        except (ValueError, RecursionError):
+            await self.send_error("invalid_message", "the message is not valid JSON")
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            await self.send_error("invalid_message", "a message is a JSON object with a type")
+            return
+        model = MESSAGE_MODELS.get(data["type"])
+        action_id = data.get("action_id") if isinstance(data.get("action_id"), str) else None
+        if model is None:
+            await self.send_error("invalid_message", f"unknown message type {data['type'][:40]!r}")
+            return
+        try:
+            message = model.model_validate(data)
+        except ValidationError as exc:
+            await self.send_error("invalid_message", _describe(exc), action_id=action_id)
+            return
+        request_id = uuid.uuid4().hex
+        try:
+            await getattr(self, "on_" + data["type"].removeprefix("client."))(message, request_id)
+        except DomainError as exc:
+            await self.send_error(exc.code, exc.detail, action_id=action_id)
+        except Exception:
+            log.exception("message %s failed in campaign %s", data["type"], self.campaign_id)
+            await self.send_error("internal_error", "the server failed; try again", action_id=action_id)
+
+    async def on_hello(self, message: Hello, request_id: str) -> None:
+        self.ready = False
+        version = await self._current_version()
+        self.last_sent = min(message.last_seq, version)
+        await self._send_missing(through_seq=version)
+        self.ready = True
+        await self.send_json({"type": "server.ready", "seq": self.last_sent})
+        users = await database_sync_to_async(presence.presence_list)(campaign_id=self.campaign_id)
+        await self.send_json({"type": "presence", "users": users})
+
+    async def on_player_action(self, message: PlayerAction, request_id: str) -> None:
+        event = await database_sync_to_async(services.player_action_submit)(
+            membership=self.membership,
+            action_id=message.action_id,
+            text=message.text,
+            request_id=request_id,
+        )
+        await self.send_json(
+            {"type": "server.ack", "action_id": str(message.action_id), "seq": event.seq}
+        )
+
+    async def on_ping(self, message: Ping, request_id: str) -> None:
+        await self.send_json({"type": "server.pong"})
+        if time.monotonic() - self.last_touch > PRESENCE_TOUCH_SECONDS:
+            self.last_touch = time.monotonic()
+            await database_sync_to_async(presence.presence_touch)(channel_name=self.channel_name)
+
+    # --- Group messages ------------------------------------------------------------------
+
+    async def campaign_events(self, message: dict[str, Any]) -> None:
+        """Committed events; delivered in seq order with any gap read from the database."""
+        if not self.ready or self.membership is None:
+            return
+        events = message["events"]
+        if events[-1]["seq"] <= self.last_sent:
+            return
+        if events[0]["seq"] > self.last_sent + 1 and not any(
+            e["seq"] == self.last_sent + 1 for e in events
+        ):
+            await self._send_missing(through_seq=events[-1]["seq"])
+            return
+        for envelope in events:
+            if envelope["seq"] <= self.last_sent:
+                continue
+            if envelope["seq"] > self.last_sent + 1:
+                await self._send_missing(through_seq=events[-1]["seq"])
+                return
+            await self._deliver(envelope)
+
+    async def room_presence(self, message: dict[str, Any]) -> None:
+        if self.ready:
+            await self.send_json({"type": "presence", "users": message["users"]})
+
+    async def room_delta(self, message: dict[str, Any]) -> None:
+        if self.ready:
+            await self.send_json(
+                {"type": "narration.delta", "turn_id": message["turn_id"], "text": message["text"]}
+            )
+
+    # --- Helpers -------------------------------------------------------------------------
+
+    async def _deliver(self, envelope: dict[str, Any]) -> None:
+        self.last_sent = envelope["seq"]
+        if selectors.event_visible(envelope["visibility"], self.viewer):
+            await self.send_json({"type": "event", "event": envelope})
+        if (
+            envelope["type"] == "player_left"
+            and self.membership is not None
+            and envelope["payload"]["user_id"] == str(self.membership.user_id)
+        ):
+            await self.close(code=CLOSE_FORBIDDEN)
+
+    async def _send_missing(self, *, through_seq: int) -> None:
+        while self.last_sent < through_seq:
+            page = await database_sync_to_async(_envelopes_after)(
+                self.campaign_id, self.last_sent, through_seq, self.viewer
+            )
+            for envelope in page:
+                await self.send_json({"type": "event", "event": envelope})
+            # Events this viewer may not see still move the watermark on.
+            self.last_sent = page[-1]["seq"] if len(page) == selectors.EVENTS_PAGE_MAX else through_seq
+
+    async def _current_version(self) -> int:
+        snapshot = await database_sync_to_async(selectors.snapshot_get)(campaign_id=self.campaign_id)
+        return snapshot.version if snapshot else 0
+
+    async def _broadcast_presence(self) -> None:
+        users = await database_sync_to_async(presence.presence_list)(campaign_id=self.campaign_id)
+        await self.channel_layer.group_send(self.group, {"type": "room.presence", "users": users})
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content, ensure_ascii=False))
+
+    async def send_error(self, code: str, detail: str, *, action_id: str | None = None) -> None:
+        error: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+        if action_id:
+            error["action_id"] = action_id
+        await self.send_json(error)
+
+
+def _envelopes_after(
+    campaign_id: str, after_seq: int, through_seq: int, viewer: selectors.Viewer
+) -> list[dict[str, Any]]:
+    return [
+        selectors.event_envelope(e)
+        for e in selectors.events_after(
+            campaign_id=campaign_id,
+            after_seq=after_seq,
+            through_seq=through_seq,
+            viewer=viewer,
+            limit=selectors.EVENTS_PAGE_MAX,
+        )
+    ]
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "message"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

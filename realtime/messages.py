@@ -1,0 +1,34 @@
+"""Client-to-server WebSocket messages (CONTRACTS §3), validated by pydantic."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ClientMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Hello(ClientMessage):
+    type: Literal["client.hello"]
+    last_seq: int = Field(default=0, ge=0)
+
+
+class PlayerAction(ClientMessage):
+    type: Literal["client.player_action"]
+    action_id: uuid.UUID
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class Ping(ClientMessage):
+    type: Literal["client.ping"]
+
+
+MESSAGE_MODELS: dict[str, type[ClientMessage]] = {
+    "client.hello": Hello,
+    "client.player_action": PlayerAction,
+    "client.ping": Ping,
+}

@@ -1,0 +1,82 @@
+"""Queue background work: on Celery when a broker is configured, else in-process.
+
+Embedded (no REDIS_URL), a task runs as an asyncio task on the server's own event loop,
+its sync body in a worker thread (`sync_to_async(thread_sensitive=False)`): the loop
+never blocks, and code inside the task that talks to the in-memory channel layer
+(`async_to_sync(group_send)`) reaches the loop that owns it. Called where no event loop
+runs (a management command, a plain test), the task runs inline before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import SyncToAsync, sync_to_async
+from celery import Task
+from django.conf import settings
+from django.db import close_old_connections
+
+log = logging.getLogger(__name__)
+
+_pending: set[asyncio.Future[Any]] = set()
+
+
+def _main_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop that owns this thread's `sync_to_async` call, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    # asgiref records the calling loop on threads it runs sync code in.
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    pid = getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None)
+    if loop is not None and pid == os.getpid() and loop.is_running():
+        return loop
+    return None
+
+
+def _run_local(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    close_old_connections()
+    try:
+        func(**kwargs)
+    except Exception:
+        log.exception("background task %s failed", getattr(func, "name", func))
+    finally:
+        close_old_connections()
+
+
+def enqueue(task: Task, **kwargs: Any) -> None:
+    """Run `task` with keyword arguments in the background."""
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        task.apply_async(kwargs=kwargs)
+        return
+    loop = _main_loop()
+    if loop is None:
+        _run_local(task.run, kwargs)
+        return
+
+    def _spawn() -> None:
+        fut = asyncio.ensure_future(sync_to_async(_run_local, thread_sensitive=False)(task.run, kwargs))
+        _pending.add(fut)
+        fut.add_done_callback(_pending.discard)
+
+    loop.call_soon_threadsafe(_spawn)
+
+
+async def wait_idle(timeout: float = 10.0) -> None:
+    """Wait until no in-process task is pending (tests and benchmarks)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        await asyncio.sleep(0)
+        if not _pending:
+            # A finishing task may queue another through call_soon_threadsafe.
+            await asyncio.sleep(0.01)
+            if not _pending:
+                return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{len(_pending)} background tasks still running")
+        await asyncio.wait(list(_pending), timeout=0.05)
