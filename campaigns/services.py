@@ -7,8 +7,8 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, get_args
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -20,6 +20,7 @@ from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
 from . import selectors
 from .events import (
     EVENT_TYPES,
+    ActorKind,
     FoldedEvent,
     InvalidEvent,
     NewEvent,
@@ -35,7 +36,10 @@ from .signals import events_committed
 
 log = logging.getLogger(__name__)
 
+ACTOR_KINDS = frozenset(get_args(ActorKind))
+
 Precondition = Callable[[dict[str, Any]], None]
+EventBuilder = Callable[[dict[str, Any]], Sequence[NewEvent]]
 
 
 # --- The event log ---------------------------------------------------------------------------
@@ -44,7 +48,7 @@ Precondition = Callable[[dict[str, Any]], None]
 def events_append(
     *,
     campaign_id: uuid.UUID | str,
-    events: Sequence[NewEvent],
+    events: Sequence[NewEvent] | EventBuilder,
     request_id: str = "",
     precondition: Precondition | None = None,
 ) -> list[Event]:
@@ -54,8 +58,12 @@ def events_append(
     SELECT ... FOR UPDATE; SQLite: the IMMEDIATE transaction's database lock), so seqs
     are gapless and unique across processes. An event whose payload carries a dedupe key
     already in the log (a repeated `action_id`) is not appended again; the stored one is
-    returned in its place. `precondition(state)` may raise to append nothing. After
-    commit, the new events go to the room and to `events_committed` listeners.
+    returned in its place. `precondition(state)` may raise to append nothing.
+
+    `events` may be a builder: called with a copy of the locked current state, it
+    returns the events to append (the tools use this to validate against the state
+    that the events will really fold into). After commit, the new events go to the
+    room and to `events_committed` listeners.
     """
     with transaction.atomic():
         try:
@@ -64,6 +72,8 @@ def events_append(
             raise NotFound("no such campaign") from None
         if precondition is not None:
             precondition(snapshot.state)
+        if callable(events):
+            events = events(copy_state(snapshot.state))
 
         prepared = [(new, *validate_payload(new.type, new.payload)) for new in events]
         keys = [key for _, _, key in prepared if key]
@@ -345,11 +355,12 @@ def snapshots_rebuild(
                 for k in set(state) | set(snapshot.state)
                 if state.get(k) != snapshot.state.get(k)
             )
+            stored_version = snapshot.version  # read before the fix overwrites it
             if fix:
                 snapshot.state = state
                 snapshot.version = version
                 snapshot.save(update_fields=["state", "version", "updated_at"])
-            drifts.append(SnapshotDrift(snapshot.campaign_id, snapshot.version, version, keys, fix))
+            drifts.append(SnapshotDrift(snapshot.campaign_id, stored_version, version, keys, fix))
     return len(ids), drifts
 
 
@@ -380,18 +391,17 @@ def campaign_import(*, lines: Iterable[str], owner: Any, batch_size: int = 500) 
         if not line.strip():
             continue
         try:
-            envelope = json.loads(line)
-            if not isinstance(envelope, dict) or envelope.get("type") not in EVENT_TYPES:
-                raise ValueError(f"unknown event type {envelope.get('type')!r}")
-            envelope["created_at"] = datetime.fromisoformat(envelope["created_at"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            envelope = _import_envelope(line)
+        except (ValueError, TypeError, InvalidEvent) as exc:
             raise ImportError_(f"line {number}: {exc}") from exc
+        if envelope["seq"] != len(envelopes) + 1:
+            raise ImportError_(
+                f"line {number}: seq {envelope['seq']} where {len(envelopes) + 1} was expected "
+                "(an export is numbered 1..N without gaps)"
+            )
         envelopes.append(envelope)
     if not envelopes or envelopes[0]["type"] != "campaign_created":
         raise ImportError_("an export starts with its campaign_created event")
-    seqs = [e.get("seq") for e in envelopes]
-    if seqs != list(range(1, len(envelopes) + 1)):
-        raise ImportError_("the events are not numbered 1..N without gaps")
 
     created = envelopes[0]["payload"]
     with transaction.atomic():
@@ -420,6 +430,43 @@ def campaign_import(*, lines: Iterable[str], owner: Any, batch_size: int = 500) 
             )
         _memberships_from_state(campaign, owner)
     return campaign
+
+
+def _import_envelope(line: str) -> dict[str, Any]:
+    """One exported line, checked as `events_append` would, so errors can name the line."""
+    try:
+        envelope = json.loads(line)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(envelope, dict):
+        raise ValueError("not a JSON object")
+    missing = [k for k in ("seq", "type", "payload", "created_at") if k not in envelope]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    if not isinstance(envelope["seq"], int) or isinstance(envelope["seq"], bool):
+        raise ValueError(f"seq {envelope['seq']!r} is not an integer")
+    if envelope["type"] not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {envelope['type']!r}")
+    if not isinstance(envelope["payload"], dict):
+        raise ValueError("payload is not a JSON object")
+    validate_payload(envelope["type"], envelope["payload"])
+    actor = envelope.get("actor") or {}
+    if not isinstance(actor, dict) or actor.get("kind", "system") not in ACTOR_KINDS:
+        raise ValueError(f"bad actor {actor!r}")
+    visibility = envelope.get("visibility") or {"kind": "all"}
+    if not isinstance(visibility, dict) or visibility.get("kind") not in ("all", "gm", "users"):
+        raise ValueError(f"bad visibility {visibility!r}")
+    if visibility["kind"] == "users" and not (
+        isinstance(visibility.get("user_ids"), list)
+        and all(isinstance(u, str) for u in visibility["user_ids"])
+    ):
+        raise ValueError("visibility of kind users needs a list of user_ids")
+    created_at = datetime.fromisoformat(str(envelope["created_at"]))
+    if created_at.tzinfo is None:  # the contract's times are UTC
+        created_at = created_at.replace(tzinfo=UTC)
+    envelope["created_at"] = created_at
+    envelope["actor"], envelope["visibility"] = actor, visibility
+    return envelope
 
 
 def _uuid_or_none(value: Any) -> uuid.UUID | None:

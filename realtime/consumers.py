@@ -117,7 +117,9 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             await self.send_error(exc.code, exc.detail, action_id=action_id)
         except Exception:
             log.exception("message %s failed in campaign %s", data["type"], self.campaign_id)
-            await self.send_error("internal_error", "the server failed; try again", action_id=action_id)
+            await self.send_error(
+                "internal_error", "the server failed; try again", action_id=action_id
+            )
 
     async def on_hello(self, message: Hello, request_id: str) -> None:
         self.ready = False
@@ -199,10 +201,14 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             for envelope in page:
                 await self.send_json({"type": "event", "event": envelope})
             # Events this viewer may not see still move the watermark on.
-            self.last_sent = page[-1]["seq"] if len(page) == selectors.EVENTS_PAGE_MAX else through_seq
+            self.last_sent = (
+                page[-1]["seq"] if len(page) == selectors.EVENTS_PAGE_MAX else through_seq
+            )
 
     async def _current_version(self) -> int:
-        snapshot = await database_sync_to_async(selectors.snapshot_get)(campaign_id=self.campaign_id)
+        snapshot = await database_sync_to_async(selectors.snapshot_get)(
+            campaign_id=self.campaign_id
+        )
         return snapshot.version if snapshot else 0
 
     async def _broadcast_presence(self) -> None:

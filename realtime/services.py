@@ -47,6 +47,10 @@ def presence_list(*, campaign_id: uuid.UUID | str) -> list[dict[str, Any]]:
     for row in rows:
         users.setdefault(
             str(row["user_id"]),
-            {"user_id": str(row["user_id"]), "display_name": row["display_name"], "role": row["role"]},
+            {
+                "user_id": str(row["user_id"]),
+                "display_name": row["display_name"],
+                "role": row["role"],
+            },
         )
     return list(users.values())

@@ -60,7 +60,9 @@ def enqueue(task: Task, **kwargs: Any) -> None:
         return
 
     def _spawn() -> None:
-        fut = asyncio.ensure_future(sync_to_async(_run_local, thread_sensitive=False)(task.run, kwargs))
+        fut = asyncio.ensure_future(
+            sync_to_async(_run_local, thread_sensitive=False)(task.run, kwargs)
+        )
         _pending.add(fut)
         fut.add_done_callback(_pending.discard)
 

@@ -1,0 +1,261 @@
+"""The campaign room over WebSocket: auth, catch-up, actions, bad input, gap filling."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from campaigns import selectors, services
+from campaigns.events import NewEvent
+from rpgai.tasks import wait_idle
+from tests.ws import ORIGIN, Room, events_of
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def alice(make_user, join):
+    user = make_user("alice")
+    join(user, "Alice")
+    return user
+
+
+async def test_anonymous_is_closed_with_4401(campaign):
+    room = Room(campaign.id)
+    connected, _ = await room.open()
+    assert connected
+    assert await room.closed_with() == 4401
+
+
+async def test_outsider_is_closed_with_4403(campaign, make_user):
+    outsider = await sync_to_async(make_user)("mallory")
+    room = Room(campaign.id, outsider)
+    await room.open()
+    assert await room.closed_with() == 4403
+
+
+async def test_unknown_campaign_is_closed_with_4403(alice):
+    room = Room(uuid.uuid4(), alice)
+    await room.open()
+    assert await room.closed_with() == 4403
+
+
+async def test_foreign_origin_is_refused(campaign, alice):
+    room = Room(campaign.id, alice, headers=[(b"origin", b"https://evil.example")])
+    connected, _ = await room.open()
+    assert not connected
+
+
+async def test_hello_returns_every_event_then_ready(campaign, alice):
+    room = Room(campaign.id, alice)
+    await room.open()
+    messages = await room.hello(0)
+    version = (await sync_to_async(selectors.snapshot_get)(campaign_id=campaign.id)).version
+    assert [e["seq"] for e in events_of(messages)] == list(range(1, version + 1))
+    assert messages[-1] == {"type": "server.ready", "seq": version}
+    first = events_of(messages)[0]
+    assert set(first) == {
+        "id",
+        "campaign_id",
+        "seq",
+        "type",
+        "actor",
+        "payload",
+        "visibility",
+        "request_id",
+        "created_at",
+    }
+    assert first["campaign_id"] == str(campaign.id)
+    await room.close()
+
+
+async def test_catch_up_returns_exactly_the_events_after_last_seq(campaign, alice):
+    room = Room(campaign.id, alice)
+    await room.open()
+    messages = await room.hello(2)
+    version = (await sync_to_async(selectors.snapshot_get)(campaign_id=campaign.id)).version
+    assert [e["seq"] for e in events_of(messages)] == list(range(3, version + 1))
+    messages = await room.hello(version)
+    assert events_of(messages) == []
+    await room.close()
+
+
+async def test_action_is_acked_broadcast_and_answered_by_the_dm(campaign, alice, gm):
+    me, gm_room = Room(campaign.id, alice), Room(campaign.id, gm)
+    await me.open()
+    await gm_room.open()
+    await me.hello(0)
+    await gm_room.hello(0)
+    action_id = str(uuid.uuid4())
+    await me.send(
+        {"type": "client.player_action", "action_id": action_id, "text": "I light a lantern"}
+    )
+    mine = await me.recv_until(
+        lambda m: m["type"] == "event" and m["event"]["type"] == "dm_narration"
+    )
+    [ack] = [m for m in mine if m["type"] == "server.ack"]
+    assert ack["action_id"] == action_id
+    [action] = [e for e in events_of(mine) if e["type"] == "player_action"]
+    assert action["seq"] == ack["seq"] and action["payload"]["text"] == "I light a lantern"
+    assert action["actor"] == {"kind": "player", "user_id": str(alice.id)}
+    narration = events_of(mine)[-1]
+    assert narration["seq"] > action["seq"]
+    assert "I light a lantern" in narration["payload"]["text"]
+    assert 3 <= len(narration["payload"]["options"]) <= 6
+    theirs = await gm_room.recv_until(
+        lambda m: m["type"] == "event" and m["event"]["type"] == "dm_narration"
+    )
+    assert [e["seq"] for e in events_of(theirs)] == [action["seq"], narration["seq"]]
+    await wait_idle()
+    await me.close()
+    await gm_room.close()
+
+
+async def test_repeated_action_id_is_appended_once(campaign, alice):
+    room = Room(campaign.id, alice)
+    await room.open()
+    await room.hello(0)
+    action = {"type": "client.player_action", "action_id": str(uuid.uuid4()), "text": "I wait"}
+    await room.send(action)
+    first = await room.recv_until(lambda m: m["type"] == "server.ack")
+    await room.send(action)
+    second = await room.recv_until(lambda m: m["type"] == "server.ack")
+    assert first[-1]["seq"] == second[-1]["seq"]
+    await wait_idle()
+    events = await sync_to_async(selectors.events_after)(campaign_id=campaign.id)
+    assert [e.type for e in events].count("player_action") == 1
+    await room.close()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "invalid_message"),
+        ("[1, 2]", "invalid_message"),
+        ('{"type": "client.teleport"}', "invalid_message"),
+        ('{"type": "client.player_action", "action_id": "nope", "text": "x"}', "invalid_message"),
+        (
+            '{"type": "client.player_action", "action_id": "%s", "text": ""}' % uuid.uuid4(),
+            "invalid_message",
+        ),
+        ('{"type": "client.hello", "last_seq": -4}', "invalid_message"),
+        ('{"type": "client.player_action", "text": "%s"}' % ("x" * 20000), "too_large"),
+        ("[" * 5000 + "]" * 5000, "invalid_message"),
+    ],
+)
+async def test_bad_messages_get_an_error_and_the_socket_keeps_working(campaign, alice, frame, code):
+    room = Room(campaign.id, alice)
+    await room.open()
+    await room.hello(0)
+    await room.send_raw(frame)
+    error = (await room.recv_until(lambda m: m["type"] == "error"))[-1]
+    assert error["code"] == code and error["detail"]
+    await room.send({"type": "client.ping"})
+    assert (await room.recv_until(lambda m: m["type"] == "server.pong"))[-1] == {
+        "type": "server.pong"
+    }
+    await room.close()
+
+
+async def test_binary_frame_gets_an_error(campaign, alice):
+    room = Room(campaign.id, alice)
+    await room.open()
+    await room.hello(0)
+    await room.send_raw(data=b"\x00\x01")
+    assert (await room.recv_until(lambda m: m["type"] == "error"))[-1]["code"] == "invalid_message"
+    await room.close()
+
+
+async def test_error_names_the_action_id(campaign, alice):
+    room = Room(campaign.id, alice)
+    await room.open()
+    await room.hello(0)
+    action_id = str(uuid.uuid4())
+    await room.send({"type": "client.player_action", "action_id": action_id, "text": "y" * 2001})
+    error = (await room.recv_until(lambda m: m["type"] == "error"))[-1]
+    assert error["action_id"] == action_id
+    await room.close()
+
+
+def _append_silently(campaign_id, count: int, monkeypatch) -> list:
+    """Append events whose broadcast the channel layer 'drops'."""
+    monkeypatch.setattr(services, "broadcast_events", lambda *a, **k: None)
+    try:
+        return [
+            services.events_append(
+                campaign_id=campaign_id,
+                events=[
+                    NewEvent(
+                        "player_left",
+                        {
+                            "user_id": str(uuid.uuid4()),
+                            "display_name": f"ghost{i}",
+                            "role": "player",
+                        },
+                    )
+                ],
+            )[0]
+            for i in range(count)
+        ]
+    finally:
+        monkeypatch.undo()
+
+
+async def test_dropped_and_reordered_broadcasts_are_filled_from_the_database(
+    campaign, alice, monkeypatch
+):
+    room = Room(campaign.id, alice)
+    await room.open()
+    ready = (await room.hello(0))[-1]
+    dropped = await sync_to_async(_append_silently)(campaign.id, 3, monkeypatch)
+    assert await room.nothing()
+    layer = get_channel_layer()
+    group = selectors.group_name(campaign.id)
+    # Only the last of three arrives: the consumer reads the two it missed first.
+    await layer.group_send(
+        group, {"type": "campaign.events", "events": [selectors.event_envelope(dropped[2])]}
+    )
+    got = events_of(
+        await room.recv_until(
+            lambda m: m["type"] == "event" and m["event"]["seq"] == dropped[2].seq
+        )
+    )
+    assert [e["seq"] for e in got] == [ready["seq"] + 1, ready["seq"] + 2, ready["seq"] + 3]
+    # A late, out-of-order copy of an earlier one is dropped, not sent twice.
+    await layer.group_send(
+        group, {"type": "campaign.events", "events": [selectors.event_envelope(dropped[0])]}
+    )
+    assert await room.nothing()
+    await room.close()
+
+
+async def test_presence_lists_who_is_online(campaign, alice, gm):
+    me, gm_room = Room(campaign.id, alice), Room(campaign.id, gm)
+    await me.open()
+    await me.hello(0)
+    await gm_room.open()
+    presence = (await me.recv_until(lambda m: m["type"] == "presence" and len(m["users"]) == 2))[-1]
+    assert {u["user_id"] for u in presence["users"]} == {str(alice.id), str(gm.id)}
+    await gm_room.close()
+    presence = (await me.recv_until(lambda m: m["type"] == "presence" and len(m["users"]) == 1))[-1]
+    assert presence["users"][0]["user_id"] == str(alice.id)
+    await me.close()
+
+
+async def test_a_member_who_leaves_is_disconnected(campaign, alice):
+    room = Room(campaign.id, alice)
+    await room.open()
+    await room.hello(0)
+    await sync_to_async(services.membership_leave)(campaign_id=campaign.id, user_id=alice.id)
+    messages = await room.recv_until(
+        lambda m: m["type"] == "event" and m["event"]["type"] == "player_left"
+    )
+    assert messages[-1]["event"]["payload"]["user_id"] == str(alice.id)
+    assert await room.closed_with() == 4403
+
+
+def test_origin_header_helper_is_a_local_host():
+    assert ORIGIN[1].startswith(b"http://127.0.0.1")
