@@ -29,8 +29,9 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
         "campaigns/list.html",
         {
             "memberships": memberships,
-            "create_form": CampaignCreateForm(),
-            "join_form": CampaignJoinForm(),
+            # Distinct ids: both forms have a display_name field on the same page.
+            "create_form": CampaignCreateForm(auto_id="create_%s"),
+            "join_form": CampaignJoinForm(auto_id="join_%s"),
         },
     )
 

@@ -176,7 +176,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=120)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=150)
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"orchestrator.tasks.*": {"queue": "turns"}, "voice.tasks.*": {"queue": "voice"}}
+CELERY_TASK_ROUTES = {
+    "orchestrator.tasks.*": {"queue": "turns"},
+    "voice.tasks.*": {"queue": "voice"},
+}
 # Without a broker, tasks run in-process on the server's event loop (rpgai.tasks.enqueue).
 # TASKS_IN_PROCESS=1 does the same with Redis configured (the test suite uses it).
 CELERY_TASK_ALWAYS_EAGER = env.bool("TASKS_IN_PROCESS", default=EMBEDDED)

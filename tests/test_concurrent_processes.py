@@ -24,8 +24,8 @@ from campaigns.events import NewEvent
 from campaigns.services import events_append
 campaign_id, writer, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for i in range(count):
-    events_append(campaign_id=campaign_id, events=[NewEvent(
-        "player_left", {"user_id": str(uuid.uuid4()), "display_name": f"p{writer}-{i}", "role": "player"})])
+    payload = {"user_id": str(uuid.uuid4()), "display_name": f"p{writer}-{i}", "role": "player"}
+    events_append(campaign_id=campaign_id, events=[NewEvent("player_left", payload)])
 """
 
 

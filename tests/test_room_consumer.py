@@ -138,7 +138,7 @@ async def test_repeated_action_id_is_appended_once(campaign, alice):
         ('{"type": "client.teleport"}', "invalid_message"),
         ('{"type": "client.player_action", "action_id": "nope", "text": "x"}', "invalid_message"),
         (
-            '{"type": "client.player_action", "action_id": "%s", "text": ""}' % uuid.uuid4(),
+            f'{{"type": "client.player_action", "action_id": "{uuid.uuid4()}", "text": ""}}',
             "invalid_message",
         ),
         ('{"type": "client.hello", "last_seq": -4}', "invalid_message"),
