@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async as sync_to_async
 from channels.layers import get_channel_layer
 
 from campaigns import selectors, services
