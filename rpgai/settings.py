@@ -5,6 +5,8 @@ local-memory cache and background tasks on the server's own event loop. With
 DATABASE_URL and REDIS_URL it runs on PostgreSQL and Redis, with Celery workers.
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -50,6 +52,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "accounts",
     "campaigns",
@@ -103,7 +107,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         ),
     }
     # A file, not shared-cache memory: threads in the concurrency tests need real locks.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+    # One per test process, so that parallel runs never share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"rpgai-test-{os.getpid()}.sqlite3")
+    }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -139,6 +146,10 @@ STORAGES = {
         )
     },
 }
+# whitenoise serves static files under daphne: from the apps' folders in development,
+# from the collected, compressed, hashed files in production.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_URL = "media/"
 MEDIA_ROOT = BASE_DIR / "media"
 
@@ -206,6 +217,20 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "rpgai.errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "rpgai API",
+    "DESCRIPTION": "An AI Dungeon Master for multiplayer tabletop campaigns (CONTRACTS §4).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The Swagger UI is served from static files we ship, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
 }
 
 # --- Security -----------------------------------------------------------------------------

@@ -39,12 +39,18 @@ def _main_loop() -> asyncio.AbstractEventLoop | None:
     return None
 
 
-def _run_local(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    close_old_connections()
+def _run_inline(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
     try:
         func(**kwargs)
     except Exception:
-        log.exception("background task %s failed", getattr(func, "name", func))
+        log.exception("background task %s failed", getattr(func, "__name__", func))
+
+
+def _run_in_thread(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    # A worker thread of its own: its connection must not outlive the task.
+    close_old_connections()
+    try:
+        _run_inline(func, kwargs)
     finally:
         close_old_connections()
 
@@ -56,12 +62,12 @@ def enqueue(task: Task, **kwargs: Any) -> None:
         return
     loop = _main_loop()
     if loop is None:
-        _run_local(task.run, kwargs)
+        _run_inline(task.run, kwargs)
         return
 
     def _spawn() -> None:
         fut = asyncio.ensure_future(
-            sync_to_async(_run_local, thread_sensitive=False)(task.run, kwargs)
+            sync_to_async(_run_in_thread, thread_sensitive=False)(task.run, kwargs)
         )
         _pending.add(fut)
         fut.add_done_callback(_pending.discard)

@@ -1,0 +1,210 @@
+"""The campaigns HTTP API (CONTRACTS §4): thin views over services and selectors."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from rpgai.errors import NotFound, PermissionDenied
+
+from . import selectors, services
+from .models import Membership
+
+
+def membership_required(
+    request: Request, campaign_id: uuid.UUID, *, gm: bool = False
+) -> Membership:
+    """The caller's membership of the campaign: 404 if it does not exist, 403 if not theirs."""
+    membership = selectors.membership_get(campaign_id=campaign_id, user_id=request.user.id)
+    if membership is None:
+        if selectors.campaign_get(campaign_id=campaign_id) is None:
+            raise NotFound("no such campaign")
+        raise PermissionDenied("you are not a member of this campaign", code="not_a_member")
+    if gm and not membership.is_gm:
+        raise PermissionDenied("only the campaign's GM may do this", code="gm_only")
+    return membership
+
+
+class EnvelopeSerializer(serializers.Serializer):
+    """The event envelope of CONTRACTS §1 (documentation only; envelopes are built by selectors)."""
+
+    id = serializers.UUIDField()
+    campaign_id = serializers.UUIDField()
+    seq = serializers.IntegerField()
+    type = serializers.CharField()
+    actor = serializers.DictField()
+    payload = serializers.DictField()
+    visibility = serializers.DictField()
+    request_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class MemberSerializer(serializers.Serializer):
+    user_id = serializers.UUIDField()
+    display_name = serializers.CharField()
+    role = serializers.CharField()
+
+
+def campaign_summary(membership: Membership) -> dict[str, Any]:
+    campaign = membership.campaign
+    return {
+        "id": str(campaign.id),
+        "name": campaign.name,
+        "edition": campaign.edition,
+        "role": membership.role,
+        "created_at": campaign.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def campaign_detail(membership: Membership) -> dict[str, Any]:
+    data = campaign_summary(membership)
+    data["members"] = [
+        {"user_id": str(m.user_id), "display_name": m.display_name, "role": m.role}
+        for m in selectors.members_of(campaign_id=membership.campaign_id)
+    ]
+    if membership.is_gm:
+        data["invite_code"] = membership.campaign.invite_code
+    return data
+
+
+class CampaignOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    edition = serializers.CharField()
+    role = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class CampaignDetailOutput(CampaignOutput):
+    members = MemberSerializer(many=True)
+    invite_code = serializers.CharField(required=False, help_text="GM only")
+
+
+class CampaignListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=120)
+        edition = serializers.CharField(max_length=40, default="5e")
+        display_name = serializers.CharField(max_length=60, required=False)
+
+    @extend_schema(responses=CampaignOutput(many=True), operation_id="campaigns_list")
+    def get(self, request: Request) -> Response:
+        memberships = selectors.campaigns_for_user(user_id=request.user.id)
+        return Response([campaign_summary(m) for m in memberships])
+
+    @extend_schema(request=InputSerializer, responses={201: CampaignDetailOutput})
+    def post(self, request: Request) -> Response:
+        data = _valid(self.InputSerializer, request)
+        campaign = services.campaign_create(
+            name=data["name"],
+            edition=data["edition"],
+            creator=request.user,
+            display_name=data.get("display_name"),
+        )
+        membership = selectors.membership_get(campaign_id=campaign.id, user_id=request.user.id)
+        return Response(campaign_detail(membership), status=status.HTTP_201_CREATED)
+
+
+class CampaignDetailApi(APIView):
+    @extend_schema(responses=CampaignDetailOutput)
+    def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        return Response(campaign_detail(membership_required(request, campaign_id)))
+
+
+class CampaignJoinApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        invite_code = serializers.CharField(max_length=16)
+        display_name = serializers.CharField(max_length=60, required=False)
+
+    @extend_schema(request=InputSerializer, responses={200: CampaignDetailOutput})
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        data = _valid(self.InputSerializer, request)
+        if selectors.campaign_get(campaign_id=campaign_id) is None:
+            raise NotFound("no such campaign")
+        membership = services.campaign_join(
+            invite_code=data["invite_code"],
+            user=request.user,
+            display_name=data.get("display_name"),
+            campaign_id=campaign_id,
+        )
+        return Response(campaign_detail(membership))
+
+
+class EventListApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        after_seq = serializers.IntegerField(min_value=0, default=0)
+        limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after_seq", int, description="events after this seq (default 0)"),
+            OpenApiParameter("limit", int, description="at most this many (default 100, max 1000)"),
+        ],
+        responses=EnvelopeSerializer(many=True),
+    )
+    def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        events = selectors.events_after(
+            campaign_id=campaign_id,
+            after_seq=filters.validated_data["after_seq"],
+            limit=filters.validated_data["limit"],
+            viewer=selectors.Viewer.of(membership),
+        )
+        return Response([selectors.event_envelope(e) for e in events])
+
+
+class SnapshotApi(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "Snapshot", {"version": serializers.IntegerField(), "state": serializers.DictField()}
+        )
+    )
+    def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id)
+        snapshot = selectors.snapshot_get(
+            campaign_id=campaign_id, viewer=selectors.Viewer.of(membership)
+        )
+        return Response({"version": snapshot.version, "state": snapshot.state})
+
+
+class ActionCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        action_id = serializers.UUIDField()
+        text = serializers.CharField(max_length=2000, trim_whitespace=True)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            202: inline_serializer(
+                "ActionAccepted",
+                {"action_id": serializers.UUIDField(), "seq": serializers.IntegerField()},
+            )
+        },
+    )
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id)
+        data = _valid(self.InputSerializer, request)
+        event = services.player_action_submit(
+            membership=membership,
+            action_id=data["action_id"],
+            text=data["text"],
+            request_id=getattr(request, "request_id", ""),
+        )
+        return Response(
+            {"action_id": str(data["action_id"]), "seq": event.seq}, status=status.HTTP_202_ACCEPTED
+        )
+
+
+def _valid(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    if not isinstance(request.data, dict):
+        raise serializers.ValidationError({"non_field_errors": ["expected a JSON object"]})
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

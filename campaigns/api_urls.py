@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path("campaigns/", api.CampaignListCreateApi.as_view(), name="api-campaigns"),
+    path("campaigns/<uuid:campaign_id>/", api.CampaignDetailApi.as_view(), name="api-campaign"),
+    path("campaigns/<uuid:campaign_id>/join", api.CampaignJoinApi.as_view(), name="api-join"),
+    path("campaigns/<uuid:campaign_id>/events", api.EventListApi.as_view(), name="api-events"),
+    path("campaigns/<uuid:campaign_id>/snapshot", api.SnapshotApi.as_view(), name="api-snapshot"),
+    path("campaigns/<uuid:campaign_id>/actions", api.ActionCreateApi.as_view(), name="api-actions"),
+]
