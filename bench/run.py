@@ -1,0 +1,66 @@
+"""Run the benchmarks and write docs/benchmarks.md (run by hand: `make bench`).
+
+Needs PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379); it uses a scratch
+database `rpgai_bench` and Redis db 9. Every figure is the median of several runs or
+a ratio to a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import append, ws_latency
+from bench.common import ROOT, machine
+
+
+def main() -> None:
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    appends = append.run()
+    latency = {}
+    latency.update(ws_latency.run(services=False))
+    latency.update(ws_latency.run(services=True))
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {started} on {machine()} by `make bench` (bench/run.py).",
+        "Numbers on a 2-core machine; other work on the machine skews them, so re-run when quiet.",
+        "",
+        "## Event append throughput on PostgreSQL (events per second)",
+        "",
+        f"Each writer is a process appending one event per transaction for {append.DURATION:g} s "
+        f"to one campaign; median of {append.RUNS} runs. The baseline does the same lock, insert "
+        "and update with plain psycopg on the same tables.",
+        "",
+        "| writers | events_append | plain psycopg | ratio |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for writers in append.WRITERS:
+        ours, plain = appends["events_append"][writers], appends["plain psycopg"][writers]
+        lines.append(f"| {writers} | {ours:.0f} | {plain:.0f} | {ours / plain:.2f} |")
+    lines += [
+        "",
+        "## WebSocket latency with the fake model (milliseconds)",
+        "",
+        f"One client sends {ws_latency.ACTIONS} actions one after another to a real daphne "
+        "process and times the `server.ack` and the `dm_narration` event answering each.",
+        "",
+        "| setup | ack p50 | ack p99 | narration p50 | narration p99 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, r in latency.items():
+        lines.append(
+            f"| {label} | {r['ack_p50']:.1f} | {r['ack_p99']:.1f} | "
+            f"{r['narration_p50']:.1f} | {r['narration_p99']:.1f} |"
+        )
+    out = ROOT / "docs" / "benchmarks.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
