@@ -63,6 +63,12 @@ def _tasks_in_process(request: pytest.FixtureRequest, settings: Any) -> None:
         settings.CELERY_TASK_ALWAYS_EAGER = True
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """Real password hashing costs ~0.3 s a user; tests do not need its strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def make_user(django_user_model: Any) -> Callable[..., Any]:
     def make(username: str | None = None, password: str = "pw-Secret-123") -> Any:
