@@ -233,3 +233,7 @@ class TurnFailed(Payload):
 def _turn_failed(state: dict[str, Any], event: FoldedEvent) -> None:
     turn = state["turn"]
     turn["answered_through_seq"] = max(turn["answered_through_seq"], event.payload["through_seq"])
+
+
+# The authoritative tools' event types (rolls, dice seeds, patches, entities, audio).
+from . import tool_events  # noqa: E402, F401

@@ -111,3 +111,25 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"snapshot of {self.campaign_id} at {self.version}"
+
+
+class DiceSeed(models.Model):
+    """A campaign's secret dice seed. Only its SHA-256 (`seed_hash`) is published, in
+    `dice_seed_committed`, until the GM reveals it; the secret never leaves the server
+    before that (it is not in any API, page or admin)."""
+
+    seed_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="dice_seeds")
+    secret = models.CharField(max_length=64)  # hex of 32 random bytes
+    seed_hash = models.CharField(max_length=64)  # hex SHA-256 of the secret's bytes
+    created_at = models.DateTimeField(auto_now_add=True)
+    revealed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"dice seed {self.seed_id} ({'revealed' if self.revealed_at else 'secret'})"
+
+    def __repr__(self) -> str:  # never the secret, not even in a traceback
+        return f"<DiceSeed {self.seed_id} campaign={self.campaign_id}>"

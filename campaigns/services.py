@@ -16,8 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
+from rpgai.metrics import events_appended as metrics_events_appended
 
 from . import selectors
+from .dice import dice_seed_new
 from .events import (
     EVENT_TYPES,
     ActorKind,
@@ -125,6 +127,7 @@ def events_append(
 def _after_commit(campaign_id: uuid.UUID, events: list[Event]) -> None:
     # The database is the record: a failed broadcast only delays delivery (clients
     # fill gaps from the database), so it must never fail the caller.
+    metrics_events_appended(events)
     try:
         broadcast_events(campaign_id, events)
     except Exception:
@@ -186,11 +189,14 @@ def campaign_create(
         created: dict[str, Any] = {"name": name, "edition": edition}
         if scene:
             created["scene"] = scene
+        # The dice commitment comes with the campaign, before any roll can exist.
+        _, seed_committed = dice_seed_new(campaign_id=campaign.id)
         events_append(
             campaign_id=campaign.id,
             request_id=request_id,
             events=[
                 NewEvent("campaign_created", created, "gm", creator.id),
+                seed_committed,
                 NewEvent(
                     "player_joined",
                     {"user_id": str(creator.id), "display_name": gm_name, "role": "gm"},
@@ -387,13 +393,19 @@ def campaign_import(*, lines: Iterable[str], owner: Any, batch_size: int = 500) 
     server; `owner` becomes a GM of the copy in any case.
     """
     envelopes: list[dict[str, Any]] = []
+    dedupe_keys: set[str] = set()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            envelope = _import_envelope(line)
+            envelope, key = _import_envelope(line)
         except (ValueError, TypeError, InvalidEvent) as exc:
             raise ImportError_(f"line {number}: {exc}") from exc
+        if key:
+            # events_append would silently skip the repeat and shift every later seq.
+            if key in dedupe_keys:
+                raise ImportError_(f"line {number}: repeats {key}")
+            dedupe_keys.add(key)
         if envelope["seq"] != len(envelopes) + 1:
             raise ImportError_(
                 f"line {number}: seq {envelope['seq']} where {len(envelopes) + 1} was expected "
@@ -428,11 +440,15 @@ def campaign_import(*, lines: Iterable[str], owner: Any, batch_size: int = 500) 
                 ],
                 request_id="import",
             )
+        # The copy rolls with a secret of its own, never the original's (which this
+        # server may not even hold): a fresh commitment replaces the imported one.
+        _, seed_committed = dice_seed_new(campaign_id=campaign.id)
+        events_append(campaign_id=campaign.id, events=[seed_committed], request_id="import")
         _memberships_from_state(campaign, owner)
     return campaign
 
 
-def _import_envelope(line: str) -> dict[str, Any]:
+def _import_envelope(line: str) -> tuple[dict[str, Any], str | None]:
     """One exported line, checked as `events_append` would, so errors can name the line."""
     try:
         envelope = json.loads(line)
@@ -449,7 +465,7 @@ def _import_envelope(line: str) -> dict[str, Any]:
         raise ValueError(f"unknown event type {envelope['type']!r}")
     if not isinstance(envelope["payload"], dict):
         raise ValueError("payload is not a JSON object")
-    validate_payload(envelope["type"], envelope["payload"])
+    _, dedupe_key = validate_payload(envelope["type"], envelope["payload"])
     actor = envelope.get("actor") or {}
     if not isinstance(actor, dict) or actor.get("kind", "system") not in ACTOR_KINDS:
         raise ValueError(f"bad actor {actor!r}")
@@ -466,7 +482,7 @@ def _import_envelope(line: str) -> dict[str, Any]:
         created_at = created_at.replace(tzinfo=UTC)
     envelope["created_at"] = created_at
     envelope["actor"], envelope["visibility"] = actor, visibility
-    return envelope
+    return envelope, dedupe_key
 
 
 def _uuid_or_none(value: Any) -> uuid.UUID | None:

@@ -57,7 +57,8 @@ def test_seq_is_per_campaign(campaign, gm, join, make_user):
     other = services.campaign_create(name="Other", creator=gm)
     membership = join(make_user())
     services.player_action_submit(membership=membership, action_id=uuid.uuid4(), text="hello")
-    assert [e.seq for e in selectors.events_after(campaign_id=other.id)] == [1, 2]
+    # campaign_created, dice_seed_committed, player_joined
+    assert [e.seq for e in selectors.events_after(campaign_id=other.id)] == [1, 2, 3]
 
 
 def test_unknown_type_and_bad_payload_append_nothing(campaign):

@@ -1,0 +1,190 @@
+"""Event types of the authoritative tools (CONTRACTS §1 and §2): dice seeds, rolls, state
+patches, entities and audio cues. Imported at the bottom of `campaigns.events`, so they
+are registered wherever the registry is.
+
+Reducers stay pure: a stored `state_patch_applied` is re-applied from its own payload,
+so re-folding the log gives the same state.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any, Literal
+
+import jsonpatch
+import jsonpointer
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .events import FoldedEvent, InvalidEvent, Payload, event_type
+
+HEX64 = r"^[0-9a-f]{64}$"
+ENTITY_KINDS = ("npc", "item", "location", "faction", "creature")
+EntityKind = Literal["npc", "item", "location", "faction", "creature"]
+
+
+# --- Dice seeds ------------------------------------------------------------------------------
+
+
+class DiceSeedCommitted(Payload):
+    seed_id: uuid.UUID
+    seed_hash: str = Field(pattern=HEX64)
+
+
+@event_type("dice_seed_committed", DiceSeedCommitted)
+def _dice_seed_committed(state: dict[str, Any], event: FoldedEvent) -> None:
+    state["dice"] = {"seed_id": event.payload["seed_id"], "seed_hash": event.payload["seed_hash"]}
+
+
+class DiceSeedRevealed(Payload):
+    seed_id: uuid.UUID
+    seed: str = Field(pattern=HEX64)
+
+
+@event_type("dice_seed_revealed", DiceSeedRevealed)
+def _dice_seed_revealed(state: dict[str, Any], event: FoldedEvent) -> None:
+    # A revealed seed is no longer a secret: nothing may be rolled with it any more.
+    if (state.get("dice") or {}).get("seed_id") == event.payload["seed_id"]:
+        state.pop("dice", None)
+
+
+# --- Rolls -----------------------------------------------------------------------------------
+
+
+class RollRequested(Payload):
+    roll_id: uuid.UUID
+    formula: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=500)
+    requested_by: Literal["dm", "player"]
+
+
+@event_type("roll_requested", RollRequested)
+def _roll_requested(state: dict[str, Any], event: FoldedEvent) -> None:
+    pass
+
+
+class DieFace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sides: int | Literal["%"]
+    value: int
+    kept: bool
+
+
+class RollResult(Payload):
+    roll_id: uuid.UUID
+    seed_id: uuid.UUID
+    formula: str = Field(min_length=1, max_length=200)
+    total: int
+    detail: str = Field(max_length=4000)
+    dice: list[DieFace] = Field(default_factory=list, max_length=1000)
+
+
+@event_type("roll_result", RollResult)
+def _roll_result(state: dict[str, Any], event: FoldedEvent) -> None:
+    pass
+
+
+# --- State patches ---------------------------------------------------------------------------
+
+
+class PatchOperation(BaseModel):
+    """The shape of one RFC 6902 operation (the allow-list is the tools' business)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+    op: Literal["add", "remove", "replace", "move", "copy", "test"]
+    path: str = Field(max_length=300)
+    value: Any = None
+    from_: str | None = Field(default=None, alias="from", max_length=300)
+
+
+def _operations(patches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for operation in patches:
+        PatchOperation.model_validate(operation)
+    return patches
+
+
+class StatePatchRequested(Payload):
+    patch_id: uuid.UUID
+    reason: str = Field(default="", max_length=500)
+    # As proposed (already shaped as operations, or empty when the proposal had none).
+    patches: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
+
+
+@event_type("state_patch_requested", StatePatchRequested)
+def _state_patch_requested(state: dict[str, Any], event: FoldedEvent) -> None:
+    pass
+
+
+class StatePatchApplied(Payload):
+    patch_id: uuid.UUID
+    patches: list[dict[str, Any]] = Field(min_length=1, max_length=64)
+    # Set when this patch compensates an earlier event (a GM revert).
+    reverts_seq: int | None = Field(default=None, ge=1)
+
+    @field_validator("patches")
+    @classmethod
+    def _shaped_as_operations(cls, patches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return _operations(patches)
+
+
+def patches_apply(state: dict[str, Any], patches: list[dict[str, Any]]) -> dict[str, Any]:
+    """The state with the patches applied, on a copy (the stored payload is never aliased)."""
+    return jsonpatch.JsonPatch(copy.deepcopy(patches)).apply(copy.deepcopy(state))
+
+
+@event_type("state_patch_applied", StatePatchApplied)
+def _state_patch_applied(state: dict[str, Any], event: FoldedEvent) -> None:
+    try:
+        patched = patches_apply(state, event.payload["patches"])
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        raise InvalidEvent(f"state_patch_applied does not apply to the state: {exc}") from None
+    state.clear()
+    state.update(patched)
+
+
+class StatePatchRejected(Payload):
+    patch_id: uuid.UUID
+    error: str = Field(min_length=1, max_length=2000)
+
+
+@event_type("state_patch_rejected", StatePatchRejected)
+def _state_patch_rejected(state: dict[str, Any], event: FoldedEvent) -> None:
+    pass
+
+
+# --- Entities and audio ----------------------------------------------------------------------
+
+
+class Entity(BaseModel):
+    id: uuid.UUID
+    kind: EntityKind
+    name: str = Field(min_length=1, max_length=80)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EntityCreated(Payload):
+    entity: Entity
+
+
+@event_type("entity_created", EntityCreated)
+def _entity_created(state: dict[str, Any], event: FoldedEvent) -> None:
+    entity = event.payload["entity"]
+    state.setdefault("entities", {})[entity["id"]] = {
+        "kind": entity["kind"],
+        "name": entity["name"],
+        "data": copy.deepcopy(entity["data"]),
+    }
+
+
+class AudioCue(Payload):
+    cue: str = Field(min_length=1, max_length=64)
+    volume: float = Field(ge=0, le=1)
+    # The cue's sound file when one is configured (settings.AUDIO_CUES); the room plays it.
+    url: str | None = Field(default=None, max_length=500)
+
+
+@event_type("audio_cue", AudioCue)
+def _audio_cue(state: dict[str, Any], event: FoldedEvent) -> None:
+    pass

@@ -1,0 +1,574 @@
+"""The authoritative tools: the model proposes, these functions decide (CONTRACTS §2).
+
+`turn_commit` runs a DM turn's tool calls and appends their events followed by the
+turn's `dm_narration`, all in one `events_append` (one transaction). Each call is
+validated against the state as it will be after the calls before it in the same turn.
+A call that is refused never breaks the turn: a refused `apply_state_patch` is recorded
+as `state_patch_requested` + `state_patch_rejected`; any other refused call is listed in
+the narration's `tool_errors` (so the next prompt can tell the DM) and in the result's
+`rejections`, and the rest of the turn goes on.
+
+Also here: player and DM rolls outside a turn (`roll_make`), the GM's seed reveal
+(`dice_seed_reveal`) and the GM's corrections (`gm_set_value`, `gm_revert_event`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jsonpatch
+import jsonpointer
+from django.conf import settings
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+
+from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
+
+from . import selectors
+from .dice import (
+    FormulaError,
+    dice_seed_current,
+    dice_seed_mark_revealed,
+    dice_seed_new,
+    formula_parse,
+    roll_compute,
+)
+from .events import (
+    VISIBLE_TO_ALL,
+    FoldedEvent,
+    NewEvent,
+    Visibility,
+    copy_state,
+    fold,
+    fold_all,
+    validate_payload,
+)
+from .models import Campaign, DiceSeed, Event
+from .services import events_append
+from .state_schema import PatchRefused, patch_check
+from .tool_events import ENTITY_KINDS, EntityKind
+
+TOOL_NAMES = ("roll", "apply_state_patch", "create_entity", "trigger_audio")
+ROLL_EVENT_TYPES = ("roll_requested", "roll_result")
+
+
+def _setting(name: str, default: int) -> int:
+    return int(getattr(settings, name, default))
+
+
+@dataclass(frozen=True)
+class ToolRejection:
+    index: int
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TurnCommitResult:
+    events: list[Event]
+    rejections: list[ToolRejection]
+
+
+class ToolRefused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- Tool arguments (untrusted: strict types, unknown keys ignored) -------------------------
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+
+class RollArgs(_Args):
+    formula: StrictStr
+    reason: StrictStr = Field(default="", max_length=500)
+
+
+class EntityArgs(_Args):
+    kind: EntityKind
+    name: StrictStr = Field(min_length=1, max_length=80)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class AudioArgs(_Args):
+    cue: StrictStr = Field(min_length=1, max_length=64)
+    volume: float = Field(default=1.0, ge=0, le=1)
+
+
+def _args_problem(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "args"
+        parts.append(f"{where}: {error['msg']}")
+    return "bad arguments: " + "; ".join(parts)
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+# --- The executor ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Executor:
+    """Builds a batch of tool events against a working copy of the locked state."""
+
+    campaign_id: uuid.UUID | str
+    state: dict[str, Any]
+    actor_kind: str
+    actor_user_id: uuid.UUID | None = None
+    visibility: Visibility = field(default_factory=lambda: dict(VISIBLE_TO_ALL))  # type: ignore[assignment]
+    events: list[NewEvent] = field(default_factory=list)
+
+    def add(self, type_name: str, payload: dict[str, Any], *, system: bool = False) -> None:
+        """Validate, fold into the working state (so later calls see it), and queue.
+        A `system` event (a seed commitment) is the server's own and public to all."""
+        payload, _ = validate_payload(type_name, payload)
+        new = NewEvent(
+            type_name,
+            payload,
+            "system" if system else self.actor_kind,  # type: ignore[arg-type]
+            None if system else self.actor_user_id,
+            dict(VISIBLE_TO_ALL if system else self.visibility),  # type: ignore[arg-type]
+        )
+        user = str(new.actor_user_id) if new.actor_user_id else None
+        fold(self.state, FoldedEvent(0, new.type, new.payload, new.actor_kind, user))
+        self.events.append(new)
+
+    def seed(self) -> DiceSeed:
+        """The committed secret seed; a campaign without one commits one now."""
+        seed = dice_seed_current(campaign_id=self.campaign_id, state=self.state)
+        if seed is None:
+            seed, committed = dice_seed_new(campaign_id=self.campaign_id)
+            self.add(committed.type, committed.payload, system=True)
+        return seed
+
+    def roll(self, *, formula: str, reason: str, requested_by: Literal["dm", "player"]) -> None:
+        formula_parse(formula)  # refuse before a seed is touched
+        seed = self.seed()
+        roll_id = uuid.uuid4()
+        outcome = roll_compute(formula=formula, seed=seed.secret, roll_id=roll_id)
+        self.add(
+            "roll_requested",
+            {
+                "roll_id": str(roll_id),
+                "formula": outcome.formula,
+                "reason": reason,
+                "requested_by": requested_by,
+            },
+        )
+        self.add(
+            "roll_result",
+            {
+                "roll_id": str(roll_id),
+                "seed_id": str(seed.seed_id),
+                "formula": outcome.formula,
+                "total": outcome.total,
+                "detail": outcome.detail,
+                "dice": outcome.dice,
+            },
+        )
+
+    # Each tool: raise ToolRefused to refuse (nothing queued), or queue its events.
+
+    def tool_roll(self, args: dict[str, Any]) -> None:
+        try:
+            parsed = RollArgs.model_validate(args)
+        except ValidationError as exc:
+            raise ToolRefused(_args_problem(exc)) from None
+        try:
+            self.roll(formula=parsed.formula, reason=parsed.reason, requested_by="dm")
+        except FormulaError as exc:
+            raise ToolRefused(exc.detail) from None
+
+    def tool_apply_state_patch(self, args: dict[str, Any]) -> str | None:
+        """Always recorded: requested, then applied or rejected. Returns the refusal."""
+        patch_id = str(uuid.uuid4())
+        reason = args.get("reason", "")
+        patches = args.get("patches")
+        recordable = (
+            isinstance(patches, list)
+            and len(patches) <= 64
+            and all(isinstance(op, dict) for op in patches)
+        )
+        self.add(
+            "state_patch_requested",
+            {
+                "patch_id": patch_id,
+                "reason": reason[:500] if isinstance(reason, str) else "",
+                "patches": patches if recordable else [],
+            },
+        )
+        try:
+            if not isinstance(reason, str):
+                raise PatchRefused("reason must be a string")
+            patch_check(self.state, patches, actor="dm")
+        except PatchRefused as exc:
+            self.add("state_patch_rejected", {"patch_id": patch_id, "error": exc.detail[:2000]})
+            return exc.detail
+        self.add("state_patch_applied", {"patch_id": patch_id, "patches": patches})
+        return None
+
+    def tool_create_entity(self, args: dict[str, Any]) -> None:
+        try:
+            parsed = EntityArgs.model_validate(args)
+        except ValidationError as exc:
+            raise ToolRefused(_args_problem(exc)) from None
+        name = " ".join(parsed.name.split())
+        if not name:
+            raise ToolRefused("an entity needs a name")
+        # A second entity of the same kind and name is refused (not merged): the DM
+        # learns the existing id and patches that one instead.
+        for entity_id, entity in (self.state.get("entities") or {}).items():
+            if entity.get("kind") == parsed.kind and _name_key(entity.get("name", "")) == _name_key(
+                name
+            ):
+                raise ToolRefused(
+                    f"a {parsed.kind} named {entity.get('name')!r} already exists "
+                    f"(id {entity_id}); change it with apply_state_patch"
+                )
+        try:
+            json.dumps(parsed.data, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ToolRefused("data must be a JSON object") from None
+        entity = {"id": str(uuid.uuid4()), "kind": parsed.kind, "name": name, "data": parsed.data}
+        self.add("entity_created", {"entity": entity})
+
+    def tool_trigger_audio(self, args: dict[str, Any]) -> None:
+        try:
+            parsed = AudioArgs.model_validate(args)
+        except ValidationError as exc:
+            raise ToolRefused(_args_problem(exc)) from None
+        cues: dict[str, str | None] = getattr(settings, "AUDIO_CUES", {})
+        if parsed.cue not in cues:
+            known = ", ".join(sorted(cues)) or "none"
+            raise ToolRefused(f"unknown audio cue {parsed.cue!r}; the cues are: {known}")
+        self.add("audio_cue", {"cue": parsed.cue, "volume": parsed.volume, "url": cues[parsed.cue]})
+
+    def run(self, index: int, call: Any) -> ToolRejection | None:
+        """Run one proposed call; a refusal is returned, never raised."""
+        name = ""
+        try:
+            if not isinstance(call, dict):
+                raise ToolRefused("a tool call is an object with a name and args")
+            name = call.get("name") if isinstance(call.get("name"), str) else ""
+            name = name[:64]
+            if name not in TOOL_NAMES:
+                raise ToolRefused(
+                    f"unknown tool {call.get('name')!r}; the tools are {', '.join(TOOL_NAMES)}"
+                )
+            args = call.get("args", {})
+            if args is None:
+                args = {}
+            if not isinstance(args, dict):
+                raise ToolRefused("args must be an object")
+            try:
+                size = len(json.dumps(args, separators=(",", ":"), allow_nan=False))
+            except (TypeError, ValueError):
+                raise ToolRefused("args must be plain JSON") from None
+            max_bytes = _setting("TOOL_ARGS_MAX_BYTES", 8192)
+            if size > max_bytes:
+                raise ToolRefused(f"args are {size} bytes; at most {max_bytes} are allowed")
+            if name == "apply_state_patch":
+                refused = self.tool_apply_state_patch(args)
+                return ToolRejection(index, name, refused) if refused else None
+            getattr(self, f"tool_{name}")(args)
+        except ToolRefused as exc:
+            return ToolRejection(index, name, exc.reason)
+        return None
+
+
+# --- DM turns --------------------------------------------------------------------------------
+
+
+def turn_commit(
+    *,
+    campaign_id: uuid.UUID | str,
+    turn_id: str,
+    narration: str,
+    options: list[str],
+    tool_calls: list[dict[str, Any]],
+    through_seq: int,
+    fallback: bool = False,
+    request_id: str = "",
+    actor_kind: str = "dm",
+    narration_extra: dict[str, Any] | None = None,
+) -> TurnCommitResult:
+    """Execute the tool calls and append their events followed by dm_narration (payload
+    turn_id, text, options, fallback, through_seq, **narration_extra), all in ONE
+    events_append call (one transaction: a crash leaves no half turn). Raises
+    rpgai.errors.Conflict when the state's turn.answered_through_seq >= through_seq > 0
+    (this turn was already answered: retries never duplicate). Each call is validated
+    against the state as it will be after the previous calls of the same turn.
+
+    `rejections` lists every refused call (refused patches too); the narration's
+    `tool_errors` lists those that left no event of their own (not the patches, whose
+    `state_patch_rejected` already says why). At most TOOL_CALLS_MAX_PER_TURN calls run.
+    """
+    rejections: list[ToolRejection] = []
+    if tool_calls is None:
+        calls: list[Any] = []
+    else:
+        calls = list(tool_calls) if isinstance(tool_calls, list | tuple) else [tool_calls]
+    cap = _setting("TOOL_CALLS_MAX_PER_TURN", 16)
+
+    def not_yet_answered(state: dict[str, Any]) -> None:
+        answered = state.get("turn", {}).get("answered_through_seq", 0)
+        if through_seq > 0 and answered >= through_seq:
+            raise Conflict(f"the actions through seq {through_seq} were already answered")
+
+    def build(state: dict[str, Any]) -> list[NewEvent]:
+        rejections.clear()
+        executor = _Executor(campaign_id=campaign_id, state=state, actor_kind=actor_kind)
+        for index, call in enumerate(calls[:cap]):
+            rejection = executor.run(index, call)
+            if rejection is not None:
+                rejections.append(rejection)
+        if len(calls) > cap:
+            rejections.append(
+                ToolRejection(
+                    cap, "", f"only {cap} tool calls run per turn; {len(calls) - cap} were ignored"
+                )
+            )
+        payload: dict[str, Any] = {
+            "turn_id": str(turn_id),
+            "text": narration,
+            "options": options,
+            "fallback": fallback,
+            "through_seq": through_seq,
+            **(narration_extra or {}),
+        }
+        errors = [
+            {"index": r.index, "name": r.name, "reason": r.reason}
+            for r in rejections
+            if r.name != "apply_state_patch"
+        ]
+        if errors:
+            payload["tool_errors"] = [*payload.get("tool_errors", []), *errors]
+        executor.add("dm_narration", payload)
+        return executor.events
+
+    events = events_append(
+        campaign_id=campaign_id,
+        events=build,
+        request_id=request_id,
+        precondition=not_yet_answered,
+    )
+    return TurnCommitResult(events=events, rejections=list(rejections))
+
+
+# --- Rolls outside a turn --------------------------------------------------------------------
+
+
+def roll_make(
+    *,
+    campaign_id: uuid.UUID | str,
+    formula: str,
+    reason: str,
+    requested_by: Literal["dm", "player"],
+    actor_kind: str,
+    actor_user_id: uuid.UUID | None,
+    request_id: str = "",
+    visibility: dict[str, Any] | None = None,
+) -> list[Event]:
+    """Roll with the server's dice: `roll_requested` + `roll_result` (FormulaError, a
+    DomainError with code `invalid_formula`, for a formula that is refused)."""
+    formula_parse(formula)  # fail fast, before taking the campaign's lock
+    if not isinstance(reason, str) or len(reason) > 500:
+        raise DomainError("reason must be text of at most 500 characters", code="invalid_reason")
+    if requested_by not in ("dm", "player"):
+        raise DomainError("requested_by is dm or player")
+
+    def build(state: dict[str, Any]) -> list[NewEvent]:
+        executor = _Executor(
+            campaign_id=campaign_id,
+            state=state,
+            actor_kind=actor_kind,
+            actor_user_id=actor_user_id,
+            visibility=dict(visibility or VISIBLE_TO_ALL),  # type: ignore[arg-type]
+        )
+        executor.roll(formula=formula, reason=reason, requested_by=requested_by)
+        return executor.events
+
+    events = events_append(campaign_id=campaign_id, events=build, request_id=request_id)
+    return [e for e in events if e.type in ROLL_EVENT_TYPES]
+
+
+# --- GM-only services ------------------------------------------------------------------------
+
+
+def _require_gm(campaign_id: uuid.UUID | str, user: Any) -> None:
+    if not Campaign.objects.filter(id=campaign_id).exists():
+        raise NotFound("no such campaign")
+    user_id = getattr(user, "id", None)
+    membership = (
+        selectors.membership_get(campaign_id=campaign_id, user_id=user_id) if user_id else None
+    )
+    if membership is None or not membership.is_gm:
+        raise PermissionDenied("only a GM of this campaign may do that")
+
+
+def dice_seed_reveal(
+    *, campaign_id: uuid.UUID | str, by_user: Any, request_id: str = ""
+) -> list[Event]:
+    """Publish the current secret seed (`dice_seed_revealed`) and commit a new one
+    (`dice_seed_committed`), in one transaction. Every roll made under the revealed
+    seed can then be recomputed by anyone holding the log."""
+    _require_gm(campaign_id, by_user)
+
+    def build(state: dict[str, Any]) -> list[NewEvent]:
+        current = dice_seed_current(campaign_id=campaign_id, state=state)
+        if current is None:
+            raise Conflict("this campaign has no secret dice seed to reveal")
+        dice_seed_mark_revealed(current)
+        _, committed = dice_seed_new(campaign_id=campaign_id)
+        return [
+            NewEvent(
+                "dice_seed_revealed",
+                {"seed_id": str(current.seed_id), "seed": current.secret},
+                "gm",
+                by_user.id,
+            ),
+            committed,
+        ]
+
+    return events_append(campaign_id=campaign_id, events=build, request_id=request_id)
+
+
+def _gm_patch_events(
+    *, patches: list[dict[str, Any]], reason: str, by_user: Any, extra: dict[str, Any] | None = None
+) -> list[NewEvent]:
+    patch_id = str(uuid.uuid4())
+    extra = extra or {}
+    return [
+        NewEvent(
+            "state_patch_requested",
+            {"patch_id": patch_id, "reason": reason[:500], "patches": patches, **extra},
+            "gm",
+            by_user.id,
+        ),
+        NewEvent(
+            "state_patch_applied",
+            {"patch_id": patch_id, "patches": patches, **extra},
+            "gm",
+            by_user.id,
+        ),
+    ]
+
+
+_MISSING = object()
+
+
+def _resolve(document: Any, path: str) -> Any:
+    try:
+        return jsonpointer.resolve_pointer(document, path, _MISSING)
+    except jsonpointer.JsonPointerException:
+        return _MISSING
+
+
+def gm_set_value(
+    *,
+    campaign_id: uuid.UUID | str,
+    by_user: Any,
+    path: str,
+    value: Any,
+    reason: str = "",
+    request_id: str = "",
+) -> list[Event]:
+    """A GM sets one value of the state, appended as a `gm` state patch (requested +
+    applied). Same checks as the DM's patches with the GM's wider allow-list; a refused
+    value raises PatchRefused (400) and appends nothing."""
+    _require_gm(campaign_id, by_user)
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise PatchRefused("path is a JSON pointer such as /characters/<id>/hp")
+    if not isinstance(reason, str):
+        raise PatchRefused("reason must be text")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise PatchRefused("value must be plain JSON (no NaN or infinity)") from None
+
+    def build(state: dict[str, Any]) -> list[NewEvent]:
+        op = "add" if _resolve(state, path) is _MISSING else "replace"
+        patches = [{"op": op, "path": path, "value": value}]
+        patch_check(state, patches, actor="gm")
+        return _gm_patch_events(patches=patches, reason=reason or f"GM set {path}", by_user=by_user)
+
+    return events_append(campaign_id=campaign_id, events=build, request_id=request_id)
+
+
+def _compare_path(after: dict[str, Any], path: str) -> str:
+    """Where to check that nothing changed since: a list's changes are checked as a whole."""
+    parent = path.rsplit("/", 1)[0]
+    return parent if parent and isinstance(_resolve(after, parent), list) else path
+
+
+def gm_revert_event(
+    *, campaign_id: uuid.UUID | str, by_user: Any, seq: int, reason: str = "", request_id: str = ""
+) -> list[Event]:
+    """Undo what event `seq` did to the state with a compensating GM patch (the log stays
+    immutable). The patch is the difference between the state right after that event
+    and right before it; refused (Conflict, with the reason) when the event changed
+    nothing, changed what no GM patch may touch (members, the turn, ...), was already
+    reverted, or when a later event changed the same values since."""
+    _require_gm(campaign_id, by_user)
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise DomainError("seq is a positive integer")
+    target = Event.objects.filter(campaign_id=campaign_id, seq=seq).first()
+    if target is None:
+        raise NotFound(f"no event #{seq} in this campaign")
+    label = f"event #{seq} ({target.type})"
+    earlier = Event.objects.filter(campaign_id=campaign_id, seq__lt=seq).order_by("seq")
+    before = fold_all([selectors.folded(e) for e in earlier.iterator(chunk_size=2000)])
+    after = copy_state(before)
+    fold(after, selectors.folded(target))
+    inverse = jsonpatch.make_patch(after, before).patch
+    if not inverse:
+        raise Conflict(f"{label} changed nothing in the state; there is nothing to revert")
+    already = Event.objects.filter(
+        campaign_id=campaign_id, type="state_patch_applied", payload__reverts_seq=seq
+    ).first()
+    if already is not None:
+        raise Conflict(f"{label} was already reverted by event #{already.seq}")
+
+    def build(state: dict[str, Any]) -> list[NewEvent]:
+        for operation in inverse:
+            for pointer in (operation["path"], operation.get("from")):
+                if pointer is None:
+                    continue
+                where = _compare_path(after, pointer)
+                if _resolve(state, where) != _resolve(after, where):
+                    raise Conflict(
+                        f"{label} cannot be reverted: {where} changed since; set it directly"
+                    )
+        try:
+            patch_check(state, inverse, actor="gm")
+        except PatchRefused as exc:
+            raise Conflict(f"{label} cannot be reverted: {exc.detail}") from None
+        return _gm_patch_events(
+            patches=inverse,
+            reason=reason or f"GM revert of {label}",
+            by_user=by_user,
+            extra={"reverts_seq": seq},
+        )
+
+    return events_append(campaign_id=campaign_id, events=build, request_id=request_id)
+
+
+__all__ = [
+    "ENTITY_KINDS",
+    "TOOL_NAMES",
+    "ToolRejection",
+    "TurnCommitResult",
+    "dice_seed_reveal",
+    "gm_revert_event",
+    "gm_set_value",
+    "roll_make",
+    "turn_commit",
+]
