@@ -38,7 +38,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_demo --url http://$(HOST):$(PORT)/
 	@echo "Serving on http://$(HOST):$(PORT) (Ctrl-C stops)"
 	$(BIN)/daphne -b $(HOST) -p $(PORT) rpgai.asgi:application
 
