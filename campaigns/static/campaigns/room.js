@@ -4,7 +4,14 @@
 // shown and says it in `client.hello` after every (re)connect, so nothing is missed or shown
 // twice. Actions carry a client-made action_id and are resent with the same id until the
 // server acks them (the server dedupes). Every piece of player or model text goes into the
-// page through textContent, never as HTML.
+// page as text nodes (the narration's Markdown through markdown.js, which builds nodes),
+// never as HTML.
+
+import { createAudio } from "./audio.js";
+import { asObject, asText, el, timeOf } from "./dom.js";
+import { createGmTools } from "./gm.js";
+import { plainText, renderInline, renderMarkdown } from "./markdown.js";
+import { createTable, STATE_EVENTS } from "./sheet.js";
 
 const config = JSON.parse(document.getElementById("room-config").textContent);
 
@@ -14,22 +21,28 @@ const PING_EVERY_MS = 25_000;
 const BACKOFF_FIRST_MS = 1_000;
 const BACKOFF_MAX_MS = 15_000;
 const MAX_NOTICES = 4;
+const MAX_ANNOUNCEMENTS = 3;
 const STICK_TO_BOTTOM_PX = 48;
 
+const room = document.getElementById("main");
 const feed = document.getElementById("feed");
 const eventsList = document.getElementById("feed-events");
 const streamsBox = document.getElementById("feed-streams");
 const pendingList = document.getElementById("feed-pending");
 const jumpButton = document.getElementById("jump-latest");
 const statusBox = document.getElementById("room-status");
+const bannersBox = document.getElementById("banners");
 const noticesBox = document.getElementById("notices");
+const announcer = document.getElementById("announcer");
 const onlineList = document.getElementById("online");
 const onlineCount = document.getElementById("online-count");
 const optionsBox = document.getElementById("options");
 const composer = document.getElementById("composer");
 const input = document.getElementById("action-text");
 const charCount = document.getElementById("action-count");
+const panelToggle = document.getElementById("panel-toggle");
 const maxChars = Number(config.maxActionChars) || 2000;
+const isGm = config.role === "gm";
 
 // --- State ---------------------------------------------------------------------------------
 
@@ -46,46 +59,39 @@ let pingTimer = null;
 const names = new Map([[config.userId, config.displayName]]);
 /** action_id -> {text, state: "queued"|"sent"|"acked"|"failed", el} */
 const pending = new Map();
-/** turn_id -> {el, text} for narration still streaming. */
+/** turn_id -> {el, body, text, frame} for narration still streaming. */
 const streams = new Map();
 /** Turns whose final narration (or failure) has arrived: late deltas are ignored. */
 const finishedTurns = new Set();
 /** Turns whose stream was cut by a reconnect: the deltas sent meanwhile are gone. */
 const interruptedTurns = new Set();
+/** roll_id -> its roll_requested payload (the reason is told with the result). */
+const rollRequests = new Map();
+/** patch_id -> the reason given in its state_patch_requested. */
+const patchReasons = new Map();
 
-// --- DOM helpers -----------------------------------------------------------------------------
+// --- The table, the GM's tools, sound ------------------------------------------------------
 
-/** el("p", {class: "x"}, "text", child): strings become text nodes, never HTML. */
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children) {
-    if (child === undefined || child === null || child === false) continue;
-    node.append(typeof child === "string" ? document.createTextNode(child) : child);
-  }
-  return node;
-}
+const table = createTable({
+  config,
+  elements: {
+    sheet: document.getElementById("sheet"),
+    party: document.getElementById("party"),
+    partyBlock: document.getElementById("party-block"),
+    met: document.getElementById("met"),
+    metCount: document.getElementById("met-count"),
+    phoneHp: document.getElementById("phone-hp"),
+  },
+  onState: (state) => gmTools?.onState(state),
+});
+const gmTools = isGm ? createGmTools({ config, table, notify }) : null;
+const audio = createAudio({
+  toggle: document.getElementById("audio-toggle"),
+  feedEvents: eventsList,
+  announce,
+});
 
-function asText(value) {
-  return typeof value === "string" ? value : value === undefined || value === null ? "" : String(value);
-}
-
-function timeOf(isoString) {
-  const when = new Date(isoString);
-  if (Number.isNaN(when.getTime())) return null;
-  return el("time", {
-    class: "entry-time",
-    datetime: isoString,
-    title: when.toLocaleString(),
-    text: when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
-  });
-}
+// --- Helpers -------------------------------------------------------------------------------
 
 function newActionId() {
   if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
@@ -95,6 +101,13 @@ function newActionId() {
   b[8] = (b[8] & 0x3f) | 0x80;
   const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** Say something to screen readers (only what happens now, never the caught-up backlog). */
+function announce(text) {
+  if (!text) return;
+  announcer.append(el("p", {}, text));
+  while (announcer.children.length > MAX_ANNOUNCEMENTS) announcer.firstElementChild.remove();
 }
 
 // --- Scrolling: stay at the bottom unless the reader scrolled up -----------------------------
@@ -133,43 +146,97 @@ jumpButton.addEventListener("click", () => {
   feed.focus({ preventScroll: true });
 });
 
+// --- Banners: the connection, a stopped or failed DM, a closed room ------------------------
+
+/** One banner per kind; `setBanner(kind, null)` removes it. */
+function setBanner(kind, banner) {
+  const old = bannersBox.querySelector(`[data-banner="${kind}"]`);
+  if (!banner) {
+    old?.remove();
+    return;
+  }
+  const node = el(
+    "div",
+    { class: `banner banner-${banner.tone || "info"}`, "data-banner": kind, role: banner.role || "status" },
+    el("div", { class: "banner-text" }, el("strong", { class: "banner-title" }, banner.title), banner.text ? el("span", {}, " ", banner.text) : null),
+    banner.actions?.length ? el("div", { class: "banner-actions" }, banner.actions) : null,
+  );
+  if (old) old.replaceWith(node);
+  else bannersBox.append(node);
+}
+
+function dismissButton(kind) {
+  return el(
+    "button",
+    { type: "button", class: "btn btn-ghost btn-small", "aria-label": "Dismiss this message", onclick: () => setBanner(kind, null) },
+    "Dismiss",
+  );
+}
+
+function turnFailedBanner(code, detail) {
+  if (code === "budget_exceeded") {
+    setBanner("turn", {
+      tone: "budget",
+      role: "alert",
+      title: "The DM has stopped: this campaign's budget is spent.",
+      text: `${detail ? `${detail} ` : ""}${isGm ? "Raise the daily cap in the admin to continue." : "Your actions are kept; ask your GM to raise the daily cap."}`,
+      actions: [dismissButton("turn")],
+    });
+  } else {
+    setBanner("turn", {
+      tone: "danger",
+      role: "alert",
+      title: "The DM could not answer the last turn.",
+      text: `${detail || "The turn failed."} (${code || "error"}) Send an action to try again.`,
+      actions: [dismissButton("turn")],
+    });
+  }
+}
+
 // --- Connection status -------------------------------------------------------------------------
 
-function setStatus(state, ...content) {
+function setStatus(state, text) {
   statusBox.dataset.state = state;
-  statusBox.replaceChildren(el("span", { class: "status-dot", "aria-hidden": "true" }), ...content);
+  statusBox.replaceChildren(el("span", { class: "status-dot", "aria-hidden": "true" }), el("span", { class: "status-text" }, text));
 }
 
 function showReconnecting(delayMs) {
   const endsAt = Date.now() + delayMs;
   // The ticking seconds are hidden from screen readers: one announcement, not one a second.
-  const text = el("span", { class: "status-text", "aria-hidden": "true" });
-  const spoken = el("span", { class: "sr-only" }, "Connection lost. Reconnecting soon.");
-  const now = el("button", { type: "button", class: "btn btn-ghost btn-small", onclick: reconnectNow }, "Retry now");
+  const seconds = el("span", { "aria-hidden": "true" });
   const tick = () => {
-    const seconds = Math.max(0, Math.ceil((endsAt - Date.now()) / 1000));
-    text.textContent = `Reconnecting in ${seconds}s…`;
+    seconds.textContent = `Reconnecting in ${Math.max(0, Math.ceil((endsAt - Date.now()) / 1000))} s…`;
   };
   tick();
-  setStatus("reconnecting", text, spoken, now);
+  setStatus("reconnecting", "Reconnecting…");
+  setBanner("connection", {
+    tone: "warn",
+    title: "Connection lost.",
+    text: el("span", {}, el("span", { class: "sr-only" }, "Reconnecting soon. "), seconds, " Nothing you missed is lost."),
+    actions: [el("button", { type: "button", class: "btn btn-ghost btn-small", onclick: reconnectNow }, "Retry now")],
+  });
   clearInterval(countdownTimer);
   countdownTimer = setInterval(tick, 1000);
 }
 
 function showClosed(code) {
+  setBanner("connection", null);
   if (code === CLOSE_UNAUTHENTICATED) {
-    const next = encodeURIComponent(location.pathname);
-    setStatus(
-      "closed",
-      el("span", { class: "status-text" }, "Your session ended. "),
-      el("a", { href: `/login/?next=${next}` }, "Log in again"),
-    );
+    setStatus("closed", "Signed out");
+    setBanner("closed", {
+      tone: "danger",
+      role: "alert",
+      title: "Your session ended.",
+      actions: [el("a", { class: "btn btn-primary btn-small", href: `/login/?next=${encodeURIComponent(location.pathname)}` }, "Log in again")],
+    });
   } else {
-    setStatus(
-      "closed",
-      el("span", { class: "status-text" }, "You are not a member of this campaign. "),
-      el("a", { href: "/campaigns/" }, "My campaigns"),
-    );
+    setStatus("closed", "Not a member");
+    setBanner("closed", {
+      tone: "danger",
+      role: "alert",
+      title: "You are not a member of this campaign (any more).",
+      actions: [el("a", { class: "btn btn-secondary btn-small", href: "/campaigns/" }, "My campaigns")],
+    });
   }
 }
 
@@ -179,7 +246,7 @@ function connect() {
   clearTimeout(reconnectTimer);
   clearInterval(countdownTimer);
   live = false;
-  setStatus("connecting", el("span", { class: "status-text" }, attempt ? "Reconnecting…" : "Connecting…"));
+  setStatus("connecting", attempt ? "Reconnecting…" : "Connecting…");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}${config.wsPath}`);
   socket = ws;
@@ -222,6 +289,7 @@ function onClosed(code) {
     onlineList.replaceChildren(el("li", { class: "muted online-empty" }, "Not connected."));
     onlineCount.textContent = "–";
     for (const button of optionsBox.querySelectorAll("button")) button.disabled = true;
+    audio.stop();
     return;
   }
   // Exponential backoff, 1 s doubling to 15 s, with jitter so a restarted server is not
@@ -279,9 +347,14 @@ function handleMessage(data) {
 
 function onReady(data) {
   if (Number.isInteger(data.seq) && data.seq > lastSeq) lastSeq = data.seq;
+  const wasReconnect = attempt > 0;
   live = true;
   attempt = 0;
-  setStatus("live", el("span", { class: "status-text" }, "Live"));
+  clearInterval(countdownTimer);
+  setStatus("live", "Live");
+  setBanner("connection", null);
+  if (wasReconnect) announce("Reconnected.");
+  table.refreshSoon();
   // Actions the server has not acked yet go again, with the same action_id: the server
   // stores each action_id once, so a resend after a lost ack is harmless.
   for (const [actionId, action] of pending) {
@@ -297,6 +370,40 @@ function onEvent(event) {
     if (entry) eventsList.append(entry);
     settleFromEvent(event);
   });
+  afterEvent(event);
+}
+
+/** What an event does beyond its line in the feed: the table, banners, sound, speech. */
+function afterEvent(event) {
+  const p = asObject(event.payload);
+  if (STATE_EVENTS.has(event.type) && live) table.refreshSoon();
+  switch (event.type) {
+    case "entity_created":
+      table.noteEntity(asText(asObject(p.entity).id), event.seq);
+      break;
+    case "dm_narration":
+      setBanner("turn", null);
+      if (live) announce(`The DM: ${plainText(p.text)}`);
+      break;
+    case "turn_failed":
+      turnFailedBanner(asText(p.code), asText(p.detail));
+      break;
+    case "player_action":
+      setBanner("turn", null); // a new action is a new try
+      if (live && event.actor?.user_id !== config.userId) announce(`${nameOf(event.actor?.user_id)}: ${asText(p.text)}`);
+      break;
+    case "roll_result":
+      if (live) announce(`Roll ${asText(p.formula)}: ${asText(p.total)}`);
+      break;
+    case "dm_audio_ready":
+      audio.onEvent(event);
+      break;
+    case "audio_cue":
+      audio.onCue(event, live);
+      break;
+    default:
+      break;
+  }
 }
 
 function onAck(data) {
@@ -310,52 +417,60 @@ function onDelta(data) {
   const turnId = asText(data.turn_id);
   const text = asText(data.text);
   if (!turnId || !text || finishedTurns.has(turnId)) return;
-  changeFeed(() => {
-    let stream = streams.get(turnId);
-    if (!stream) {
-      // After a reconnect the text streamed meanwhile is lost: say so instead of a cut.
-      const body = el("p", { class: "entry-text" }, interruptedTurns.has(turnId) ? "… " : null);
-      const node = el(
-        "div",
-        { class: "entry entry-dm entry-streaming", "aria-busy": "true" },
-        el("div", { class: "entry-head" }, el("span", { class: "entry-who" }, "The DM is narrating…")),
-        body,
-      );
-      stream = { el: node, body };
-      streams.set(turnId, stream);
-      streamsBox.append(node);
-    }
-    stream.body.append(document.createTextNode(text)); // only the new text arrives
-  });
+  let stream = streams.get(turnId);
+  if (!stream) {
+    const body = el("div", { class: "entry-body" });
+    const node = el(
+      "div",
+      { class: "entry entry-dm entry-streaming", "aria-busy": "true" },
+      el("div", { class: "entry-head" }, el("span", { class: "entry-who" }, "The DM is narrating…")),
+      body,
+    );
+    // After a reconnect the text streamed meanwhile is lost: say so instead of a cut.
+    stream = { el: node, body, text: interruptedTurns.has(turnId) ? "… " : "", frame: 0 };
+    streams.set(turnId, stream);
+    changeFeed(() => streamsBox.append(node));
+  }
+  stream.text += text; // only the new text arrives
+  // Re-render the Markdown once per frame, however many deltas came in it.
+  if (!stream.frame) {
+    stream.frame = requestAnimationFrame(() => {
+      stream.frame = 0;
+      if (!streams.has(turnId)) return;
+      changeFeed(() => stream.body.replaceChildren(renderMarkdown(stream.text)));
+    });
+  }
 }
 
 function onError(data) {
   const actionId = asText(data.action_id);
   const action = actionId ? pending.get(actionId) : undefined;
+  const code = asText(data.code);
   const detail = asText(data.detail) || "Something went wrong.";
   if (action) {
     action.state = "failed";
     action.error = detail;
     updatePending(action);
   }
-  notify(errorText(asText(data.code), detail));
+  if (code === "budget_exceeded") turnFailedBanner(code, detail);
+  else notify(errorText(code, detail));
 }
 
 function errorText(code, detail) {
   const known = {
     rate_limited: "Slow down a little:",
     too_large: "That message is too long:",
-    budget_exceeded: "The campaign's budget is spent:",
     forbidden: "Not allowed:",
     invalid_message: "The server could not use that:",
   };
   return `${known[code] || "Error:"} ${detail}`;
 }
 
-function notify(text) {
+/** A dismissable notice: errors by default, `tone` "info" for good news. */
+function notify(text, tone = "error") {
   const notice = el(
     "div",
-    { class: "notice", role: "alert" },
+    { class: `notice notice-${tone}`, role: tone === "error" ? "alert" : "status" },
     el("p", {}, text),
     el("button", { type: "button", class: "btn btn-ghost", "aria-label": "Dismiss this notice" }, "Dismiss"),
   );
@@ -380,22 +495,21 @@ function visibilityTag(event) {
   return null;
 }
 
-function head(who, event) {
+function head(who, event, ...extra) {
+  return el("div", { class: "entry-head" }, el("span", { class: "entry-who" }, who), ...extra, visibilityTag(event), timeOf(event.created_at));
+}
+
+function systemLine(content, event, ...extra) {
   return el(
-    "div",
-    { class: "entry-head" },
-    el("span", { class: "entry-who" }, who),
-    visibilityTag(event),
-    timeOf(event.created_at),
+    "li",
+    { class: "entry entry-system" },
+    el("span", { class: "entry-text" }, content),
+    ...extra,
   );
 }
 
-function systemLine(text, event) {
-  return el("li", { class: "entry entry-system", "data-seq": event.seq, "data-type": event.type }, el("span", { class: "entry-text" }, text));
-}
-
 function renderEvent(event) {
-  const p = event.payload && typeof event.payload === "object" ? event.payload : {};
+  const p = asObject(event.payload);
   const renderer = RENDERERS[event.type] || renderGeneric;
   const node = renderer(event, p);
   if (node) {
@@ -405,16 +519,86 @@ function renderEvent(event) {
   return node;
 }
 
+function undoFor(event, label) {
+  return gmTools && event.visibility?.kind !== "gm" ? gmTools.undoButton(event.seq, label) : null;
+}
+
+const KIND_WORDS = {
+  npc: "Met",
+  creature: "A creature appears",
+  location: "A new place",
+  faction: "A faction",
+  item: "Found",
+};
+
+const FIELD_WORDS = { hp: "HP", max_hp: "max HP", ac: "AC" };
+
+/** A state patch in words: "Thorn: HP 7", "Thorn gains rope". */
+function describePatch(patches) {
+  const lines = [];
+  for (const operation of Array.isArray(patches) ? patches : []) {
+    const op = asText(operation?.op);
+    const parts = asText(operation?.path).split("/").slice(1);
+    const value = operation?.value;
+    const shown = Array.isArray(value) ? value.map(asText).join(", ") || "nothing" : asText(value);
+    if (parts[0] === "characters" && parts[1]) {
+      const who = table.characterName(parts[1]) || "A character";
+      const field = FIELD_WORDS[parts[2]] || (parts[2] || "").replaceAll("_", " ");
+      const whole = parts.length === 3;
+      if (parts[2] === "inventory" && !whole) lines.push(op === "remove" ? `${who} loses an item` : `${who} gains ${shown}`);
+      else if (parts[2] === "conditions" && !whole) lines.push(op === "remove" ? `${who}: a condition ends` : `${who} is ${shown}`);
+      else if (op === "remove") lines.push(`${who}: ${field} removed`);
+      else lines.push(`${who}: ${field} ${shown}`);
+    } else if (parts[0] === "scene") {
+      lines.push(parts[1] === "location" && op !== "remove" ? `The scene moves to ${shown}` : "The scene changes");
+    } else if (parts[0] === "entities") {
+      const entity = asObject(asObject(table.state()?.entities)[parts[1]]);
+      lines.push(`${asText(entity.name) || "Someone"} changes`);
+    } else if (op !== "test") {
+      lines.push("The world changes");
+    }
+  }
+  return [...new Set(lines)].join("; ") || "The world changes";
+}
+
+/** A roll's detail text, with dropped dice ("~~5~~") struck through. */
+function rollDetail(detail) {
+  const node = el("span", { class: "roll-detail" });
+  for (const [i, piece] of detail.split(/~~/).entries()) {
+    if (!piece) continue;
+    node.append(i % 2 ? el("s", {}, piece) : document.createTextNode(piece));
+  }
+  return node;
+}
+
+function diceFaces(dice) {
+  const faces = (Array.isArray(dice) ? dice : []).slice(0, 40).map(asObject);
+  if (!faces.length) return null;
+  return el(
+    "span",
+    { class: "roll-dice", "aria-hidden": "true" },
+    faces.map((die) => {
+      const sides = die.sides === "%" ? "%" : Number(die.sides);
+      const value = Number(die.value);
+      const classes = ["die"];
+      if (die.kept === false) classes.push("dropped");
+      if (sides === 20 && die.kept !== false && value === 20) classes.push("crit");
+      if (sides === 20 && die.kept !== false && value === 1) classes.push("fumble");
+      return el("span", { class: classes.join(" "), title: `d${sides}${die.kept === false ? " (dropped)" : ""}` }, el("span", { class: "die-sides" }, `d${sides}`), el("span", { class: "die-value" }, asText(die.value)));
+    }),
+  );
+}
+
 const RENDERERS = {
   campaign_created(event, p) {
-    const scene = p.scene && typeof p.scene === "object" ? p.scene : {};
+    const scene = asObject(p.scene);
     return el(
       "li",
       { class: "entry entry-start" },
       el("h2", {}, asText(p.name) || "A new campaign"),
       el("p", { class: "muted small" }, `A ${asText(p.edition) || "tabletop"} campaign begins.`),
       scene.location ? el("p", { class: "scene-where" }, asText(scene.location)) : null,
-      scene.description ? el("p", { class: "entry-text" }, asText(scene.description)) : null,
+      scene.description ? el("div", { class: "entry-body" }, renderMarkdown(asText(scene.description))) : null,
     );
   },
 
@@ -439,7 +623,7 @@ const RENDERERS = {
     return el(
       "li",
       { class: classes.join(" ") },
-      head(mine ? `${nameOf(userId)} (you)` : nameOf(userId), event),
+      head(mine ? `${nameOf(userId)} (you)` : nameOf(userId), event, event.actor?.kind === "gm" ? el("span", { class: "badge badge-gm" }, "GM") : null),
       el("p", { class: "entry-text" }, asText(p.text)),
     );
   },
@@ -452,7 +636,7 @@ const RENDERERS = {
       "li",
       { class: "entry entry-dm" },
       head("The DM", event),
-      el("p", { class: "entry-text" }, asText(p.text)),
+      el("div", { class: "entry-body" }, renderMarkdown(asText(p.text))),
       p.fallback ? el("p", { class: "entry-note" }, "The DM lost the thread for a moment; this is a stand-in narration.") : null,
     );
   },
@@ -460,41 +644,56 @@ const RENDERERS = {
   turn_failed(event, p) {
     const turnId = asText(p.turn_id);
     if (turnId) endStream(turnId);
+    const budget = p.code === "budget_exceeded";
     return el(
       "li",
-      { class: "entry entry-failed", role: "note" },
-      el("strong", {}, "The DM could not answer"),
+      { class: `entry entry-failed${budget ? " entry-budget" : ""}` },
+      el("strong", {}, budget ? "The DM stopped: the budget is spent" : "The DM could not answer"),
       ` (${asText(p.code) || "error"}): `,
       el("span", {}, asText(p.detail) || "the turn failed."),
     );
   },
 
   roll_requested(event, p) {
-    const by = p.requested_by === "player" ? "A roll is asked for" : "The DM calls for a roll";
-    const reason = asText(p.reason);
-    return systemLine(`${by}: ${asText(p.formula)}${reason ? ` (${reason})` : ""}`, event);
+    rollRequests.set(asText(p.roll_id), p);
+    return null; // told together with its result, which follows in the same turn
   },
 
   roll_result(event, p) {
+    const request = asObject(rollRequests.get(asText(p.roll_id)));
+    const reason = asText(request.reason);
+    const byPlayer = event.actor?.kind === "player" || event.actor?.kind === "gm";
+    const who = byPlayer ? nameOf(event.actor?.user_id) : "The DM";
     const formula = asText(p.formula);
     const total = asText(p.total);
-    // "formula → detail = total"; a detail such as "1d20 (17) + 5 = 22" already ends in
-    // "= total", which is then not said twice.
+    // "1d20 (17) + 5 = 22" already ends in "= total": it is not said twice.
     let detail = asText(p.detail).trim();
     const trailing = detail.match(/\s*=\s*(-?\d+)$/);
     if (trailing && trailing[1] === total) detail = detail.slice(0, trailing.index);
+    const dice = diceFaces(p.dice);
+    const kept20 = (Array.isArray(p.dice) ? p.dice : []).filter((d) => d?.sides === 20 && d?.kept !== false);
+    const natural = kept20.length === 1 && (kept20[0].value === 20 || kept20[0].value === 1) ? kept20[0].value : null;
+    const spoken = `Roll${reason ? ` for ${reason}` : ""}: ${formula}${detail ? `, ${detail.replaceAll("~~", "")}` : ""}, total ${total}.`;
     return el(
       "li",
-      { class: "entry entry-roll" },
-      el("span", { class: "roll-icon", "aria-hidden": "true" }, "d20"),
-      el("span", { class: "sr-only" }, "Roll: "),
-      el("span", { class: "roll-formula" }, formula),
-      " → ",
-      detail ? el("span", { class: "roll-detail" }, detail) : null,
-      " = ",
-      el("span", { class: "roll-total" }, total),
-      p.reason ? " " : null,
-      p.reason ? el("span", { class: "roll-reason" }, `(${asText(p.reason)})`) : null,
+      { class: `entry entry-roll${natural === 20 ? " roll-crit" : natural === 1 ? " roll-fumble" : ""}` },
+      el("span", { class: "sr-only" }, spoken),
+      el(
+        "div",
+        { class: "roll-main", "aria-hidden": "true" },
+        el("span", { class: "roll-icon" }, "d20"),
+        el("span", { class: "roll-what" }, el("span", { class: "roll-reason" }, reason || `${who} rolls`), el("span", { class: "roll-formula" }, formula)),
+        dice,
+        el("span", { class: "roll-equals" }, "="),
+        el("span", { class: "roll-total" }, total),
+      ),
+      el(
+        "div",
+        { class: "roll-foot", "aria-hidden": "true" },
+        detail ? rollDetail(detail) : null,
+        natural === 20 ? el("span", { class: "roll-natural" }, "Natural 20!") : null,
+        natural === 1 ? el("span", { class: "roll-natural" }, "Natural 1") : null,
+      ),
     );
   },
 
@@ -503,50 +702,77 @@ const RENDERERS = {
     return systemLine(`Dice sealed: seed ${hash ? `${hash.slice(0, 12)}…` : "committed"}`, event);
   },
 
-  dice_seed_revealed(event, p) {
-    return systemLine("Dice seed revealed: past rolls can now be checked", event);
+  dice_seed_revealed(event) {
+    return systemLine(
+      el("span", {}, "Dice seed revealed: ", el("a", { href: `/campaigns/${config.campaignId}/dice` }, "check the past rolls")),
+      event,
+    );
   },
 
   entity_created(event, p) {
-    const entity = p.entity && typeof p.entity === "object" ? p.entity : {};
-    return systemLine(`New ${asText(entity.kind) || "entity"}: ${asText(entity.name)}`, event);
+    const entity = asObject(p.entity);
+    const description = asText(asObject(entity.data).description);
+    const label = `${KIND_WORDS[entity.kind] || "New"}: ${asText(entity.name)}`;
+    return el(
+      "li",
+      { class: "entry entry-system entry-entity" },
+      el("span", { class: "entry-text" }, el("strong", {}, label), description ? ` — ${description}` : ""),
+      undoFor(event, label),
+    );
   },
 
   state_patch_applied(event, p) {
-    return systemLine("The world changes", event);
+    const reverts = Number.isInteger(p.reverts_seq) ? p.reverts_seq : null;
+    const byGm = event.actor?.kind === "gm";
+    const text = reverts ? `GM undid event ${reverts}` : `${byGm ? "GM correction: " : ""}${describePatch(p.patches)}`;
+    let reason = reverts ? "" : asText(patchReasons.get(asText(p.patch_id)));
+    if (byGm && /^GM (set|revert of) /.test(reason)) reason = ""; // the default reasons say nothing new
+    return el(
+      "li",
+      { class: `entry entry-system entry-patch${byGm ? " by-gm" : ""}` },
+      el("span", { class: "entry-text" }, text, reason ? el("span", { class: "entry-reason" }, ` (${reason})`) : null),
+      undoFor(event, text),
+    );
   },
 
   state_patch_rejected(event, p) {
+    if (!isGm) return null; // a refused change changed nothing: only the GM needs to know
     return systemLine(`A change to the world was refused: ${asText(p.error)}`, event);
   },
 
-  state_patch_requested() {
+  state_patch_requested(event, p) {
+    patchReasons.set(asText(p.patch_id), asText(p.reason));
     return null; // its applied/rejected twin tells the story
   },
 
   audio_cue(event, p) {
-    return systemLine(`♪ ${asText(p.cue)}`, event);
+    return systemLine(`♪ ${asText(p.cue).replaceAll("_", " ")}`, event);
   },
 
-  dm_audio_ready(event, p) {
-    const url = asText(p.url);
-    // Only our own server's media, or http(s): never a javascript: or data: URL.
-    if (!/^(\/|https?:\/\/)/i.test(url)) return null;
-    const audio = el("audio", { controls: true, preload: "none" });
-    audio.src = url;
-    return el("li", { class: "entry entry-dm" }, head("Narration audio", event), audio);
+  dm_audio_ready() {
+    return null; // the narration it speaks gets a Listen button (audio.js)
+  },
+
+  summary_created(event, p) {
+    return el(
+      "li",
+      { class: "entry entry-summary" },
+      el("details", {}, el("summary", {}, "The story so far (a summary)"), el("div", { class: "entry-body" }, renderMarkdown(asText(p.text)))),
+    );
   },
 };
 
 function renderGeneric(event, p) {
   const label = asText(event.type).replaceAll("_", " ") || "event";
   const text = typeof p.text === "string" ? p.text : typeof p.detail === "string" ? p.detail : "";
-  return systemLine(text ? `${label}: ${text}` : label, event);
+  const who = event.actor?.user_id ? `${nameOf(event.actor.user_id)} · ` : "";
+  return systemLine(text ? `${who}${label}: ${text}` : `${who}${label}`, event);
 }
 
 /** Deltas are ephemeral: a cut connection drops the half-told narration (the final event comes). */
 function dropStreams() {
   for (const [turnId, stream] of streams) {
+    cancelAnimationFrame(stream.frame);
     stream.el.remove();
     interruptedTurns.add(turnId);
   }
@@ -558,6 +784,7 @@ function endStream(turnId) {
   finishedTurns.add(turnId);
   const stream = streams.get(turnId);
   if (stream) {
+    cancelAnimationFrame(stream.frame);
     stream.el.remove();
     streams.delete(turnId);
   }
@@ -576,12 +803,12 @@ function setOptions(options) {
           title: option,
           disabled: stopped,
           onclick: () => {
-            input.value = option;
+            input.value = plainText(option); // what it says, without the Markdown marks
             updateCount();
             submitAction();
           },
         },
-        option,
+        renderInline(document.createDocumentFragment(), option),
       ),
     ),
   );
@@ -735,6 +962,26 @@ input.addEventListener("keydown", (e) => {
 });
 input.addEventListener("input", updateCount);
 
+// --- Phone: the table and the story take turns on the screen -------------------------------
+
+function showPanel(panel) {
+  const table = panel === "table";
+  room.dataset.panel = table ? "table" : "story";
+  panelToggle.setAttribute("aria-expanded", String(table));
+  panelToggle.textContent = table ? "Back to the story" : "Table & sheet";
+  if (table) document.getElementById("room-side").focus?.({ preventScroll: true });
+  else scrollToBottom();
+}
+
+panelToggle.addEventListener("click", () => showPanel(room.dataset.panel === "table" ? "story" : "table"));
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && room.dataset.panel === "table") {
+    showPanel("story");
+    panelToggle.focus();
+  }
+});
+document.getElementById("room-side").setAttribute("tabindex", "-1");
+
 const copyButton = document.getElementById("copy-invite");
 if (copyButton) {
   copyButton.addEventListener("click", async () => {
@@ -757,5 +1004,14 @@ if (copyButton) {
   });
 }
 
+room.dataset.panel = "story";
 updateCount();
+table.refreshNow();
 connect();
+
+// For tests and debugging: what this page has shown, read-only.
+window.rpgaiRoom = Object.freeze({
+  lastSeq: () => lastSeq,
+  isLive: () => live,
+  dropConnection: () => socket?.close(4000, "test"),
+});

@@ -1,0 +1,123 @@
+"""The GM's tools in the room, over HTTP: set a value, revert an event, reveal the dice seed.
+
+Thin views over the authoritative GM services of `campaigns.tools`: every change is an
+event in the log (a `gm` state patch, or the seed's reveal), never an edit in place.
+Only the campaign's GM gets past `membership_required(..., gm=True)`; the services
+check it again. Everything else a GM may want stays in the admin.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from rpgai.errors import NotFound
+
+from . import selectors, tools
+from .api import EnvelopeSerializer, _valid, membership_required
+from .models import Event
+
+# The fields of a character the room's "correct a value" form offers (the GM allow-list
+# of campaigns.state_schema decides what is really allowed).
+CHARACTER_FIELDS = ("hp", "max_hp", "ac", "name", "conditions", "inventory")
+
+EventsOutput = inline_serializer("GmEvents", {"events": EnvelopeSerializer(many=True)})
+
+
+def _events_response(events: list[Event]) -> Response:
+    return Response(
+        {"events": [selectors.event_envelope(e) for e in events]}, status=status.HTTP_201_CREATED
+    )
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request, "request_id", "") or ""
+
+
+class GmSetValueApi(APIView):
+    """Set one value of the state: a character's field, or any JSON pointer path."""
+
+    class InputSerializer(serializers.Serializer):
+        character_id = serializers.UUIDField(required=False)
+        field = serializers.ChoiceField(choices=CHARACTER_FIELDS, required=False)
+        path = serializers.CharField(max_length=300, required=False)
+        value = serializers.JSONField()
+        reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            by_character = "character_id" in data or "field" in data
+            if by_character == ("path" in data):
+                raise serializers.ValidationError(
+                    "give either character_id and field, or a path (a JSON pointer)"
+                )
+            if by_character and not ("character_id" in data and "field" in data):
+                raise serializers.ValidationError("character_id and field go together")
+            if "path" in data and not data["path"].startswith("/"):
+                raise serializers.ValidationError(
+                    {"path": "a JSON pointer such as /characters/<id>/hp"}
+                )
+            return data
+
+    @extend_schema(request=InputSerializer, responses={201: EventsOutput})
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id, gm=True)
+        data = _valid(self.InputSerializer, request)
+        if "path" in data:
+            path = data["path"]
+        else:
+            character_id = str(data["character_id"])
+            snapshot = selectors.snapshot_get(
+                campaign_id=campaign_id, viewer=selectors.Viewer.of(membership)
+            )
+            if snapshot is None or character_id not in snapshot.state.get("characters", {}):
+                raise NotFound("no such character in this campaign")
+            path = f"/characters/{character_id}/{data['field']}"
+        events = tools.gm_set_value(
+            campaign_id=campaign_id,
+            by_user=request.user,
+            path=path,
+            value=data["value"],
+            reason=data.get("reason", ""),
+            request_id=_request_id(request),
+        )
+        return _events_response(events)
+
+
+class GmRevertApi(APIView):
+    """Undo what one event did to the state, with a compensating GM patch."""
+
+    class InputSerializer(serializers.Serializer):
+        seq = serializers.IntegerField(min_value=1)
+        reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+    @extend_schema(request=InputSerializer, responses={201: EventsOutput})
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership_required(request, campaign_id, gm=True)
+        data = _valid(self.InputSerializer, request)
+        events = tools.gm_revert_event(
+            campaign_id=campaign_id,
+            by_user=request.user,
+            seq=data["seq"],
+            reason=data.get("reason", ""),
+            request_id=_request_id(request),
+        )
+        return _events_response(events)
+
+
+class GmDiceRevealApi(APIView):
+    """Reveal the secret dice seed (every roll under it can then be checked) and commit
+    a new one."""
+
+    @extend_schema(request=None, responses={201: EventsOutput})
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership_required(request, campaign_id, gm=True)
+        events = tools.dice_seed_reveal(
+            campaign_id=campaign_id, by_user=request.user, request_id=_request_id(request)
+        )
+        return _events_response(events)
