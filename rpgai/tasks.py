@@ -20,6 +20,8 @@ from celery import Task
 from django.conf import settings
 from django.db import close_old_connections
 
+from rpgai.request_id import celery_headers, get_request_id, request_id_bound
+
 log = logging.getLogger(__name__)
 
 _pending: set[asyncio.Future[Any]] = set()
@@ -46,11 +48,13 @@ def _run_inline(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
         log.exception("background task %s failed", getattr(func, "__name__", func))
 
 
-def _run_in_thread(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+def _run_in_thread(func: Callable[..., Any], kwargs: dict[str, Any], request_id: str = "") -> None:
     # A worker thread of its own: its connection must not outlive the task.
     close_old_connections()
     try:
-        _run_inline(func, kwargs)
+        # The enqueuer's request id follows the task (log lines, events it appends).
+        with request_id_bound(request_id):
+            _run_inline(func, kwargs)
     finally:
         close_old_connections()
 
@@ -58,16 +62,19 @@ def _run_in_thread(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
 def enqueue(task: Task, **kwargs: Any) -> None:
     """Run `task` with keyword arguments in the background."""
     if not settings.CELERY_TASK_ALWAYS_EAGER:
-        task.apply_async(kwargs=kwargs)
+        # The worker's task_prerun handler makes this the task's request id.
+        task.apply_async(kwargs=kwargs, headers=celery_headers())
         return
     loop = _main_loop()
     if loop is None:
         _run_inline(task.run, kwargs)
         return
 
+    request_id = get_request_id()
+
     def _spawn() -> None:
         fut = asyncio.ensure_future(
-            sync_to_async(_run_in_thread, thread_sensitive=False)(task.run, kwargs)
+            sync_to_async(_run_in_thread, thread_sensitive=False)(task.run, kwargs, request_id)
         )
         _pending.add(fut)
         fut.add_done_callback(_pending.discard)

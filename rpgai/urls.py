@@ -4,9 +4,16 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("rpgai.ops_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/auth/", include("accounts.api_urls")),
     path("api/", include("campaigns.api_urls")),
+    path("api/", include("voice.urls")),
+    path("api/", include("campaigns.gm_api_urls")),
+    path("api/", include("memory.urls")),
+    path("api/", include("billing.api_urls")),
     path("", include("accounts.urls")),
     path("", include("campaigns.urls")),
+    path("", include("campaigns.tool_urls")),
 ]

@@ -1,0 +1,17 @@
+from django.apps import AppConfig
+
+
+class OpsConfig(AppConfig):
+    """The project package as an app, for operations: metrics listen to the other apps'
+    signals from the start, and the /metrics access settings are checked at startup."""
+
+    name = "rpgai"
+    label = "rpgai_ops"
+    verbose_name = "Operations"
+
+    def ready(self) -> None:
+        from . import metrics
+        from .ops_urls import metrics_settings_check
+
+        metrics_settings_check()
+        metrics.receivers_connect()
