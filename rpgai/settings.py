@@ -171,7 +171,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+            "CONFIG": {
+                # redis-py 8 reads with a 5 s socket_timeout by default, which kills the
+                # layer's blocking BZPOPMIN (5 s too): every idle socket got 1011 after
+                # ~5 s (redis/redis-py#4091, django/channels_redis#422). No read timeout.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
     CACHES = {
@@ -274,7 +281,9 @@ BILLING_DEFAULT_HARD_STOP = env.bool("BILLING_DEFAULT_HARD_STOP", default=True)
 # Every user's cap across campaigns, unless set per user in the admin; blank: none.
 BILLING_USER_DAILY_CAP_USD = env.str("BILLING_USER_DAILY_CAP_USD", default="")
 # The GM is warned (a `budget_warning` event only GMs see) at these percentages of the cap.
-BILLING_WARN_AT_PERCENT = [int(p) for p in env.list("BILLING_WARN_AT_PERCENT", default=["80", "100"])]
+BILLING_WARN_AT_PERCENT = [
+    int(p) for p in env.list("BILLING_WARN_AT_PERCENT", default=["80", "100"])
+]
 # Without hard stop, past this percentage the campaign degrades: a cheaper model (blank:
 # keep the campaign's), summaries this much shorter, and no voice.
 BILLING_DEGRADE_AT_PERCENT = env.int("BILLING_DEGRADE_AT_PERCENT", default=100)

@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/", include("campaigns.api_urls")),
     path("api/", include("voice.urls")),
     path("api/", include("campaigns.gm_api_urls")),
+    path("api/", include("campaigns.fork_api_urls")),
     path("api/", include("memory.urls")),
     path("api/", include("billing.api_urls")),
     path("", include("accounts.urls")),

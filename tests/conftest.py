@@ -64,6 +64,14 @@ def _tasks_in_process(request: pytest.FixtureRequest, settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _speech_off(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No speech unless a test asks for it (the voice tests set TTS_PROVIDER): other
+    tests' event lists stay what they assert, and none of them waits for synthesis."""
+    settings.TTS_PROVIDER = "none"
+    monkeypatch.setenv("TTS_PROVIDER", "none")  # in the servers and workers tests start too
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     """Real password hashing costs ~0.3 s a user; tests do not need its strength."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,88 @@
+"""Reads of voice profiles and spoken segments."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.files.storage import storages
+
+from campaigns.models import Event
+from campaigns.selectors import SYSTEM_VIEWER, Viewer, events_after
+
+from .models import SpeechSegment, VoiceProfile
+
+
+@dataclass(frozen=True)
+class VoiceChoice:
+    """The voice one segment is spoken in, with every default resolved."""
+
+    engine: str  # piper, openai or none
+    voice: str  # blank: the engine's default voice
+    speed: float = 1.0
+    pitch: float = 1.0
+
+
+def voice_profiles_of(*, campaign_id: uuid.UUID | str) -> dict[str | None, VoiceProfile]:
+    """The campaign's profiles by entity id (None: the DM's)."""
+    return {
+        (str(p.entity_id) if p.entity_id else None): p
+        for p in VoiceProfile.objects.filter(campaign_id=campaign_id)
+    }
+
+
+def voice_choice(profiles: dict[str | None, VoiceProfile], speaker: str | None) -> VoiceChoice:
+    """The speaker's voice: its profile, else the DM's, else TTS_PROVIDER's default."""
+    profile = profiles.get(speaker) if speaker else None
+    if profile is None:
+        profile = profiles.get(None)
+    provider = (settings.TTS_PROVIDER or "none").strip().lower()
+    if provider == "none":
+        # The operator's switch: no speech at all, whatever the profiles say.
+        return VoiceChoice(engine="none", voice="")
+    if profile is None:
+        return VoiceChoice(engine=provider, voice="")
+    return VoiceChoice(
+        engine=profile.engine or provider,
+        voice=profile.voice,
+        speed=profile.speed,
+        pitch=profile.pitch,
+    )
+
+
+def narration_get(
+    *, campaign_id: uuid.UUID | str, narration_seq: int, viewer: Viewer = SYSTEM_VIEWER
+) -> Event | None:
+    """The `dm_narration` event at this seq, if there is one and `viewer` may see it."""
+    found = events_after(
+        campaign_id=campaign_id,
+        after_seq=narration_seq - 1,
+        through_seq=narration_seq,
+        limit=1,
+        viewer=viewer,
+    )
+    if found and found[0].type == "dm_narration":
+        return found[0]
+    return None
+
+
+def speech_segment_get(
+    *, campaign_id: uuid.UUID | str, segment_id: uuid.UUID | str
+) -> SpeechSegment | None:
+    return SpeechSegment.objects.filter(campaign_id=campaign_id, id=segment_id).first()
+
+
+def speech_segment_find(
+    *, campaign_id: uuid.UUID | str, narration_seq: int, segment: int
+) -> SpeechSegment | None:
+    return SpeechSegment.objects.filter(
+        campaign_id=campaign_id, narration_seq=narration_seq, segment=segment
+    ).first()
+
+
+def speech_audio_read(*, segment: SpeechSegment) -> bytes:
+    """The segment's WAV file from storage (a few hundred KB at most)."""
+    storage = storages[settings.VOICE_STORAGE_ALIAS]
+    with storage.open(segment.storage_name, "rb") as audio:
+        return audio.read()
