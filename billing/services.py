@@ -1,0 +1,415 @@
+"""Every write of billing: reserve before a model or speech call, settle after it,
+release on failure; budgets per campaign and per user.
+
+The concurrency rule: a reservation is decided under a lock on the campaign's budget row
+(SELECT ... FOR UPDATE on PostgreSQL; on SQLite the IMMEDIATE transaction already holds
+the database's write lock), and so is a settlement, which swaps a reservation for its
+usage row in one transaction. So the money counted against a cap (settled in the last 24
+hours, plus reserved for calls in flight) is always whole, and concurrent calls cannot
+together pass a hard cap: each reserves a bounded worst case (prompt tokens plus
+`max_tokens`) before it may call. Locks are taken in one order, the campaign's budget
+row then the user's, so two transactions never wait on each other in a circle.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework import status
+
+from campaigns.events import NewEvent
+from campaigns.selectors import campaign_get
+from campaigns.services import events_append
+from rpgai.errors import Conflict, DomainError, NotFound
+from rpgai.metrics import spend_record
+
+from . import selectors
+from .models import CampaignBudget, ModelUsage, Purpose, Reservation, UserBudget
+from .prices import model_cost, speech_cost
+from .selectors import usd_str
+
+log = logging.getLogger(__name__)
+
+CAP_MAX_USD = Decimal("100000")
+
+
+class BudgetExceeded(DomainError):
+    """The call could pass a hard daily cap; it is not made."""
+
+    code = "budget_exceeded"
+    http_status = status.HTTP_402_PAYMENT_REQUIRED
+
+
+# --- Locks ------------------------------------------------------------------------------------
+
+
+def _campaign_budget_locked(
+    campaign_id: uuid.UUID | str, *, create: bool = True
+) -> CampaignBudget | None:
+    """The campaign's budget row, locked until the transaction ends (made with the
+    defaults the first time). None only without `create` for a campaign that is gone."""
+    budget = CampaignBudget.objects.select_for_update().filter(campaign_id=campaign_id).first()
+    if budget is not None or not create:
+        return budget
+    if campaign_get(campaign_id=campaign_id) is None:
+        raise NotFound("no such campaign")
+    try:
+        with transaction.atomic():
+            CampaignBudget.objects.create(campaign_id=campaign_id)
+    except IntegrityError:
+        pass  # another transaction made it first
+    return CampaignBudget.objects.select_for_update().get(campaign_id=campaign_id)
+
+
+def _user_cap_locked(user_id: uuid.UUID | str | None) -> Decimal | None:
+    """The user's daily cap, with the user's budget row locked; None: no cap, no lock."""
+    cap = selectors.user_cap(user_id=user_id)
+    if cap is None or user_id is None:
+        return None
+    if not UserBudget.objects.filter(user_id=user_id).exists():
+        if not get_user_model().objects.filter(id=user_id).exists():
+            return cap  # a deleted user: nothing to lock, the cap still holds
+        try:
+            with transaction.atomic():
+                UserBudget.objects.create(user_id=user_id)  # blank cap: the setting's
+        except IntegrityError:
+            pass
+    UserBudget.objects.select_for_update().filter(user_id=user_id).first()
+    return cap
+
+
+# --- Reserve, settle, release -------------------------------------------------------------------
+
+
+def budget_reserve(
+    *,
+    campaign_id: uuid.UUID | str,
+    key: str,
+    purpose: str,
+    amount_usd: Decimal,
+    user_id: uuid.UUID | str | None = None,
+) -> Reservation:
+    """Set `amount_usd` aside for one call (a bounded worst case) under `key`, or raise
+    BudgetExceeded when it could pass the campaign's hard cap or the user's cap."""
+    if amount_usd < 0:
+        raise DomainError("a reservation is an amount >= 0")
+    try:
+        with transaction.atomic():
+            now = timezone.now()
+            budget = _campaign_budget_locked(campaign_id)
+            assert budget is not None
+            user_cap = _user_cap_locked(user_id)
+            # Reservations of workers that died mid-call stop counting when they expire.
+            Reservation.objects.filter(campaign_id=campaign_id, expires_at__lte=now).delete()
+            if budget.hard_stop:
+                spent = selectors.campaign_spent(campaign_id=campaign_id, now=now)
+                reserved = selectors.campaign_reserved(campaign_id=campaign_id, now=now)
+                if spent + reserved + amount_usd > budget.daily_cap_usd:
+                    raise BudgetExceeded(
+                        f"the campaign's daily budget would be passed: ${usd_str(spent)} of its "
+                        f"${usd_str(budget.daily_cap_usd)} cap used in the last 24 hours"
+                        + (
+                            f" (${usd_str(reserved)} more held for calls in flight)"
+                            if reserved
+                            else ""
+                        )
+                        + f", and this call could cost up to ${usd_str(amount_usd)}. "
+                        "The GM can raise the daily cap or turn hard stop off."
+                    )
+            if user_cap is not None:
+                spent = selectors.user_spent(user_id=user_id, now=now)  # type: ignore[arg-type]
+                reserved = selectors.user_reserved(user_id=user_id, now=now)  # type: ignore[arg-type]
+                if spent + reserved + amount_usd > user_cap:
+                    raise BudgetExceeded(
+                        f"this player's daily budget across campaigns would be passed: "
+                        f"${usd_str(spent + reserved)} of ${usd_str(user_cap)} used or held in "
+                        f"the last 24 hours, and this call could cost up to "
+                        f"${usd_str(amount_usd)}. Try again later."
+                    )
+            return Reservation.objects.create(
+                key=key,
+                campaign_id=campaign_id,
+                user_id=user_id,
+                purpose=purpose,
+                amount_usd=amount_usd,
+                created_at=now,
+                expires_at=now + timedelta(seconds=settings.BILLING_RESERVATION_SECONDS),
+            )
+    except IntegrityError:
+        raise Conflict(f"a reservation {key!r} exists already") from None
+
+
+def reservation_release(*, key: str) -> bool:
+    """Give a reservation's money back (the call failed); False if there was none.
+
+    No lock: dropping a reservation only frees money, and a concurrent reservation that
+    still counted it merely erred on the safe side."""
+    deleted, _ = Reservation.objects.filter(key=key).delete()
+    return bool(deleted)
+
+
+def usage_settle(
+    *,
+    key: str,
+    campaign_id: uuid.UUID | str,
+    provider: str,
+    model: str,
+    purpose: str,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    characters: int = 0,
+    user_id: uuid.UUID | str | None = None,
+    estimated: bool = False,
+    request_id: str = "",
+    turn_id: uuid.UUID | str | None = None,
+) -> ModelUsage:
+    """Record what a call really cost, priced from the usage it reported, in place of
+    its reservation `key` (if any), in one transaction."""
+    if purpose == Purpose.TTS:
+        cost = speech_cost(model=model, characters=characters)
+    else:
+        cost = model_cost(model=model, input_tokens=input_tokens, output_tokens=output_tokens)
+
+    def release() -> None:
+        held = Reservation.objects.filter(key=key).first()
+        if held is None:
+            return
+        if cost > held.amount_usd:
+            # The reported usage passed the bounded estimate (a provider that counts
+            # differently, or ignores max_tokens): recorded as reported, and said.
+            log.warning(
+                "call %s cost $%s, more than the $%s reserved for it",
+                key,
+                usd_str(cost),
+                usd_str(held.amount_usd),
+            )
+        held.delete()
+
+    return _usage_record(
+        release=release,
+        campaign_id=campaign_id,
+        user_id=user_id,
+        provider=provider,
+        model=model,
+        purpose=purpose,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        characters=characters,
+        cost_usd=cost,
+        estimated=estimated,
+        request_id=request_id,
+        turn_id=turn_id,
+    )
+
+
+def _usage_record(
+    *,
+    release: Callable[[], None],
+    campaign_id: uuid.UUID | str,
+    cost_usd: Decimal,
+    **fields: object,
+) -> ModelUsage:
+    warning: int | None = None
+    with transaction.atomic():
+        now = timezone.now()
+        budget = _campaign_budget_locked(campaign_id, create=False)
+        _user_cap_locked(fields.get("user_id"))  # type: ignore[arg-type]
+        release()
+        usage = ModelUsage.objects.create(
+            campaign_id=campaign_id, cost_usd=cost_usd, created_at=now, **fields
+        )
+        if budget is not None:
+            warning = _warning_due(budget, now)
+    if warning is not None:
+        # After commit: the log's append takes its own lock, and a warning that fails
+        # to append must not undo the record of money spent.
+        transaction.on_commit(lambda: _budget_warning_append(campaign_id, warning))
+    spend_record(usd=cost_usd, kind="voice" if fields.get("purpose") == Purpose.TTS else "model")
+    return usage
+
+
+# --- Warnings ----------------------------------------------------------------------------------
+
+
+def _warning_due(budget: CampaignBudget, now: datetime) -> int | None:
+    """The threshold (percent) to announce now, if the spend just reached a new one."""
+    spent = selectors.campaign_spent(campaign_id=budget.campaign_id, now=now)
+    cap = budget.daily_cap_usd
+    percent = Decimal(100) if cap <= 0 else spent / cap * 100
+    level = max((t for t in settings.BILLING_WARN_AT_PERCENT if percent >= t), default=0)
+    previous = budget.warned_percent
+    if level == previous:
+        return None
+    # Lower: the window rolled on or the cap was raised; the next crossing warns again.
+    budget.warned_percent = level
+    budget.warned_at = now
+    budget.save(update_fields=["warned_percent", "warned_at", "updated_at"])
+    return level if level > previous else None
+
+
+def _budget_warning_append(campaign_id: uuid.UUID | str, level: int) -> None:
+    try:
+        status_now = selectors.budget_status(campaign_id=campaign_id)
+        degradation = selectors.budget_degradation(campaign_id=campaign_id)
+        detail = f"Spend in the last 24 hours reached {level}% of the daily cap."
+        if status_now.hard_stop and level >= 100:
+            detail += " DM turns and speech that could pass the cap are refused."
+        elif degradation.active:
+            saving = []
+            if degradation.model or degradation.provider:
+                saving.append(f"the cheaper model {degradation.model or degradation.provider}")
+            if degradation.summary_factor < 1:
+                saving.append("shorter summaries")
+            if degradation.voice_off:
+                saving.append("no voice")
+            detail += " The campaign now runs degraded" + (
+                f": {', '.join(saving)}." if saving else "."
+            )
+        events_append(
+            campaign_id=campaign_id,
+            events=[
+                NewEvent(
+                    "budget_warning",
+                    {
+                        "percent": level,
+                        "spent_usd": usd_str(status_now.spent_usd),
+                        "daily_cap_usd": usd_str(status_now.daily_cap_usd),
+                        "window_hours": selectors.WINDOW_HOURS,
+                        "hard_stop": status_now.hard_stop,
+                        "degraded": degradation.active,
+                        "detail": detail,
+                    },
+                    "system",
+                    visibility={"kind": "gm"},
+                )
+            ],
+        )
+    except NotFound:
+        pass  # the campaign was deleted meanwhile
+    except Exception:
+        log.exception("could not append the budget warning of campaign %s", campaign_id)
+
+
+# --- Budgets ------------------------------------------------------------------------------------
+
+
+def _cap_value(value: Decimal | str | int | float) -> Decimal:
+    try:
+        cap = Decimal(str(value))
+    except InvalidOperation:
+        raise DomainError(f"daily_cap_usd: {value!r} is not a number") from None
+    if not cap.is_finite() or cap < 0 or cap > CAP_MAX_USD:
+        raise DomainError(f"daily_cap_usd: between 0 and {CAP_MAX_USD}")
+    if cap != cap.quantize(Decimal("0.0001")):
+        raise DomainError("daily_cap_usd: at most 4 decimal places")
+    return cap
+
+
+def budget_set(
+    *,
+    campaign_id: uuid.UUID | str,
+    daily_cap_usd: Decimal | str | None = None,
+    hard_stop: bool | None = None,
+) -> CampaignBudget:
+    """Change a campaign's daily cap and/or hard stop (None: unchanged)."""
+    cap = None if daily_cap_usd is None else _cap_value(daily_cap_usd)
+    with transaction.atomic():
+        budget = _campaign_budget_locked(campaign_id)
+        assert budget is not None
+        if cap is not None and cap != budget.daily_cap_usd:
+            budget.daily_cap_usd = cap
+            budget.warned_percent = 0  # the thresholds of the new cap are announced afresh
+        if hard_stop is not None:
+            budget.hard_stop = bool(hard_stop)
+        budget.save()
+    return budget
+
+
+def user_budget_set(*, user_id: uuid.UUID | str, daily_cap_usd: Decimal | str | None) -> UserBudget:
+    """Set a user's own daily cap across campaigns (None: the setting's default)."""
+    cap = None if daily_cap_usd is None else _cap_value(daily_cap_usd)
+    if not get_user_model().objects.filter(id=user_id).exists():
+        raise NotFound("no such user")
+    budget, _ = UserBudget.objects.update_or_create(
+        user_id=user_id, defaults={"daily_cap_usd": cap}
+    )
+    return budget
+
+
+# --- Speech ---------------------------------------------------------------------------------------
+
+
+def speech_model_name(engine: str) -> str:
+    """The name speech is priced by: the OpenAI speech model, or the engine (piper)."""
+    engine = (engine or "").strip().lower()
+    return settings.OPENAI_TTS_MODEL if engine == "openai" else engine
+
+
+def speech_reserve(*, campaign_id: uuid.UUID | str, characters: int) -> bool:
+    """Whether the campaign may speak `characters` more characters now; if so their cost
+    is set aside until `speech_usage_record` settles it, segment by segment."""
+    if characters <= 0:
+        return True
+    degradation = selectors.budget_degradation(campaign_id=campaign_id)
+    if degradation.active and degradation.voice_off:
+        return False
+    cost = speech_cost(model=speech_model_name(settings.TTS_PROVIDER), characters=characters)
+    if cost <= 0:
+        return True  # local speech costs nothing
+    try:
+        budget_reserve(
+            campaign_id=campaign_id,
+            key=f"tts:{uuid.uuid4()}",
+            purpose=Purpose.TTS,
+            amount_usd=cost,
+        )
+    except BudgetExceeded as exc:
+        log.info("speech of campaign %s refused: %s", campaign_id, exc.detail)
+        return False
+    return True
+
+
+def speech_usage_record(
+    *, campaign_id: uuid.UUID | str, engine: str, characters: int, request_id: str = ""
+) -> ModelUsage:
+    """Record `characters` spoken by `engine`, using up the campaign's speech
+    reservations, oldest first (what is left of them expires)."""
+    model = speech_model_name(engine)
+    cost = speech_cost(model=model, characters=characters)
+
+    def release() -> None:
+        left = cost
+        now = timezone.now()
+        held = Reservation.objects.filter(
+            campaign_id=campaign_id, purpose=Purpose.TTS, expires_at__gt=now
+        ).order_by("created_at")
+        for reservation in held:
+            if left <= 0:
+                break
+            if reservation.amount_usd <= left:
+                left -= reservation.amount_usd
+                reservation.delete()
+            else:
+                reservation.amount_usd -= left
+                reservation.save(update_fields=["amount_usd"])
+                left = Decimal(0)
+
+    return _usage_record(
+        release=release,
+        campaign_id=campaign_id,
+        user_id=None,
+        provider=(engine or "").strip().lower()[:40],
+        model=model[:100],
+        purpose=Purpose.TTS,
+        characters=characters,
+        cost_usd=cost,
+        request_id=request_id[:64],
+    )
