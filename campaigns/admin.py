@@ -25,6 +25,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from rpgai.errors import DomainError
+
 from . import services
 from .events import EVENT_TYPES
 from .models import Campaign, Event, Membership, Snapshot
@@ -98,20 +100,35 @@ class CampaignAdmin(admin.ModelAdmin):
         "invite_code",
         "created_by",
         "created_at",
+        "forked_from",
+        "forked_at_seq",
+        "turn_mode",
+        "round_seconds",
         "event_count",
         "snapshot_version",
         "snapshot_state",
     )
-    readonly_fields = fields
+    # Only the turn settings are editable (they are settings, not story: no event).
+    readonly_fields = tuple(f for f in fields if f not in ("turn_mode", "round_seconds"))
     actions = ("rebuild_snapshots",)
 
     # Created on the site (campaign_create opens the log); renaming here would bypass
-    # the log too, so the change page is a view page. Deleting is allowed, via the service.
+    # the log too, so the rest of the change page is read-only. Deleting is allowed, via
+    # the service.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+        return request.user.is_superuser
+
+    def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
+        from .rounds import campaign_turns_update
+
+        campaign_turns_update(
+            campaign=obj,
+            turn_mode=form.cleaned_data.get("turn_mode"),
+            round_seconds=form.cleaned_data.get("round_seconds"),
+        )
 
     def has_rebuild_permission(self, request: HttpRequest) -> bool:
         return request.user.is_superuser
@@ -260,6 +277,38 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
     )
     readonly_fields = fields
+    actions = ("fork_at_event",)
+
+    def has_fork_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    @admin.action(
+        description="Fork the campaign at the selected event (one event)",
+        permissions=["fork"],
+    )
+    def fork_at_event(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
+        from .forks import campaign_fork
+
+        events = list(queryset[:2])
+        if len(events) != 1:
+            self.message_user(request, "Select exactly one event to fork at.", messages.ERROR)
+            return
+        event = events[0]
+        try:
+            fork = campaign_fork(
+                campaign_id=event.campaign_id,
+                at_seq=event.seq,
+                by_user=request.user,
+                request_id="admin",
+                as_operator=True,
+            )
+        except DomainError as exc:
+            self.message_user(request, f"Not forked: {exc.detail}", messages.ERROR)
+            return
+        url = reverse("admin:campaigns_campaign_change", args=[fork.pk])
+        self.message_user(
+            request, format_html('Forked at seq {} as <a href="{}">{}</a>.', event.seq, url, fork)
+        )
 
     @admin.display(description="payload")
     def payload_preview(self, obj: Event) -> str:

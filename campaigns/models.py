@@ -25,6 +25,20 @@ class Campaign(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # A fork (campaigns.forks) points back at the campaign and seq it was forked from.
+    forked_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks"
+    )
+    forked_at_seq = models.PositiveIntegerField(null=True, blank=True)
+
+    class TurnMode(models.TextChoices):
+        FREE = "free", "Free (coalesced turns)"
+        ROUNDS = "rounds", "Rounds (the DM waits for every player present)"
+
+    # Round-based turns (orchestrator.rounds): the DM answers once every player present
+    # has acted, or `round_seconds` after the round's first action.
+    turn_mode = models.CharField(max_length=8, choices=TurnMode.choices, default=TurnMode.FREE)
+    round_seconds = models.PositiveIntegerField(default=120)
 
     class Meta:
         ordering = ["-created_at"]

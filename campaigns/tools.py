@@ -87,6 +87,8 @@ class _Args(BaseModel):
 class RollArgs(_Args):
     formula: StrictStr
     reason: StrictStr = Field(default="", max_length=500)
+    # A private result: only this member (and the GMs) see the roll (campaigns.whispers).
+    private_to: StrictStr | None = Field(default=None, max_length=40)
 
 
 class EntityArgs(_Args):
@@ -182,10 +184,18 @@ class _Executor:
             parsed = RollArgs.model_validate(args)
         except ValidationError as exc:
             raise ToolRefused(_args_problem(exc)) from None
+        shared = self.visibility
+        if parsed.private_to is not None:
+            private_to = parsed.private_to.strip().lower()
+            if private_to not in (self.state.get("members") or {}):
+                raise ToolRefused("private_to must be the user id of a member of the campaign")
+            self.visibility = {"kind": "users", "user_ids": [private_to]}
         try:
             self.roll(formula=parsed.formula, reason=parsed.reason, requested_by="dm")
         except FormulaError as exc:
             raise ToolRefused(exc.detail) from None
+        finally:
+            self.visibility = shared
 
     def tool_apply_state_patch(self, args: dict[str, Any]) -> str | None:
         """Always recorded: requested, then applied or rejected. Returns the refusal."""

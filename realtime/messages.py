@@ -23,6 +23,12 @@ class PlayerAction(ClientMessage):
     text: str = Field(min_length=1, max_length=2000)
 
 
+class Whisper(ClientMessage):
+    type: Literal["client.whisper"]
+    to: str = Field(min_length=1, max_length=40)
+    text: str = Field(min_length=1, max_length=2000)
+
+
 class Ping(ClientMessage):
     type: Literal["client.ping"]
 
@@ -31,4 +37,5 @@ MESSAGE_MODELS: dict[str, type[ClientMessage]] = {
     "client.hello": Hello,
     "client.player_action": PlayerAction,
     "client.ping": Ping,
+    "client.whisper": Whisper,
 }

@@ -10,8 +10,10 @@ runs (a management command, a plain test), the task runs inline before returning
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +82,28 @@ def enqueue(task: Task, **kwargs: Any) -> None:
         fut.add_done_callback(_pending.discard)
 
     loop.call_soon_threadsafe(_spawn)
+
+
+def enqueue_later(task: Task, delay: float, **kwargs: Any) -> None:
+    """Run `task` in the background after `delay` seconds (a Celery countdown; embedded, a
+    timer on the server's event loop, or a daemon thread where no loop runs). At most
+    once, not persisted: a restart forgets an embedded timer, so the task must be safe
+    to run late, early or twice (a turn re-checks whether it is owed)."""
+    delay = max(0.0, float(delay))
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        task.apply_async(kwargs=kwargs, countdown=delay, headers=celery_headers())
+        return
+    loop = _main_loop()
+    if loop is None:
+        timer = threading.Timer(delay, _run_in_thread, (task.run, kwargs, get_request_id()))
+        timer.daemon = True
+        timer.start()
+        return
+
+    def _arm() -> None:
+        loop.call_later(delay, functools.partial(enqueue, task, **kwargs))
+
+    loop.call_soon_threadsafe(_arm)
 
 
 async def wait_idle(timeout: float = 10.0) -> None:

@@ -337,6 +337,9 @@ function handleMessage(data) {
     case "presence":
       renderPresence(Array.isArray(data.users) ? data.users : []);
       break;
+    case "round_waiting":
+      renderRoundWaiting(Array.isArray(data.user_ids) ? data.user_ids : []);
+      break;
     case "error":
       onError(data);
       break;
@@ -838,6 +841,18 @@ function renderPresence(users) {
       ),
     ),
   );
+}
+
+/** Rounds mode: whom the table waits for before the DM answers (empty: nobody). */
+function renderRoundWaiting(userIds) {
+  let box = document.getElementById("round-waiting");
+  if (!box) {
+    box = el("p", { id: "round-waiting", class: "muted", role: "status" });
+    onlineList.after(box);
+  }
+  const who = userIds.map((id) => (id === config.userId ? "you" : names.get(asText(id)) || "a player"));
+  box.hidden = who.length === 0;
+  box.textContent = who.length ? `The table waits for: ${who.join(", ")}.` : "";
 }
 
 // --- Sending actions ---------------------------------------------------------------------------
