@@ -13,8 +13,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import append, ws_latency
+from bench import append, fanout, memory_per_connection, orchestrator_turn, turns, ws_latency
 from bench.common import ROOT, machine
+
+
+def _separately(module: str) -> object:
+    """Run bench/<module>.py in its own process (each sets Django up for its own
+    database) and return what it measured."""
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", "--json"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    [line] = [x for x in out.splitlines() if x.startswith("BENCH_JSON ")]
+    print(*(x for x in out.splitlines() if not x.startswith("BENCH_JSON ")), sep="\n")
+    return json.loads(line.removeprefix("BENCH_JSON "))
 
 
 def main() -> None:
@@ -57,6 +75,10 @@ def main() -> None:
             f"| {label} | {r['ack_p50']:.1f} | {r['ack_p99']:.1f} | "
             f"{r['narration_p50']:.1f} | {r['narration_p99']:.1f} |"
         )
+    lines += ["", *orchestrator_turn.run().splitlines()]
+    lines += ["", *fanout.markdown(_separately("fanout"))]
+    lines += ["", *turns.markdown(_separately("turns"))]
+    lines += ["", *memory_per_connection.markdown(_separately("memory_per_connection"))]
     out = ROOT / "docs" / "benchmarks.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")

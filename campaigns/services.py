@@ -290,6 +290,9 @@ def player_action_submit(
     text = text.strip()
     if not text:
         raise InvalidEvent("text must not be empty")
+    if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
+        # PostgreSQL cannot store NUL in text, and a lone surrogate is not UTF-8.
+        raise InvalidEvent("text must not contain NUL or unpaired surrogate characters")
     if character_id is None:
         character_id = _own_character_id(membership)
     payload: dict[str, Any] = {"action_id": str(action_id), "text": text}

@@ -22,13 +22,14 @@ from pydantic import ValidationError
 
 from campaigns import selectors, services
 from campaigns.models import Membership
+from campaigns.whispers import whisper_send
 from rpgai import metrics
 from rpgai.errors import DomainError
 from rpgai.request_id import reset_request_id, set_request_id
 
 from . import auth, throttle
 from . import services as presence
-from .messages import MESSAGE_MODELS, Hello, Ping, PlayerAction
+from .messages import MESSAGE_MODELS, Hello, Ping, PlayerAction, Whisper
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,11 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             hint = throttle.action_id_hint(text_data)
             await self.send_error("rate_limited", allowed.detail, action_id=hint)
             return
-        size = len(bytes_data) if bytes_data is not None else len((text_data or "").encode())
+        size = (
+            len(bytes_data)
+            if bytes_data is not None
+            else len((text_data or "").encode("utf-8", "surrogatepass"))
+        )
         if size > settings.WS_MAX_MESSAGE_BYTES:
             await self.send_error(
                 "too_large", f"messages are limited to {settings.WS_MAX_MESSAGE_BYTES} bytes"
@@ -130,7 +135,8 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         try:
             await getattr(self, "on_" + data["type"].removeprefix("client."))(message, request_id)
         except DomainError as exc:
-            await self.send_error(exc.code, exc.detail, action_id=action_id)
+            code = "invalid_message" if exc.code in {"invalid", "invalid_event"} else exc.code
+            await self.send_error(code, exc.detail, action_id=action_id)
         except Exception:
             log.exception("message %s failed in campaign %s", data["type"], self.campaign_id)
             await self.send_error(
@@ -159,6 +165,12 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         await self.send_json(
             {"type": "server.ack", "action_id": str(message.action_id), "seq": event.seq}
         )
+
+    async def on_whisper(self, message: Whisper, request_id: str) -> None:
+        event = await database_sync_to_async(whisper_send)(
+            membership=self.membership, to=message.to, text=message.text, request_id=request_id
+        )
+        await self.send_json({"type": "server.ack", "seq": event.seq})
 
     async def on_ping(self, message: Ping, request_id: str) -> None:
         await self.send_json({"type": "server.pong"})
@@ -207,6 +219,17 @@ class CampaignConsumer(AsyncWebsocketConsumer):
                 {"type": "narration.delta", "turn_id": message["turn_id"], "text": message["text"]}
             )
 
+    async def room_round_waiting(self, message: dict[str, Any]) -> None:
+        """Rounds mode: whom the table waits for (orchestrator.rounds); ephemeral."""
+        if self.ready:
+            await self.send_json(
+                {
+                    "type": "round_waiting",
+                    "user_ids": message["user_ids"],
+                    "deadline": message.get("deadline"),
+                }
+            )
+
     # --- Helpers -------------------------------------------------------------------------
 
     async def _deliver(self, envelope: dict[str, Any]) -> None:
@@ -252,7 +275,8 @@ class CampaignConsumer(AsyncWebsocketConsumer):
 
     async def send_error(self, code: str, detail: str, *, action_id: str | None = None) -> None:
         error: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
-        if action_id:
+        if action_id and len(action_id) <= 64 and action_id.isprintable():
+            # Echoed only when sane: a lone surrogate could not even be sent as UTF-8.
             error["action_id"] = action_id
         await self.send_json(error)
 
