@@ -1,0 +1,206 @@
+"""The memory HTTP API (CONTRACTS §4): the GM's documents and the members' rag_search."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.core.files.uploadedfile import UploadedFile
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from campaigns.api import membership_required
+from rpgai.ratelimit import client_ip_key, rate_limit, user_key
+
+from . import documents, selectors
+from .conf import setting
+from .models import Document
+from .retrieval import passages_search
+
+QUERY_MAX_CHARS = 500
+
+
+class DocumentOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    title = serializers.CharField()
+    filename = serializers.CharField()
+    content_type = serializers.CharField()
+    visibility = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    passages = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+def _document_data(document: Document, passages: int) -> dict[str, Any]:
+    return {
+        "id": str(document.id),
+        "title": document.title,
+        "filename": document.filename,
+        "content_type": document.content_type,
+        "visibility": document.visibility,
+        "size_bytes": document.size_bytes,
+        "passages": passages,
+        "created_at": document.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+class DocumentListCreateApi(APIView):
+    """`POST`: the GM uploads lore or rules (a `file`, plain text or Markdown, with an
+    optional `title`; or JSON `title` + `text`). `GET`: the campaign's documents (GMs
+    see those kept from players too)."""
+
+    parser_classes = (JSONParser, MultiPartParser)
+
+    class UploadInput(serializers.Serializer):
+        file = serializers.FileField(help_text="a .txt or .md file, UTF-8")
+        title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+        visibility = serializers.ChoiceField(
+            choices=Document.Visibility.values, default=Document.Visibility.ALL
+        )
+
+    class TextInput(serializers.Serializer):
+        title = serializers.CharField(max_length=200)
+        text = serializers.CharField(trim_whitespace=False)
+        content_type = serializers.ChoiceField(
+            choices=[documents.MARKDOWN, documents.PLAIN], default=documents.MARKDOWN
+        )
+        visibility = serializers.ChoiceField(
+            choices=Document.Visibility.values, default=Document.Visibility.ALL
+        )
+
+    @extend_schema(
+        operation_id="campaign_documents_list", responses={200: DocumentOutput(many=True)}
+    )
+    def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id)
+        found = selectors.documents_list(campaign_id=campaign_id, include_gm_only=membership.is_gm)
+        counts = selectors.passage_counts(document_ids=[d.id for d in found])
+        return Response([_document_data(d, counts.get(d.id, 0)) for d in found])
+
+    @extend_schema(
+        operation_id="campaign_documents_create",
+        request={"multipart/form-data": UploadInput, "application/json": TextInput},
+        responses={
+            201: DocumentOutput,
+            200: OpenApiResponse(DocumentOutput, description="the same text was already there"),
+            400: OpenApiResponse(description="not text or Markdown, not UTF-8, or empty"),
+            413: OpenApiResponse(description="over MEMORY_DOCUMENT_MAX_BYTES"),
+        },
+    )
+    @rate_limit("documents.upload", key=user_key, rate="upload_user")
+    @rate_limit("documents.upload.ip", key=client_ip_key, rate="upload_ip")
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership_required(request, campaign_id, gm=True)
+        if request.content_type.startswith("multipart/form-data"):
+            data = _valid(self.UploadInput, request.data)
+            upload: UploadedFile = data["file"]
+            documents.size_check(upload.size or 0)
+            filename = upload.name or ""
+            kind = documents.document_kind(
+                filename=filename, content_type=upload.content_type or ""
+            )
+            text = documents.document_text_decode(_read(upload))
+        else:
+            data = _valid(self.TextInput, request.data)
+            text, filename, kind = data["text"], "", data["content_type"]
+        result = documents.document_create(
+            campaign_id=campaign_id,
+            text=text,
+            title=data.get("title") or "",
+            filename=filename,
+            content_type=kind,
+            visibility=data["visibility"],
+            uploaded_by=request.user,
+        )
+        return Response(
+            _document_data(result.document, result.passages),
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+
+def _read(upload: UploadedFile) -> bytes:
+    # The declared size may lie: stop reading one chunk past the limit.
+    limit = setting("MEMORY_DOCUMENT_MAX_BYTES")
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in upload.chunks():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    documents.size_check(size)
+    return b"".join(chunks)
+
+
+def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    if not hasattr(data, "get"):
+        raise serializers.ValidationError({"non_field_errors": ["expected a JSON object"]})
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class PassageOutput(serializers.Serializer):
+    passage_id = serializers.IntegerField()
+    document_id = serializers.UUIDField()
+    document_title = serializers.CharField()
+    heading = serializers.CharField()
+    source = serializers.CharField(help_text='"Title / Section": where the passage comes from')
+    text = serializers.CharField()
+    score = serializers.FloatField(help_text="0..1, higher is better")
+
+
+class RagSearchOutput(serializers.Serializer):
+    query = serializers.CharField()
+    results = PassageOutput(many=True)
+
+
+class RagSearchApi(APIView):
+    """`GET ?q=...&limit=N`: the campaign's passages that best match, with scores and
+    sources. Players search the documents everyone may read; GMs all of them."""
+
+    class QueryInput(serializers.Serializer):
+        q = serializers.CharField(max_length=QUERY_MAX_CHARS)
+        limit = serializers.IntegerField(min_value=1, max_value=20, default=5)
+
+    @extend_schema(
+        operation_id="campaign_rag_search",
+        parameters=[
+            OpenApiParameter("q", OpenApiTypes.STR, required=True, description="what to find"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1 to 20 (default 5)"),
+        ],
+        responses={200: RagSearchOutput},
+    )
+    @rate_limit("rag_search", key=user_key, rate="rag_search_user", methods=("GET",))
+    @rate_limit("rag_search.ip", key=client_ip_key, rate="rag_search_ip", methods=("GET",))
+    def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id)
+        data = _valid(self.QueryInput, request.query_params)
+        hits = passages_search(
+            campaign_id=campaign_id,
+            query=data["q"],
+            limit=data["limit"],
+            include_gm_only=membership.is_gm,
+        )
+        return Response(
+            {
+                "query": data["q"],
+                "results": [
+                    {
+                        "passage_id": hit.passage_id,
+                        "document_id": str(hit.document_id),
+                        "document_title": hit.document_title,
+                        "heading": hit.heading,
+                        "source": hit.source,
+                        "text": hit.text,
+                        "score": hit.score,
+                    }
+                    for hit in hits
+                ],
+            }
+        )

@@ -1,0 +1,347 @@
+"""NPCs that remember: after turns, the log is read into a small graph of what each NPC
+(an `npc` or `creature` entity of the campaign) has seen and been told, whom it met,
+where it was, and how it took it, every edge naming the event it came from.
+
+The extraction is by rules, deterministic and free (no model call): an NPC takes part
+in a turn when a player's action or the DM's narration names it (by name, or by what it
+is: "the innkeeper"). Then it
+- `met` the acting characters when it appears (and other NPCs named in the same turn),
+- was `told` what a player said or did to it (the action names it),
+- `saw` what the others did while it was there, items changing hands included,
+- was `at` the scene's location.
+Each edge carries a sentiment from -2 to +2 (threats and blows count against, thanks,
+gifts and help for), summed per character into how the NPC feels about them.
+
+Only events every player may see are read: an NPC's memory goes into the DM's prompt
+and the DM speaks to everyone.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from campaigns.models import Event
+from campaigns.selectors import events_after, snapshot_get
+
+from .models import MemoryCursor, NpcMemory
+
+NPC_KINDS = frozenset({"npc", "creature"})
+TURN_END_TYPES = frozenset({"dm_narration", "turn_failed"})
+EVENTS_PER_RUN = 2000
+DETAIL_MAX_CHARS = 240
+ARTICLES = ("the ", "a ", "an ", "some ")
+
+_HOSTILE = re.compile(
+    r"\b(attack\w*|hit|hits|strike\w*|stab\w*|slash\w*|punch\w*|kick\w*|shove\w*|slap\w*|"
+    r"threat\w*|intimidat\w*|insult\w*|mock\w*|steal\w*|stole|rob\w*|kill\w*|spit\w*|"
+    r"lie to|lies to|lied to|curse\w*|shoot\w*|shot)\b",
+    re.I,
+)
+_WARM = re.compile(
+    r"\b(thank\w*|help\w*|heal\w*|give\w*|gave|gift\w*|pay|pays|paid|tip\w*|compliment\w*|"
+    r"praise\w*|save\w*|saved|protect\w*|bow\w*|smile\w*|hug\w*|buy\w* \w+ a drink|"
+    r"apologi\w*|comfort\w*|share\w*|toast\w*)\b",
+    re.I,
+)
+
+
+def sentiment_of(text: str) -> int:
+    """-2..+2: how an NPC addressed with `text` would take it."""
+    score = len(_WARM.findall(text)) - 2 * len(_HOSTILE.findall(text))
+    return max(-2, min(2, score))
+
+
+# --- Recognizing NPCs in text ---------------------------------------------------------------
+
+
+@dataclass
+class NpcRef:
+    id: str
+    name: str
+    description: str
+    patterns: list[re.Pattern[str]] = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=2048)
+def _phrase(text: str) -> re.Pattern[str]:
+    return re.compile(
+        r"(?<![\w-])" + r"\s+".join(map(re.escape, text.split())) + r"(?![\w-])", re.I
+    )
+
+
+def _bare(description: str) -> str:
+    description = " ".join(description.lower().split())
+    for article in ARTICLES:
+        if description.startswith(article):
+            return description[len(article) :]
+    return description
+
+
+def npc_refs(entities: dict[str, Any]) -> dict[str, NpcRef]:
+    """The campaign's NPCs with the patterns that name them in text: the name, what
+    they are ("innkeeper", "hooded stranger"), and the head word of that when no other
+    NPC shares it ("stranger")."""
+    refs: dict[str, NpcRef] = {}
+    heads: dict[str, list[str]] = {}
+    for entity_id, entity in entities.items():
+        if entity.get("kind") not in NPC_KINDS:
+            continue
+        name = str(entity.get("name") or "").strip()
+        data = entity.get("data") or {}
+        description = str(data.get("description") or data.get("role") or "").strip()
+        ref = NpcRef(id=str(entity_id), name=name, description=description)
+        if name:
+            ref.patterns.append(_phrase(name))
+        bare = _bare(description)
+        if bare and len(bare) >= 3 and len(bare.split()) <= 5:
+            ref.patterns.append(_phrase(bare))
+            words = bare.split()
+            if len(words) > 1 and len(words[-1]) >= 4:
+                heads.setdefault(words[-1], []).append(ref.id)
+        refs[ref.id] = ref
+    for head, owners in heads.items():
+        if len(owners) == 1:
+            refs[owners[0]].patterns.append(_phrase(head))
+    return refs
+
+
+def npcs_named(text: str, refs: Iterable[NpcRef]) -> list[NpcRef]:
+    """The NPCs `text` names, in the order they are first named."""
+    found: list[tuple[int, NpcRef]] = []
+    for ref in refs:
+        positions = [m.start() for p in ref.patterns if (m := p.search(text))]
+        if positions:
+            found.append((min(positions), ref))
+    found.sort(key=lambda pair: pair[0])
+    return [ref for _, ref in found]
+
+
+# --- Extraction ---------------------------------------------------------------------------------
+
+
+def _clip(text: Any, limit: int = DETAIL_MAX_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _key(*parts: Any) -> str:
+    raw = ":".join(str(p) for p in parts)
+    if len(raw) <= 255:
+        return raw
+    return raw[:200] + ":" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+class _Extractor:
+    def __init__(
+        self,
+        campaign_id: uuid.UUID | str,
+        state: dict[str, Any],
+        location: str,
+        created_later: set[str],
+    ) -> None:
+        self.campaign_id = campaign_id
+        self.state = state
+        self.location = location
+        # NPCs are recognized from the event that created them on, not before.
+        self.entities = {
+            k: v for k, v in state.get("entities", {}).items() if str(k) not in created_later
+        }
+        self.refs = npc_refs(self.entities)
+        self.edges: dict[str, NpcMemory] = {}
+
+    def actor(self, event: Event) -> tuple[str, str]:
+        """(character id, name) of an action's actor (the member's name if no character)."""
+        character_id = str(event.payload.get("character_id") or "")
+        character = self.state.get("characters", {}).get(character_id)
+        if character:
+            return character_id, str(character.get("name"))
+        user_id = str(event.actor_user_id) if event.actor_user_id else ""
+        member = self.state.get("members", {}).get(user_id, {})
+        return user_id, str(member.get("display_name") or "someone")
+
+    def edge(
+        self,
+        npc: NpcRef,
+        relation: str,
+        target_kind: str,
+        target_id: str,
+        target_name: str,
+        seq: int,
+        *,
+        detail: str = "",
+        sentiment: int = 0,
+        once: bool = False,
+    ) -> None:
+        # `once`: the first such edge is what counts (they met; it was there).
+        key = (
+            _key(npc.id, relation, target_kind, target_id or target_name.lower())
+            if once
+            else _key(npc.id, relation, target_kind, target_id or target_name.lower(), seq)
+        )
+        if key in self.edges:
+            return
+        self.edges[key] = NpcMemory(
+            campaign_id=self.campaign_id,
+            npc_id=npc.id,
+            npc_name=npc.name[:80],
+            relation=relation,
+            target_kind=target_kind,
+            target_id=target_id[:64],
+            target_name=target_name[:200],
+            detail=_clip(detail, 400),
+            sentiment=sentiment,
+            source_seq=seq,
+            key=key,
+        )
+
+    def turn(self, events: Sequence[Event]) -> None:
+        actions = [e for e in events if e.type == "player_action"]
+        narration = next((e for e in events if e.type == "dm_narration"), None)
+        narration_text = str(narration.payload.get("text", "")) if narration else ""
+        end_seq = events[-1].seq
+
+        for event in events:
+            if event.type == "campaign_created":
+                scene = event.payload.get("scene") or {}
+                self.location = _clip(scene.get("location") or self.location, 200)
+            elif event.type == "entity_created":
+                self.entity_created(event, actions)
+            elif event.type == "state_patch_applied":
+                self.patched(event, events)
+
+        refs = list(self.refs.values())
+        present: dict[str, NpcRef] = {}
+        addressed: dict[str, list[Event]] = {}
+        for action in actions:
+            for npc in npcs_named(str(action.payload.get("text", "")), refs):
+                present.setdefault(npc.id, npc)
+                addressed.setdefault(npc.id, []).append(action)
+        for npc in npcs_named(narration_text, refs):
+            present.setdefault(npc.id, npc)
+
+        for npc in present.values():
+            if self.location:
+                self.edge(npc, "at", "place", "", self.location, end_seq, once=True)
+            for action in actions:
+                character_id, name = self.actor(action)
+                text = str(action.payload.get("text", ""))
+                if action in addressed.get(npc.id, []):
+                    self.edge(npc, "met", "character", character_id, name, action.seq, once=True)
+                    self.edge(
+                        npc,
+                        "told",
+                        "character",
+                        character_id,
+                        name,
+                        action.seq,
+                        detail=text,
+                        sentiment=sentiment_of(text),
+                    )
+                else:
+                    self.edge(npc, "saw", "character", character_id, name, action.seq, detail=text)
+            for other in present.values():
+                if other.id != npc.id:
+                    self.edge(npc, "met", "npc", other.id, other.name, end_seq, once=True)
+
+    def entity_created(self, event: Event, actions: Sequence[Event]) -> None:
+        entity = event.payload.get("entity") or {}
+        if entity.get("kind") not in NPC_KINDS:
+            return
+        # Known from now on (and recognized by name in this very turn).
+        self.entities[str(entity.get("id"))] = entity
+        self.refs = npc_refs(self.entities)
+        npc = self.refs.get(str(entity.get("id")))
+        if npc is None:
+            return
+        for action in actions:
+            character_id, name = self.actor(action)
+            self.edge(
+                npc,
+                "met",
+                "character",
+                character_id,
+                name,
+                event.seq,
+                detail=str(action.payload.get("text", "")),
+                once=True,  # how they took it is on the `told` edge, when it was said to them
+            )
+
+    def patched(self, event: Event, turn: Sequence[Event]) -> None:
+        for op in (event.payload.get("patches") or [])[:16]:
+            path = str(op.get("path", ""))
+            if path == "/scene/location" and op.get("op") in ("add", "replace"):
+                self.location = _clip(op.get("value"), 200)
+            parts = path.strip("/").split("/")
+            if (
+                len(parts) >= 3
+                and parts[0] == "characters"
+                and parts[2] == "inventory"
+                and op.get("op") == "add"
+            ):
+                character = self.state.get("characters", {}).get(parts[1], {})
+                item = _clip(op.get("value"), 120)
+                who = str(character.get("name") or "someone")
+                texts = " ".join(
+                    str(e.payload.get("text", ""))
+                    for e in turn
+                    if e.type in ("player_action", "dm_narration")
+                )
+                for npc in npcs_named(texts, self.refs.values()):
+                    self.edge(
+                        npc,
+                        "saw",
+                        "item",
+                        "",
+                        item,
+                        event.seq,
+                        detail=f"{who} took the {item}",
+                    )
+
+
+def npc_memories_extract(*, campaign_id: uuid.UUID | str) -> int:
+    """Read the whole turns since the last extraction into NPC memories; return how many
+    edges were added. Idempotent (edges have keys) and serialized per campaign."""
+    snapshot = snapshot_get(campaign_id=campaign_id)
+    if snapshot is None:
+        return 0
+    with transaction.atomic():
+        cursor, _ = MemoryCursor.objects.get_or_create(campaign_id=campaign_id)
+        cursor = MemoryCursor.objects.select_for_update().get(pk=cursor.pk)
+        events = events_after(
+            campaign_id=campaign_id, after_seq=cursor.npc_through_seq, limit=EVENTS_PER_RUN
+        )
+        last_end = max((i for i, e in enumerate(events) if e.type in TURN_END_TYPES), default=None)
+        if last_end is None:
+            return 0
+        batch = events[: last_end + 1]
+        created_later = {
+            str((e.payload.get("entity") or {}).get("id"))
+            for e in batch
+            if e.type == "entity_created"
+        }
+        # From seq 0 the log's campaign_created sets the scene.
+        location = cursor.location if cursor.npc_through_seq else ""
+        extractor = _Extractor(campaign_id, snapshot.state, location, created_later)
+        turn: list[Event] = []
+        for event in batch:
+            if (event.visibility or {}).get("kind", "all") == "all":
+                turn.append(event)
+            if event.type in TURN_END_TYPES:
+                if turn:
+                    extractor.turn(turn)
+                turn = []
+        before = NpcMemory.objects.filter(campaign_id=campaign_id).count()
+        NpcMemory.objects.bulk_create(extractor.edges.values(), ignore_conflicts=True)
+        added = NpcMemory.objects.filter(campaign_id=campaign_id).count() - before
+        cursor.npc_through_seq = events[last_end].seq
+        cursor.location = extractor.location[:200]
+        cursor.save(update_fields=["npc_through_seq", "location", "updated_at"])
+    return added

@@ -1,0 +1,299 @@
+"""Reads of campaign memory: what a turn's prompt gets (summaries, passages, NPC
+memories, each within its token budget), documents, NPC memories. Everything is read
+for one campaign only."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import Count, Min, QuerySet, Sum
+
+from orchestrator.tokens import count_tokens
+
+from . import summaries
+from .conf import setting
+from .models import Document, NpcMemory, Passage
+from .npc_memory import NPC_KINDS, npc_refs, npcs_named
+from .retrieval import passages_search
+
+SUMMARIES_CACHE_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class TurnMemory:
+    """The campaign's memory as one turn's prompt gets it (JSON-ready items)."""
+
+    # Events up to this seq are told by `summaries`: the prompt shows only later ones.
+    summarized_through_seq: int = 0
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    passages: list[dict[str, Any]] = field(default_factory=list)
+    npcs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.summaries or self.passages or self.npcs)
+
+
+def turn_memory_get(
+    *,
+    campaign_id: uuid.UUID | str,
+    state: dict[str, Any],
+    action_texts: Sequence[str],
+    recent_texts: Sequence[str] = (),
+) -> TurnMemory:
+    """Summaries of the past, lore for this turn's actions, and the memories of the NPCs
+    the actions (or the last narration, `recent_texts`) name."""
+    through, summary_items = summaries_for_prompt(
+        campaign_id=campaign_id, budget=setting("MEMORY_PROMPT_SUMMARY_TOKENS")
+    )
+    query = " ".join(action_texts)
+    return TurnMemory(
+        summarized_through_seq=through,
+        summaries=summary_items,
+        passages=passages_for_prompt(
+            campaign_id=campaign_id, query=query, budget=setting("MEMORY_PROMPT_PASSAGE_TOKENS")
+        )
+        if query.strip()
+        else [],
+        npcs=npc_memories_for_prompt(
+            campaign_id=campaign_id,
+            state=state,
+            texts=[*action_texts, *recent_texts],
+            budget=setting("MEMORY_PROMPT_NPC_TOKENS"),
+        ),
+    )
+
+
+# --- Summaries ------------------------------------------------------------------------------------
+
+
+def summaries_for_prompt(
+    *, campaign_id: uuid.UUID | str, budget: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(summarized through seq, the summaries that tile the past, oldest first) within
+    `budget` tokens: the oldest, widest one (the whole early story) first, then the
+    newest ones back in time while they fit."""
+    # Summaries change only when one is appended: the result is cached on the latest's seq.
+    key = f"memory:prompt-summaries:{campaign_id}:{budget}:"
+    key += str(summaries.summaries_last_seq(campaign_id=campaign_id))
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    result = _summaries_for_prompt(campaign_id=campaign_id, budget=budget)
+    cache.set(key, result, SUMMARIES_CACHE_SECONDS)
+    return result
+
+
+def _summaries_for_prompt(
+    *, campaign_id: uuid.UUID | str, budget: int
+) -> tuple[int, list[dict[str, Any]]]:
+    index = summaries.summaries_index(campaign_id=campaign_id)
+    through = summaries.summarized_through(index)
+    tiling = summaries.summaries_tiling(index)
+    if not tiling:
+        return through, []
+    texts = summaries.summaries_text(campaign_id=campaign_id, seqs=[s.seq for s in tiling])
+    items = [
+        {"from_seq": s.from_seq, "to_seq": s.to_seq, "layer": s.layer, "text": texts.get(s.seq, "")}
+        for s in tiling
+    ]
+    costs = [count_tokens(item["text"]) + 24 for item in items]
+    chosen: set[int] = set()
+    room = budget
+    order = [0, *range(len(items) - 1, 0, -1)]
+    for i in order:
+        if costs[i] <= room:
+            chosen.add(i)
+            room -= costs[i]
+        elif i != 0:
+            break  # a gap in the middle would tell the story out of order
+    return through, [items[i] for i in sorted(chosen)]
+
+
+# --- Passages -------------------------------------------------------------------------------------
+
+
+def passages_for_prompt(
+    *, campaign_id: uuid.UUID | str, query: str, budget: int
+) -> list[dict[str, Any]]:
+    """The best passages for `query` within `budget` tokens, each naming its source."""
+    hits = passages_search(
+        campaign_id=campaign_id,
+        query=query,
+        limit=setting("MEMORY_PROMPT_PASSAGES_MAX"),
+        include_gm_only=True,  # the DM may know what the players may not read
+    )
+    items = []
+    room = budget
+    for hit in hits:
+        cost = hit.tokens + count_tokens(hit.source) + 16
+        if cost > room:
+            continue
+        room -= cost
+        items.append({"source": hit.source, "score": hit.score, "text": hit.text})
+    return items
+
+
+# --- NPC memories ---------------------------------------------------------------------------------
+
+
+def npcs_on_stage(*, state: dict[str, Any], texts: Sequence[str]) -> list[tuple[str, dict]]:
+    """(entity id, entity) of the NPCs the texts name, in order of first mention, then
+    those whose data places them at the scene's location."""
+    entities = state.get("entities", {})
+    refs = npc_refs(entities)
+    ordered: list[str] = []
+    for text in texts:
+        for ref in npcs_named(text, refs.values()):
+            if ref.id not in ordered:
+                ordered.append(ref.id)
+    location = str(state.get("scene", {}).get("location", "")).strip().lower()
+    if location:
+        for entity_id, entity in entities.items():
+            where = str((entity.get("data") or {}).get("location", "")).strip().lower()
+            if entity.get("kind") in NPC_KINDS and where == location and entity_id not in ordered:
+                ordered.append(entity_id)
+    return [(entity_id, entities[entity_id]) for entity_id in ordered]
+
+
+def _memory_line(edge: NpcMemory) -> str:
+    if edge.relation == NpcMemory.Relation.TOLD:
+        return f"{edge.target_name} said or did to them: “{edge.detail}”"
+    if edge.relation == NpcMemory.Relation.SAW:
+        return (
+            f"saw {edge.target_name}: “{edge.detail}”"
+            if edge.target_kind == "character"
+            else (f"saw {edge.detail or edge.target_name}")
+        )
+    if edge.relation == NpcMemory.Relation.MET:
+        how = f" (“{edge.detail}”)" if edge.detail else ""
+        return f"met {edge.target_name}{how}"
+    return f"was at {edge.target_name}"
+
+
+def _feeling(score: int) -> str:
+    if score >= 3:
+        return "fond"
+    if score >= 1:
+        return "friendly"
+    if score <= -3:
+        return "hostile"
+    if score <= -1:
+        return "wary"
+    return "neutral"
+
+
+def npc_memory_view(
+    *, campaign_id: uuid.UUID | str, npc_id: str, entity: dict[str, Any], recent: int
+) -> dict[str, Any]:
+    """One NPC as the DM should remember it: who it is, how it met the party, how it
+    feels about each character, where it has been and its latest memories (with seqs).
+    A few bounded queries, however long the NPC's memory."""
+    edges = NpcMemory.objects.filter(campaign_id=campaign_id, npc_id=npc_id)
+    first_met = (
+        edges.filter(relation=NpcMemory.Relation.MET, target_kind=NpcMemory.TargetKind.CHARACTER)
+        .order_by("source_seq", "id")
+        .first()
+    )
+    feelings = (
+        edges.filter(target_kind=NpcMemory.TargetKind.CHARACTER)
+        .exclude(relation=NpcMemory.Relation.SAW)
+        .values("target_name")
+        .annotate(score=Sum("sentiment"), first=Min("source_seq"))
+        .order_by("first")
+    )
+    places = list(
+        edges.filter(relation=NpcMemory.Relation.AT)
+        .order_by("-source_seq")
+        .values_list("target_name", flat=True)[:3]
+    )
+    latest = list(
+        edges.filter(relation__in=[NpcMemory.Relation.TOLD, NpcMemory.Relation.SAW, "met"])
+        .exclude(pk=first_met.pk if first_met else None)
+        .order_by("-source_seq", "-id")[:recent]
+    )
+    latest.reverse()
+    data = entity.get("data") or {}
+    view: dict[str, Any] = {"npc": entity.get("name"), "kind": entity.get("kind"), "id": npc_id}
+    if data.get("description"):
+        view["is"] = str(data["description"])[:200]
+    if first_met is not None:
+        view["first_met"] = f"seq {first_met.source_seq}: {_memory_line(first_met)}"
+    feels = {
+        f["target_name"]: f"{_feeling(f['score'] or 0)} ({f['score'] or 0:+d})"
+        for f in feelings[:8]
+    }
+    if feels:
+        view["feels"] = feels
+    if places:
+        view["places"] = list(reversed(places))
+    view["memories"] = [f"seq {e.source_seq}: {_memory_line(e)}" for e in latest]
+    return view
+
+
+def _fit(view: dict[str, Any], room: int) -> tuple[dict[str, Any], int] | None:
+    """The view, its oldest memories dropped until it costs at most `room` tokens."""
+    view = dict(view)
+    memories = list(view.get("memories", []))
+    while True:
+        view["memories"] = memories
+        cost = count_tokens(json.dumps(view, ensure_ascii=False)) + 8
+        if cost <= room:
+            return view, cost
+        if not memories:
+            return None
+        memories = memories[1:]
+
+
+def npc_memories_for_prompt(
+    *, campaign_id: uuid.UUID | str, state: dict[str, Any], texts: Sequence[str], budget: int
+) -> list[dict[str, Any]]:
+    items = []
+    room = budget
+    for npc_id, entity in npcs_on_stage(state=state, texts=texts)[
+        : setting("MEMORY_PROMPT_NPCS_MAX")
+    ]:
+        view = npc_memory_view(
+            campaign_id=campaign_id,
+            npc_id=npc_id,
+            entity=entity,
+            recent=setting("MEMORY_PROMPT_NPC_MEMORIES_MAX"),
+        )
+        fitted = _fit(view, room)
+        if fitted is None:
+            break
+        items.append(fitted[0])
+        room -= fitted[1]
+    return items
+
+
+def npc_memories_of(
+    *, campaign_id: uuid.UUID | str, npc_id: str | None = None
+) -> QuerySet[NpcMemory]:
+    qs = NpcMemory.objects.filter(campaign_id=campaign_id)
+    return qs.filter(npc_id=npc_id) if npc_id else qs
+
+
+# --- Documents ------------------------------------------------------------------------------------
+
+
+def documents_list(*, campaign_id: uuid.UUID | str, include_gm_only: bool) -> list[Document]:
+    qs = Document.objects.filter(campaign_id=campaign_id).defer("text").order_by("created_at")
+    if not include_gm_only:
+        qs = qs.filter(visibility=Document.Visibility.ALL)
+    return list(qs)
+
+
+def passage_counts(*, document_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    rows = (
+        Passage.objects.filter(document_id__in=list(document_ids))
+        .values("document_id")
+        .annotate(n=Count("id"))
+        .values_list("document_id", "n")
+    )
+    return dict(rows)

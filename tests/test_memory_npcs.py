@@ -1,0 +1,215 @@
+"""NPCs that remember: after turns, what each NPC has seen and been told, whom it met,
+where, and how it took it, goes into a small graph whose edges name their source event;
+the prompt carries the memories of the NPCs on stage."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+
+from campaigns.events import NewEvent
+from campaigns.models import Event
+from campaigns.selectors import membership_get, snapshot_get
+from campaigns.services import events_append, player_action_submit
+from campaigns.tools import turn_commit
+from memory.models import NpcMemory
+from memory.npc_memory import npc_memories_extract, sentiment_of
+from orchestrator.prompt import prompt_build
+from orchestrator.receivers import turns_deferred
+from orchestrator.selectors import turn_context_get, turn_owed
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice(make_user, join):
+    user = make_user("alice")
+    join(user, "Alice")
+    return user
+
+
+@pytest.fixture
+def bob(make_user, join):
+    user = make_user("bob")
+    join(user, "Bob")
+    return user
+
+
+def act(campaign, user, text: str) -> Event:
+    membership = membership_get(campaign_id=campaign.id, user_id=user.id)
+    return player_action_submit(membership=membership, action_id=uuid.uuid4(), text=text)
+
+
+def dm(campaign, action: Event, narration: str, *tool_calls: dict) -> list[Event]:
+    return turn_commit(
+        campaign_id=campaign.id,
+        turn_id=str(uuid.uuid4()),
+        narration=narration,
+        options=["Go on"],
+        tool_calls=list(tool_calls),
+        through_seq=action.seq,
+    ).events
+
+
+def npc(name: str, description: str) -> dict:
+    return {
+        "name": "create_entity",
+        "args": {"kind": "npc", "name": name, "data": {"description": description}},
+    }
+
+
+def character_of(campaign, user) -> str:
+    state = snapshot_get(campaign_id=campaign.id).state
+    return next(k for k, c in state["characters"].items() if c["owner_user_id"] == str(user.id))
+
+
+def edges(campaign, name: str) -> list[tuple[str, str, int]]:
+    return [
+        (e.relation, e.target_name, e.sentiment)
+        for e in NpcMemory.objects.filter(campaign=campaign, npc_name=name).order_by(
+            "source_seq", "id"
+        )
+    ]
+
+
+def npc_block(campaign) -> list[dict]:
+    answered, through = turn_owed(campaign_id=campaign.id)
+    context = turn_context_get(campaign_id=campaign.id, answered_seq=answered, through_seq=through)
+    user = prompt_build(context=context, budget=6000, nonce="0123456789abcdef").messages[1][
+        "content"
+    ]
+    fence = "<<<0123456789abcdef {} NPC MEMORIES>>>"
+    match = re.search(
+        re.escape(fence.format("BEGIN")) + r"\n(.*?)\n" + re.escape(fence.format("END")),
+        user,
+        re.DOTALL,
+    )
+    return [json.loads(line) for line in match.group(1).split("\n")] if match else []
+
+
+def test_sentiment_reads_blows_against_and_kindness_for():
+    assert sentiment_of("I thank her and pay for the stew") == 2
+    assert sentiment_of("I attack the innkeeper") == -2
+    assert sentiment_of("I ask about the road") == 0
+
+
+def test_what_an_npc_saw_was_told_and_felt_with_its_source_events(campaign, alice, bob):
+    greet = act(campaign, alice, "I greet the innkeeper")
+    created = dm(
+        campaign,
+        greet,
+        "Maren Holt, the innkeeper, wipes her hands and nods.",
+        npc("Maren Holt", "the innkeeper"),
+    )
+    entity_seq = next(e.seq for e in created if e.type == "entity_created")
+    thanks = act(campaign, bob, "I thank the innkeeper for the stew")
+    dm(campaign, thanks, "Maren smiles at Bob.")
+    threat = act(campaign, alice, "I threaten Maren Holt with my dagger")
+    dm(campaign, threat, "Maren Holt goes pale.")
+    take = act(campaign, bob, "I pick up the silver key from the counter")
+    key_patch = {
+        "name": "apply_state_patch",
+        "args": {
+            "reason": "Bob takes the key",
+            "patches": [
+                {
+                    "op": "add",
+                    "path": f"/characters/{character_of(campaign, bob)}/inventory/-",
+                    "value": "silver key",
+                }
+            ],
+        },
+    }
+    dm(campaign, take, "Maren Holt watches Bob pocket the key.", key_patch)
+    smith = act(campaign, alice, "I wave to the blacksmith")
+    dm(
+        campaign,
+        smith,
+        "Oren the blacksmith waves back; Maren Holt scowls at him.",
+        npc("Oren", "the blacksmith"),
+    )
+    pending = act(campaign, bob, "I ask the innkeeper about Oren")  # not answered yet
+
+    assert npc_memories_extract(campaign_id=campaign.id) > 0
+    assert npc_memories_extract(campaign_id=campaign.id) == 0  # idempotent
+
+    maren = edges(campaign, "Maren Holt")
+    assert ("met", "Alice", 0) in maren and ("at", "The Drowned Lantern inn", 0) in maren
+    assert ("told", "Bob", 1) in maren and ("told", "Alice", -2) in maren
+    assert ("saw", "Bob", 0) in maren and ("saw", "silver key", 0) in maren
+    assert ("met", "Oren", 0) in maren and ("met", "Maren Holt", 0) in edges(campaign, "Oren")
+    # Every edge names the event it came from.
+    met = NpcMemory.objects.get(
+        campaign=campaign, npc_name="Maren Holt", relation="met", target_name="Alice"
+    )
+    assert met.source_seq == entity_seq
+    told = NpcMemory.objects.get(
+        campaign=campaign, npc_name="Maren Holt", relation="told", target_name="Bob"
+    )
+    assert told.source_seq == thanks.seq and "stew" in told.detail
+    # A turn not yet answered is read only once it is whole.
+    assert not NpcMemory.objects.filter(campaign=campaign, source_seq=pending.seq).exists()
+
+    # On stage: the NPCs the pending action names, in the order it names them.
+    memory, oren = npc_block(campaign)
+    assert oren["npc"] == "Oren"
+    assert memory["npc"] == "Maren Holt" and memory["is"] == "the innkeeper"
+    assert memory["first_met"] == f"seq {entity_seq}: met Alice (“I greet the innkeeper”)"
+    assert memory["feels"] == {"Alice": "wary (-2)", "Bob": "friendly (+1)"}
+    assert memory["places"] == ["The Drowned Lantern inn"]
+    assert any("I threaten Maren Holt with my dagger" in m for m in memory["memories"])
+
+
+def test_only_the_npcs_on_stage_are_in_the_prompt_and_hidden_events_are_not_read(
+    campaign, alice, gm
+):
+    greet = act(campaign, alice, "I greet the innkeeper")
+    dm(campaign, greet, "Maren Holt, the innkeeper, nods.", npc("Maren Holt", "the innkeeper"))
+    smith = act(campaign, alice, "I greet the blacksmith")
+    dm(campaign, smith, "Oren, the blacksmith, grunts.", npc("Oren", "the blacksmith"))
+    hidden_seq = snapshot_get(campaign_id=campaign.id).version + 1
+    events_append(
+        campaign_id=campaign.id,
+        events=[
+            NewEvent(
+                "player_action",
+                {"action_id": str(uuid.uuid4()), "text": "I whisper to Oren that I will rob him"},
+                "gm",
+                gm.id,
+                visibility={"kind": "gm"},
+            ),
+            NewEvent(
+                "dm_narration",
+                {
+                    "turn_id": str(uuid.uuid4()),
+                    "text": "Oren did not hear.",
+                    "options": ["Go on"],
+                    "through_seq": hidden_seq,
+                },
+                "dm",
+                visibility={"kind": "gm"},
+            ),
+        ],
+    )
+    npc_memories_extract(campaign_id=campaign.id)
+    assert not any("rob" in e.detail for e in NpcMemory.objects.filter(campaign=campaign))
+
+    act(campaign, alice, "I ask the blacksmith to mend my sword")
+    assert [m["npc"] for m in npc_block(campaign)] == ["Oren"]
+
+
+def test_after_a_turn_the_memory_tasks_run_by_themselves(
+    campaign, alice, settings, django_capture_on_commit_callbacks
+):
+    settings.MEMORY_SUMMARY_CHUNK_TOKENS = 60
+    settings.MEMORY_SUMMARY_KEEP_TOKENS = 40
+    with django_capture_on_commit_callbacks(execute=True), turns_deferred():
+        for n in range(6):
+            greet = act(campaign, alice, f"I greet the innkeeper ({n})")
+            tools = [npc("Maren Holt", "the innkeeper")] if n == 0 else []
+            dm(campaign, greet, "Maren Holt, the innkeeper, nods at Alice.", *tools)
+    assert NpcMemory.objects.filter(campaign=campaign, npc_name="Maren Holt").exists()
+    assert Event.objects.filter(campaign=campaign, type="summary_created").exists()
