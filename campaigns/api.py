@@ -15,6 +15,7 @@ from rpgai.errors import NotFound, PermissionDenied
 
 from . import selectors, services
 from .models import Membership
+from .tools import roll_make
 
 
 def membership_required(
@@ -200,6 +201,48 @@ class ActionCreateApi(APIView):
         return Response(
             {"action_id": str(data["action_id"]), "seq": event.seq}, status=status.HTTP_202_ACCEPTED
         )
+
+
+class RollCreateApi(APIView):
+    """A member's roll with the server's dice, exactly as `client.roll` over the socket."""
+
+    class InputSerializer(serializers.Serializer):
+        formula = serializers.CharField(max_length=100)
+        reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+    @extend_schema(request=InputSerializer, responses={201: EnvelopeSerializer(many=True)})
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id)
+        data = _valid(self.InputSerializer, request)
+        events = roll_make(
+            campaign_id=campaign_id,
+            formula=data["formula"],
+            reason=data["reason"],
+            requested_by="player",
+            actor_kind="gm" if membership.is_gm else "player",
+            actor_user_id=membership.user_id,
+            request_id=getattr(request, "request_id", ""),
+        )
+        return Response(
+            [selectors.event_envelope(e) for e in events], status=status.HTTP_201_CREATED
+        )
+
+
+class MemberKickApi(APIView):
+    """GM only: remove a member. Their open sockets close (4403) on every server process,
+    as every room connection closes on its own member's `player_left`."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request, campaign_id: uuid.UUID, user_id: uuid.UUID) -> Response:
+        membership_required(request, campaign_id, gm=True)
+        if selectors.membership_get(campaign_id=campaign_id, user_id=user_id) is None:
+            raise NotFound("no such member in this campaign")
+        services.membership_leave(
+            campaign_id=campaign_id,
+            user_id=user_id,
+            request_id=getattr(request, "request_id", ""),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 def _valid(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:

@@ -9,4 +9,10 @@ urlpatterns = [
     path("campaigns/<uuid:campaign_id>/events", api.EventListApi.as_view(), name="api-events"),
     path("campaigns/<uuid:campaign_id>/snapshot", api.SnapshotApi.as_view(), name="api-snapshot"),
     path("campaigns/<uuid:campaign_id>/actions", api.ActionCreateApi.as_view(), name="api-actions"),
+    path("campaigns/<uuid:campaign_id>/rolls", api.RollCreateApi.as_view(), name="api-rolls"),
+    path(
+        "campaigns/<uuid:campaign_id>/members/<uuid:user_id>/kick",
+        api.MemberKickApi.as_view(),
+        name="api-member-kick",
+    ),
 ]

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from campaigns import selectors, services
 from campaigns.models import Membership
+from campaigns.tools import roll_make
 from campaigns.whispers import whisper_send
 from rpgai import metrics
 from rpgai.errors import DomainError
@@ -29,10 +30,15 @@ from rpgai.request_id import reset_request_id, set_request_id
 
 from . import auth, throttle
 from . import services as presence
-from .messages import MESSAGE_MODELS, Hello, Ping, PlayerAction, Whisper
+from .messages import MESSAGE_MODELS, Hello, Ping, PlayerAction, Roll, Whisper
 
 log = logging.getLogger(__name__)
 
+# Error codes a client may see (CONTRACTS §3); any other domain code is sent as
+# invalid_message, its detail saying what was wrong.
+CONTRACT_ERROR_CODES = frozenset(
+    {"invalid_message", "too_large", "rate_limited", "forbidden", "budget_exceeded"}
+)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 PRESENCE_TOUCH_SECONDS = 30
@@ -135,7 +141,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         try:
             await getattr(self, "on_" + data["type"].removeprefix("client."))(message, request_id)
         except DomainError as exc:
-            code = "invalid_message" if exc.code in {"invalid", "invalid_event"} else exc.code
+            code = exc.code if exc.code in CONTRACT_ERROR_CODES else "invalid_message"
             await self.send_error(code, exc.detail, action_id=action_id)
         except Exception:
             log.exception("message %s failed in campaign %s", data["type"], self.campaign_id)
@@ -171,6 +177,18 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             membership=self.membership, to=message.to, text=message.text, request_id=request_id
         )
         await self.send_json({"type": "server.ack", "seq": event.seq})
+
+    async def on_roll(self, message: Roll, request_id: str) -> None:
+        """A player's own roll with the server's dice; the room sees it as events."""
+        await database_sync_to_async(roll_make)(
+            campaign_id=self.campaign_id,
+            formula=message.formula,
+            reason=message.reason,
+            requested_by="player",
+            actor_kind="gm" if self.membership.is_gm else "player",
+            actor_user_id=self.membership.user_id,
+            request_id=request_id,
+        )
 
     async def on_ping(self, message: Ping, request_id: str) -> None:
         await self.send_json({"type": "server.pong"})

@@ -29,6 +29,12 @@ class Whisper(ClientMessage):
     text: str = Field(min_length=1, max_length=2000)
 
 
+class Roll(ClientMessage):
+    type: Literal["client.roll"]
+    formula: str = Field(min_length=1, max_length=100)
+    reason: str = Field(default="", max_length=500)
+
+
 class Ping(ClientMessage):
     type: Literal["client.ping"]
 
@@ -38,4 +44,5 @@ MESSAGE_MODELS: dict[str, type[ClientMessage]] = {
     "client.player_action": PlayerAction,
     "client.ping": Ping,
     "client.whisper": Whisper,
+    "client.roll": Roll,
 }
