@@ -230,9 +230,12 @@ def test_gm_sees_the_invite_code_and_a_player_does_not(
     bob = make_user("bob")
     join(bob, "Thorn")
     url = reverse("campaign-room", args=[campaign.id])
-    assert campaign.invite_code in client_for(gm).get(url).content.decode()
+    gm_html = client_for(gm).get(url).content.decode()
+    assert campaign.invite_code in gm_html
+    assert 'id="gm-spend"' in gm_html  # the spend meter is the GM's
     player_html = client_for(bob).get(url).content.decode()
     assert campaign.invite_code not in player_html
+    assert 'id="gm-spend"' not in player_html
     assert room_config(player_html)["role"] == "player"
 
 

@@ -188,10 +188,45 @@ export function createGmTools({ config, table, notify }) {
     else say(diceStatus, `Not revealed: ${errorDetail(result)}`, false);
   });
 
+  // --- The spend meter (billing: GET /budget) ---------------------------------------------
+
+  const spendText = document.getElementById("gm-spend");
+  const spendFill = document.getElementById("gm-spend-fill");
+  let spendTimer = null;
+
+  async function refreshSpend() {
+    const result = await api(`${base}/budget`);
+    if (!result.ok) {
+      spendText.textContent = `Spend unavailable: ${errorDetail(result)}`;
+      return;
+    }
+    const b = asObject(result.data);
+    const percent = Math.max(0, Math.min(100, Number(b.percent) || 0));
+    spendFill.style.width = `${percent}%`;
+    spendFill.dataset.level = percent >= 100 ? "over" : percent >= 80 ? "warn" : "ok";
+    const stop = b.hard_stop ? "the DM stops at the cap" : "over the cap the DM degrades";
+    spendText.textContent =
+      `$${asText(b.spent_usd)} of $${asText(b.daily_cap_usd)} (${percent.toFixed(0)}%)` +
+      (Number(b.reserved_usd) > 0 ? `, $${asText(b.reserved_usd)} reserved` : "") +
+      `; ${stop}.`;
+  }
+
+  function spendSoon() {
+    clearTimeout(spendTimer);
+    spendTimer = setTimeout(refreshSpend, 400);
+  }
+
+  refreshSpend();
+
   return {
     onState(state) {
       renderMembers(state);
       renderCharacters();
+    },
+    onEvent(event) {
+      if (["dm_narration", "turn_failed", "dm_audio_ready", "budget_warning", "summary_created"].includes(event.type)) {
+        spendSoon();
+      }
     },
     undoButton,
   };

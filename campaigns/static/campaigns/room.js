@@ -379,6 +379,7 @@ function onEvent(event) {
 /** What an event does beyond its line in the feed: the table, banners, sound, speech. */
 function afterEvent(event) {
   const p = asObject(event.payload);
+  if (live) gmTools?.onEvent(event);
   if (STATE_EVENTS.has(event.type) && live) table.refreshSoon();
   switch (event.type) {
     case "entity_created":
