@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
 from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
 from rpgai.metrics import events_appended as metrics_events_appended
+from rpgai.tasks import call_async
 
 from . import selectors
 from .dice import dice_seed_new
@@ -80,7 +80,10 @@ def events_append(
         prepared = [(new, *validate_payload(new.type, new.payload)) for new in events]
         keys = [key for _, _, key in prepared if key]
         known: dict[str, Event] = (
-            {e.dedupe_key: e for e in Event.objects.filter(campaign_id=campaign_id, dedupe_key__in=keys)}
+            {
+                e.dedupe_key: e
+                for e in Event.objects.filter(campaign_id=campaign_id, dedupe_key__in=keys)
+            }
             if keys
             else {}
         )
@@ -140,7 +143,8 @@ def broadcast_events(campaign_id: uuid.UUID | str, events: list[Event]) -> None:
     layer = get_channel_layer()
     if layer is None or not events:
         return
-    async_to_sync(layer.group_send)(
+    call_async(
+        layer.group_send,
         selectors.group_name(campaign_id),
         {
             "type": "campaign.events",
@@ -155,7 +159,7 @@ def broadcast_room(campaign_id: uuid.UUID | str, message: dict[str, Any]) -> Non
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(selectors.group_name(campaign_id), message)
+        call_async(layer.group_send, selectors.group_name(campaign_id), message)
     except Exception:
         log.exception("room message to campaign %s failed", campaign_id)
 
@@ -249,15 +253,20 @@ def campaign_join(
     return membership
 
 
-def membership_leave(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID, request_id: str = "") -> None:
+def membership_leave(
+    *, campaign_id: uuid.UUID | str, user_id: uuid.UUID, request_id: str = ""
+) -> None:
     """A member leaves (or is removed); their character stays in the story."""
     with transaction.atomic():
         membership = Membership.objects.filter(campaign_id=campaign_id, user_id=user_id).first()
         if membership is None:
             raise NotFound("not a member of this campaign")
-        if membership.is_gm and not Membership.objects.filter(
-            campaign_id=campaign_id, role=Membership.Role.GM
-        ).exclude(id=membership.id).exists():
+        if (
+            membership.is_gm
+            and not Membership.objects.filter(campaign_id=campaign_id, role=Membership.Role.GM)
+            .exclude(id=membership.id)
+            .exists()
+        ):
             raise Conflict("the last GM cannot leave the campaign")
         events_append(
             campaign_id=campaign_id,
@@ -360,9 +369,7 @@ def snapshots_rebuild(
             if state == snapshot.state and version == snapshot.version:
                 continue
             keys = sorted(
-                k
-                for k in set(state) | set(snapshot.state)
-                if state.get(k) != snapshot.state.get(k)
+                k for k in set(state) | set(snapshot.state) if state.get(k) != snapshot.state.get(k)
             )
             stored_version = snapshot.version  # read before the fix overwrites it
             if fix:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import SyncToAsync, sync_to_async
+from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from celery import Task
 from django.conf import settings
 from django.db import close_old_connections
@@ -41,6 +41,23 @@ def _main_loop() -> asyncio.AbstractEventLoop | None:
     if loop is not None and pid == os.getpid() and loop.is_running():
         return loop
     return None
+
+
+def call_async(func: Callable[..., Any], *args: Any, timeout: float = 10.0) -> Any:
+    """Call a coroutine function from sync code and wait (at most `timeout` seconds).
+
+    In a thread that serves the server's event loop (embedded tasks, sync views) the
+    coroutine runs on that loop, which owns the in-memory channel layer. Once that loop
+    has stopped (the server is shutting down) nothing can run there: raise at once
+    instead of waiting forever, which would keep the process from exiting.
+    """
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    pid = getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None)
+    if loop is None or pid != os.getpid():
+        return async_to_sync(func)(*args)
+    if not loop.is_running():
+        raise RuntimeError("the server's event loop has stopped")
+    return asyncio.run_coroutine_threadsafe(func(*args), loop).result(timeout)
 
 
 def _run_inline(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
