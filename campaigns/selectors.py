@@ -141,3 +141,14 @@ def player_actions_between(
             seq__lte=through_seq,
         ).order_by("seq")
     )
+
+
+def entity_ids_by_creation(*, campaign_id: uuid.UUID | str) -> list[str]:
+    """The ids of the campaign's entities, oldest first (the state's mapping has no order
+    on PostgreSQL, whose jsonb keeps keys sorted its own way)."""
+    return [
+        str(entity_id)
+        for entity_id in Event.objects.filter(campaign_id=campaign_id, type="entity_created")
+        .order_by("seq")
+        .values_list("payload__entity__id", flat=True)
+    ]

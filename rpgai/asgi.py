@@ -11,13 +11,21 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from realtime.auth import JWTAuthMiddleware  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
+from rpgai.body_limit import RequestBodyLimit  # noqa: E402
+from rpgai.log_filters import install_query_free_access_log  # noqa: E402
+
+# WebSocket URLs carry `?token=`: daphne's access log must print paths without queries.
+install_query_free_access_log()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": RequestBodyLimit(django_asgi_app),
+        # A foreign Origin is refused before anything else; then the session cookie, then
+        # `?token=<JWT access>` (which wins when present, and refuses when bad).
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            AuthMiddlewareStack(JWTAuthMiddleware(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

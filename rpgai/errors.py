@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django_ratelimit.exceptions import Ratelimited
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from rpgai.ratelimit import ratelimited_response
 
 
 class DomainError(Exception):
@@ -38,6 +41,8 @@ class Conflict(DomainError):
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, Ratelimited):
+        return ratelimited_response(exc)
     if isinstance(exc, DomainError):
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.http_status)
     response = exception_handler(exc, context)

@@ -66,9 +66,7 @@ def test_events_and_snapshot(client_for, campaign, alice):
     assert snapshot["state"]["scene"]["location"]
 
 
-def test_action_is_accepted_once(
-    client_for, campaign, alice, django_capture_on_commit_callbacks
-):
+def test_action_is_accepted_once(client_for, campaign, alice, django_capture_on_commit_callbacks):
     client = client_for(alice)
     body = {"action_id": str(uuid.uuid4()), "text": "I climb the mast"}
     with django_capture_on_commit_callbacks(execute=True):
