@@ -27,4 +27,4 @@ RUN DEBUG=0 \
 USER rpgai
 EXPOSE 8000
 
-CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "--proxy-headers", "rpgai.asgi:application"]
+CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "--proxy-headers", "--websocket-max-message-size", "65536", "--websocket-max-frame-size", "65536", "rpgai.asgi:application"]

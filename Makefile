@@ -9,6 +9,9 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PIP_VERSION := 26.3
 HOST ?= 127.0.0.1
+# daphne drops a WebSocket message or frame past 64 KiB itself (our own limit, 16 KiB, answers
+# `too_large` below that): a bound on memory per connection.
+DAPHNE_LIMITS ?= --websocket-max-message-size 65536 --websocket-max-frame-size 65536
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
@@ -40,7 +43,7 @@ run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --url http://$(HOST):$(PORT)/
 	@echo "Serving on http://$(HOST):$(PORT) (Ctrl-C stops)"
-	$(BIN)/daphne -b $(HOST) -p $(PORT) rpgai.asgi:application
+	$(BIN)/daphne -b $(HOST) -p $(PORT) $(DAPHNE_LIMITS) rpgai.asgi:application
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -307,9 +307,18 @@ def player_action_submit(
     payload: dict[str, Any] = {"action_id": str(action_id), "text": text}
     if character_id is not None:
         payload["character_id"] = str(character_id)
+    def still_a_member(state: dict[str, Any]) -> None:
+        # Checked under the log's lock: a member removed on another process a moment ago
+        # (whose socket has not closed yet) cannot act any more.
+        if not Membership.objects.filter(
+            campaign_id=membership.campaign_id, user_id=membership.user_id
+        ).exists():
+            raise PermissionDenied("you are no longer a member of this campaign")
+
     [event] = events_append(
         campaign_id=membership.campaign_id,
         request_id=request_id,
+        precondition=still_a_member,
         events=[
             NewEvent(
                 "player_action",

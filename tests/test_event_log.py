@@ -157,3 +157,13 @@ def test_concurrent_writers_get_gapless_unique_seqs(gm):
     assert snapshot.state == services.fold_events(
         Event.objects.filter(campaign=campaign).order_by("seq")
     )
+
+
+def test_a_removed_member_cannot_act_with_a_stale_membership(campaign, join, make_user):
+    from rpgai.errors import PermissionDenied
+
+    membership = join(make_user())
+    services.membership_leave(campaign_id=campaign.id, user_id=membership.user_id)
+    with pytest.raises(PermissionDenied):
+        services.player_action_submit(membership=membership, action_id=uuid.uuid4(), text="hi")
+    assert not Event.objects.filter(campaign=campaign, type="player_action").exists()
