@@ -247,8 +247,12 @@ def test_make_test_installs_only_when_needed_then_lints_checks_and_tests(scratch
 def test_make_run_migrates_seeds_and_serves_on_the_chosen_port(scratch):
     out = make_dry_run(scratch, "run", "PORT=8102")
     migrate, seed = out.index("manage.py migrate"), out.index("manage.py seed_demo")
-    serve = out.index("daphne -b 127.0.0.1 -p 8102 rpgai.asgi:application")
+    serve = out.index("daphne -b 127.0.0.1 -p 8102 ")
     assert migrate < seed < serve
+    serve_line = out[serve:].splitlines()[0]
+    assert "--websocket-max-message-size" in serve_line and serve_line.endswith(
+        "rpgai.asgi:application"
+    )
     for line in out.splitlines():
         words = line.split()
         if len(words) > 2 and words[1] == "manage.py":
