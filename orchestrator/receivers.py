@@ -1,10 +1,31 @@
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rpgai.tasks import enqueue
 
+_local = threading.local()
 
-def queue_turn_after_actions(sender: Any, campaign_id: Any, events: list[Any], **kwargs: Any) -> None:
+
+@contextmanager
+def turns_deferred() -> Iterator[None]:
+    """Actions committed inside do not queue a turn (the caller runs it itself, as
+    `manage.py play` does to print the narration as it streams)."""
+    previous = getattr(_local, "deferred", False)
+    _local.deferred = True
+    try:
+        yield
+    finally:
+        _local.deferred = previous
+
+
+def queue_turn_after_actions(
+    sender: Any, campaign_id: Any, events: list[Any], **kwargs: Any
+) -> None:
     """A committed player action means the DM owes the table an answer."""
+    if getattr(_local, "deferred", False):
+        return
     if any(event.type == "player_action" for event in events):
         from .tasks import run_turn
 

@@ -1,28 +1,87 @@
-"""DM turns: who owes the table an answer, one turn at a time per campaign."""
+"""DM turns: who owes the table an answer, one turn at a time per campaign.
+
+A turn answers every player action since the last narration. It builds the prompt,
+calls the campaign's model (streaming the narration to the room), parses the answer
+(one repair, then a fallback), and hands the tool calls and the narration to
+`campaigns.tools.turn_commit`, which appends them in ONE transaction: a turn is all or
+nothing. A failed model call ends the turn with `turn_failed` and a code the room shows.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from campaigns import selectors as campaign_selectors
+from billing.selectors import budget_model_choice
 from campaigns.events import NewEvent
+from campaigns.selectors import campaign_get, player_actions_between
 from campaigns.services import events_append
-from rpgai.errors import Conflict
+from campaigns.tools import ToolRejection, turn_commit
+from realtime.throttle import model_call_allowed
+from rpgai.errors import Conflict, DomainError, NotFound
 
-from .fake import ActionSeen, fake_answer
-from .models import TurnLock
+from . import selectors
+from .adapters import (
+    PROVIDERS,
+    ModelAdapter,
+    ModelError,
+    ModelReply,
+    ModelRequest,
+    Usage,
+    adapter_for,
+)
+from .models import DMSettings, TurnLock
+from .prompt import Prompt, TurnContext, prompt_build, repair_messages
+from .rounds import round_hold
+from .schema import AnswerInvalid, DMAnswer, answer_parse
+from .signals import model_call_finished, model_call_starting
+from .streaming import NarrationStream
+from .tokens import count_message_tokens
 
 log = logging.getLogger(__name__)
 
 MAX_FOLLOW_UP_TURNS = 20
+FALLBACK_NARRATION = (
+    "The Dungeon Master falls silent for a moment, lost in thought, and the scene holds "
+    "its breath. (The DM's answer could not be used this time; nothing has changed. "
+    "Try again, or try something else.)"
+)
+FALLBACK_OPTIONS = ["Try the same thing again", "Look around", "Wait and listen"]
+
+
+# --- Per-campaign model settings ---------------------------------------------------------
+
+
+def dm_settings_set(
+    *, campaign_id: uuid.UUID | str, provider: str = "", model: str = ""
+) -> DMSettings:
+    """Choose the campaign's DM provider and model (blank: the settings' defaults)."""
+    provider = (provider or "").strip()
+    model = (model or "").strip()
+    if provider and provider not in PROVIDERS:
+        raise DomainError(f"unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
+    if len(model) > 100:
+        raise DomainError("a model name has at most 100 characters")
+    if campaign_get(campaign_id=campaign_id) is None:
+        raise NotFound("no such campaign")
+    row, _ = DMSettings.objects.update_or_create(
+        campaign_id=campaign_id, defaults={"provider": provider, "model": model}
+    )
+    return row
+
+
+# --- The lock: one turn at a time per campaign, across processes ---------------------------
 
 
 def turn_lock_acquire(*, campaign_id: uuid.UUID | str, holder: str) -> bool:
@@ -42,87 +101,303 @@ def turn_lock_acquire(*, campaign_id: uuid.UUID | str, holder: str) -> bool:
 
 
 def turn_lock_release(*, campaign_id: uuid.UUID | str, holder: str) -> None:
-    TurnLock.objects.filter(campaign_id=campaign_id, holder=holder).update(holder="", acquired_at=None)
+    TurnLock.objects.filter(campaign_id=campaign_id, holder=holder).update(
+        holder="", acquired_at=None
+    )
 
 
-def _owed(campaign_id: uuid.UUID | str) -> tuple[int, int] | None:
-    """(answered_through_seq, last_action_seq) when actions await an answer."""
-    snapshot = campaign_selectors.snapshot_get(campaign_id=campaign_id)
-    if snapshot is None:
+def turn_lock_stale_in(*, campaign_id: uuid.UUID | str) -> float | None:
+    """Seconds until the campaign's turn lock may be taken over; None when it is free."""
+    lock = TurnLock.objects.filter(campaign_id=campaign_id).exclude(holder="").first()
+    if lock is None or lock.acquired_at is None:
         return None
-    turn = snapshot.state.get("turn", {})
-    answered, last = turn.get("answered_through_seq", 0), turn.get("last_action_seq", 0)
-    return (answered, last) if last > answered else None
+    expires = lock.acquired_at + timedelta(seconds=settings.TURN_LOCK_SECONDS)
+    return max(0.0, (expires - timezone.now()).total_seconds())
 
 
-def turns_run_pending(*, campaign_id: uuid.UUID | str) -> int:
+def turns_run_pending(
+    *,
+    campaign_id: uuid.UUID | str,
+    max_turns: int = MAX_FOLLOW_UP_TURNS,
+    on_delta: Callable[[str], None] | None = None,
+) -> int:
     """Run turns until no action is owed an answer; return how many ran.
 
     Only the lock holder runs turns. It re-checks after releasing, so an action that
-    arrived during its turn (whose own task found the lock taken) still gets exactly
-    one follow-up turn.
+    arrived during its turn (whose own task found the lock taken and gave up) still
+    gets exactly one follow-up turn, which answers every action that arrived meanwhile.
+    After `max_turns` with actions still owed, a new task is queued for the rest.
     """
     holder = uuid.uuid4().hex
     ran = 0
-    for _ in range(MAX_FOLLOW_UP_TURNS):
-        if _owed(campaign_id) is None:
+    while selectors.turn_owed(campaign_id=campaign_id) is not None:
+        if round_hold(campaign_id=campaign_id):
+            break  # a `rounds` campaign waits for its players or its timer (rounds.py)
+        if ran >= max_turns:
+            from rpgai.tasks import enqueue
+
+            from .tasks import run_turn
+
+            enqueue(run_turn, campaign_id=str(campaign_id))
             break
         if not turn_lock_acquire(campaign_id=campaign_id, holder=holder):
-            break
+            break  # the holder re-checks after its turn
         try:
-            if turn_run(campaign_id=campaign_id) is not None:
+            if turn_run(campaign_id=campaign_id, on_delta=on_delta) is not None:
                 ran += 1
         finally:
             turn_lock_release(campaign_id=campaign_id, holder=holder)
     return ran
 
 
-def turn_run(*, campaign_id: uuid.UUID | str, request_id: str = "") -> list[Any] | None:
-    """One DM turn answering every player action not yet answered; None if none is owed."""
-    owed = _owed(campaign_id)
+# --- One turn ------------------------------------------------------------------------------
+
+
+@dataclass
+class TurnOutcome:
+    turn_id: str
+    through_seq: int
+    events: list[Any] = field(default_factory=list)
+    fallback: bool = False
+    failed_code: str | None = None
+    usage: list[Usage] = field(default_factory=list)
+    rejections: list[ToolRejection] = field(default_factory=list)
+    prompt_tokens: int = 0
+    first_delta_at: float | None = None
+
+
+@dataclass
+class _Turn:
+    """What one running turn knows; its helpers append to `outcome`."""
+
+    campaign_id: uuid.UUID | str
+    context: TurnContext
+    outcome: TurnOutcome
+    request_id: str
+    deadline: float
+
+    def call(
+        self,
+        adapter: ModelAdapter,
+        messages: list[dict[str, str]],
+        *,
+        purpose: str,
+        stream: NarrationStream | None = None,
+        input_tokens: int | None = None,
+    ) -> ModelReply:
+        request = ModelRequest(
+            messages=messages,
+            max_tokens=settings.DM_MAX_TOKENS,
+            purpose=purpose,
+            context=self.context,
+            deadline=self.deadline,
+        )
+        signal_args = {
+            "campaign_id": str(self.campaign_id),
+            "turn_id": self.outcome.turn_id,
+            "request_id": self.request_id,
+            "provider": adapter.provider,
+            "model": adapter.model,
+            "purpose": purpose,
+            # Whose actions this turn answers (billing keeps spend per user too).
+            "user_ids": list(dict.fromkeys(a.user_id for a in self.context.actions if a.user_id)),
+        }
+        authors = signal_args["user_ids"]
+        if not model_call_allowed(self.campaign_id, authors[0] if len(authors) == 1 else None):
+            raise ModelError(
+                "too many DM turns in the last minute; wait a moment and act again",
+                code="rate_limited",
+            )
+        model_call_starting.send(
+            sender=TurnOutcome,
+            input_tokens=input_tokens
+            if input_tokens is not None
+            else count_message_tokens(messages),
+            max_tokens=settings.DM_MAX_TOKENS,
+            **signal_args,
+        )
+        try:
+            reply = (
+                adapter.stream(request, stream) if stream is not None else adapter.complete(request)
+            )
+        except ModelError as exc:
+            model_call_finished.send(sender=TurnOutcome, usage=None, error=exc.code, **signal_args)
+            raise
+        except BaseException:
+            # A bug or a time limit: billing still releases what it reserved for the call.
+            model_call_finished.send_robust(
+                sender=TurnOutcome, usage=None, error="internal_error", **signal_args
+            )
+            raise
+        self.outcome.usage.append(reply.usage)
+        model_call_finished.send(sender=TurnOutcome, usage=reply.usage, error=None, **signal_args)
+        return reply
+
+
+def turn_run(
+    *,
+    campaign_id: uuid.UUID | str,
+    request_id: str = "",
+    on_delta: Callable[[str], None] | None = None,
+) -> TurnOutcome | None:
+    """One DM turn answering every player action not yet answered; None if none is owed
+    (or another turn answered them first)."""
+    owed = selectors.turn_owed(campaign_id=campaign_id)
     if owed is None:
         return None
     answered, through = owed
-    actions = campaign_selectors.player_actions_between(
-        campaign_id=campaign_id, after_seq=answered, through_seq=through
+    context = selectors.turn_context_get(
+        campaign_id=campaign_id, answered_seq=answered, through_seq=through
     )
-    snapshot = campaign_selectors.snapshot_get(campaign_id=campaign_id)
-    state = snapshot.state if snapshot else {}
-    members = state.get("members", {})
-    seen = [
-        ActionSeen(
-            who=members.get(str(a.actor_user_id), {}).get("display_name", "Someone"),
-            text=a.payload["text"],
-        )
-        for a in actions
-    ]
-    answer = fake_answer(location=state.get("scene", {}).get("location", ""), actions=seen)
-    turn_id = str(uuid.uuid4())
-    request_id = request_id or (actions[-1].request_id if actions else "")
-
-    def not_yet_answered(current: dict[str, Any]) -> None:
-        if current.get("turn", {}).get("answered_through_seq", 0) >= through:
-            raise Conflict("these actions were answered by another turn")
-
+    turn = _Turn(
+        campaign_id=campaign_id,
+        context=context,
+        outcome=TurnOutcome(turn_id=str(uuid.uuid4()), through_seq=through),
+        request_id=request_id or _last_request_id(campaign_id, through),
+        deadline=time.monotonic() + settings.DM_TURN_DEADLINE_SECONDS,
+    )
     try:
-        return events_append(
-            campaign_id=campaign_id,
-            request_id=request_id,
-            precondition=not_yet_answered,
-            events=[
-                NewEvent(
-                    "dm_narration",
-                    {
-                        "turn_id": turn_id,
-                        "text": answer.narration,
-                        "options": answer.options,
-                        "fallback": False,
-                        "through_seq": through,
-                    },
-                    "dm",
-                )
-            ],
-        )
+        return _turn_play(turn, on_delta)
     except Conflict:
         log.info("turn for campaign %s through seq %s was already answered", campaign_id, through)
         return None
+    except DatabaseError:
+        raise  # nothing was appended; the task retries the whole turn
+    except Exception as exc:
+        # A bug or a time limit must not leave the actions waiting forever.
+        code = "turn_timeout" if isinstance(exc, SoftTimeLimitExceeded) else "internal_error"
+        try:
+            _turn_fail(turn, code, "the DM could not finish this turn; try again")
+        except Exception:
+            log.exception("turn %s: could not record its failure", turn.outcome.turn_id)
+        raise
+
+
+def _last_request_id(campaign_id: uuid.UUID | str, through: int) -> str:
+    """The request id of the action that closes the turn: its logs follow the turn."""
+    actions = player_actions_between(
+        campaign_id=campaign_id, after_seq=through - 1, through_seq=through
+    )
+    return actions[-1].request_id if actions else ""
+
+
+def _turn_play(turn: _Turn, on_delta: Callable[[str], None] | None) -> TurnOutcome:
+    config = selectors.dm_config_get(campaign_id=turn.campaign_id)
+    # Past its cap without hard stop, a campaign may be played by a cheaper model.
+    provider, model = budget_model_choice(
+        campaign_id=turn.campaign_id, provider=config.provider, model=config.model
+    )
+    try:
+        adapter = adapter_for(provider=provider, model=model)
+    except ModelError as exc:
+        return _turn_fail(turn, exc.code, exc.detail)
+    prompt = prompt_build(context=turn.context, budget=settings.DM_PROMPT_TOKEN_BUDGET)
+    turn.outcome.prompt_tokens = prompt.tokens
+
+    stream = None
+    if settings.DM_STREAM:
+        stream = NarrationStream(
+            campaign_id=turn.campaign_id, turn_id=turn.outcome.turn_id, on_delta=on_delta
+        )
+    try:
+        reply = turn.call(
+            adapter, prompt.messages, purpose="dm_turn", stream=stream, input_tokens=prompt.tokens
+        )
+    except DomainError as exc:  # a ModelError, or refused before the call (a budget, say)
+        return _turn_fail(turn, exc.code, exc.detail)
+    finally:
+        if stream is not None:
+            stream.close()  # the last deltas go before the narration event
+            turn.outcome.first_delta_at = stream.first_delta_at
+
+    answer = _answer_or_repair(turn, adapter, prompt, reply)
+    if answer is None:
+        answer = DMAnswer(
+            narration=FALLBACK_NARRATION, options=_fallback_options(turn.context), tool_calls=[]
+        )
+        turn.outcome.fallback = True
+    result = turn_commit(
+        campaign_id=turn.campaign_id,
+        turn_id=turn.outcome.turn_id,
+        narration=answer.narration,
+        options=answer.options,
+        tool_calls=answer.tool_calls_as_dicts(),
+        through_seq=turn.outcome.through_seq,
+        fallback=turn.outcome.fallback,
+        request_id=turn.request_id,
+        actor_kind="dm",
+    )
+    turn.outcome.events = result.events
+    turn.outcome.rejections = result.rejections
+    return turn.outcome
+
+
+def _answer_or_repair(
+    turn: _Turn, adapter: ModelAdapter, prompt: Prompt, reply: ModelReply
+) -> DMAnswer | None:
+    """The parsed answer; else one repair carrying the error; else None (fallback)."""
+    try:
+        return answer_parse(reply.text)
+    except AnswerInvalid as exc:
+        error = str(exc)
+    if reply.finish_reason in ("length", "incomplete"):
+        error += " (the answer was cut off at the token limit: write less)"
+    log.warning(
+        "turn %s: the model's answer is invalid (%s); repairing", turn.outcome.turn_id, error
+    )
+    try:
+        repaired = turn.call(
+            adapter,
+            repair_messages(prompt=prompt, bad_answer=reply.text, error=error),
+            purpose="repair",
+        )
+    except DomainError as exc:
+        log.warning("turn %s: the repair call failed (%s)", turn.outcome.turn_id, exc.detail)
+        return None
+    try:
+        return answer_parse(repaired.text)
+    except AnswerInvalid as exc:
+        log.warning("turn %s: the repaired answer is invalid too (%s)", turn.outcome.turn_id, exc)
+        return None
+
+
+def _fallback_options(context: TurnContext) -> list[str]:
+    last = context.state.get("last_options") or []
+    if (
+        isinstance(last, list)
+        and 1 <= len(last) <= 8
+        and all(isinstance(o, str) and o for o in last)
+    ):
+        return list(last)
+    return list(FALLBACK_OPTIONS)
+
+
+def _turn_fail(turn: _Turn, code: str, detail: str) -> TurnOutcome:
+    """End the turn with `turn_failed`: the room shows the code, the actions count as
+    answered (the players may act again), and a retry of the task changes nothing."""
+    through = turn.outcome.through_seq
+
+    def not_yet_answered(state: dict[str, Any]) -> None:
+        if state.get("turn", {}).get("answered_through_seq", 0) >= through:
+            raise Conflict("these actions were answered by another turn")
+
+    turn.outcome.failed_code = code
+    turn.outcome.events = events_append(
+        campaign_id=turn.campaign_id,
+        request_id=turn.request_id,
+        precondition=not_yet_answered,
+        events=[
+            NewEvent(
+                "turn_failed",
+                {
+                    "turn_id": turn.outcome.turn_id,
+                    "code": code[:40],
+                    "detail": detail[:2000],
+                    "through_seq": through,
+                },
+                "system",
+            )
+        ],
+    )
+    log.warning("turn %s failed: %s (%s)", turn.outcome.turn_id, code, detail)
+    return turn.outcome

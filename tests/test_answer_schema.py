@@ -1,0 +1,145 @@
+"""The one schema of the DM's answer: what is sent to the model and what comes back.
+
+Model output is the least trusted input: not JSON, the wrong shape, unknown tools, wrong
+argument types, too many options, too much text, reasoning that must not reach players.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.schema import (
+    NARRATION_MAX_CHARS,
+    OPTIONS_MAX,
+    AnswerInvalid,
+    answer_json_schema,
+    answer_parse,
+    strip_reasoning,
+)
+
+GOOD = {
+    "narration": "The goblin snarls.",
+    "tool_calls": [
+        {"name": "roll", "args": {"formula": "1d20+5", "reason": "attack"}},
+        {
+            "name": "apply_state_patch",
+            "args": {
+                "reason": "loot",
+                "patches": [{"op": "add", "path": "/flags/door_open", "value": True}],
+            },
+        },
+        {
+            "name": "create_entity",
+            "args": {"kind": "npc", "name": "Maren", "data": {"mood": "wary"}},
+        },
+        {"name": "trigger_audio", "args": {"cue": "rain", "volume": 0.4}},
+    ],
+    "options": ["Fight", "Flee", "Parley"],
+}
+
+
+def with_(**changes: object) -> str:
+    return json.dumps({**GOOD, **changes})
+
+
+def test_a_good_answer_parses_into_tool_calls_for_the_executor():
+    answer = answer_parse(json.dumps(GOOD))
+    assert answer.narration == "The goblin snarls."
+    assert answer.options == ["Fight", "Flee", "Parley"]
+    assert answer.tool_calls_as_dicts() == GOOD["tool_calls"]
+
+
+def test_the_json_schema_sent_to_the_model_is_the_validation_schema():
+    schema = answer_json_schema()
+    assert set(schema["required"]) == {"narration", "options"}
+    props = schema["properties"]
+    assert props["narration"]["minLength"] == 1
+    assert props["options"]["minItems"] == 1 and props["options"]["maxItems"] == OPTIONS_MAX
+    text = json.dumps(schema)
+    for tool in ("roll", "apply_state_patch", "create_entity", "trigger_audio"):
+        assert f'"{tool}"' in text
+    assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("", "empty"),
+        ("The goblin attacks!", "no JSON object"),
+        ('{"narration": "cut off', "not valid JSON"),
+        ("[1, 2, 3]", "no JSON object"),
+        (with_(narration=""), "narration"),
+        (with_(narration="   "), "narration"),
+        (with_(options=[]), "options"),
+        (json.dumps({"narration": "x"}), "options"),
+        (with_(tool_calls=[{"name": "delete_campaign", "args": {}}]), "delete_campaign"),
+        (with_(tool_calls=[{"name": "roll", "args": {"formula": 20, "reason": "x"}}]), "formula"),
+        (with_(tool_calls=[{"name": "roll", "args": {"reason": "x"}}]), "formula"),
+        (
+            with_(tool_calls=[{"name": "trigger_audio", "args": {"cue": "rain", "volume": 7}}]),
+            "volume",
+        ),
+        (
+            with_(tool_calls=[{"name": "create_entity", "args": {"kind": "god", "name": "Zeus"}}]),
+            "kind",
+        ),
+        (with_(tool_calls="roll"), "tool_calls"),
+        (with_(extra_field=1), "extra_field"),
+        ('{"narration": ' + "[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_unusable_answers_are_rejected_with_a_reason_for_the_repair(raw: str, expected: str):
+    with pytest.raises(AnswerInvalid) as caught:
+        answer_parse(raw)
+    assert expected.lower() in str(caught.value).lower()
+
+
+def test_fifty_options_are_trimmed_to_eight_and_blank_or_repeated_ones_dropped():
+    options = ["", "Run", "Run"] + [f"Option {i}" for i in range(50)]
+    answer = answer_parse(with_(options=options))
+    assert answer.options == ["Run"] + [f"Option {i}" for i in range(7)]
+
+
+def test_a_megabyte_of_narration_is_cut_to_a_sane_length():
+    answer = answer_parse(with_(narration="The rain falls. " * 70_000))
+    assert len(answer.narration) <= NARRATION_MAX_CHARS
+    assert answer.narration.endswith("…")
+
+
+def test_long_options_are_cut_and_extra_tool_calls_dropped():
+    calls = [{"name": "roll", "args": {"formula": "1d6", "reason": str(i)}} for i in range(30)]
+    answer = answer_parse(with_(options=["x" * 500], tool_calls=calls))
+    assert len(answer.options[0]) <= 120
+    assert len(answer.tool_calls) == 8
+
+
+def test_null_tool_calls_mean_none():
+    assert answer_parse(with_(tool_calls=None)).tool_calls == []
+
+
+def test_json_wrapped_in_a_fence_or_prose_is_found():
+    fenced = "Here is my answer:\n```json\n" + json.dumps(GOOD) + "\n```\nEnjoy!"
+    assert answer_parse(fenced).narration == "The goblin snarls."
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "<think>The players are weak; " + '{"narration": "SECRET"}' + "</think>" + json.dumps(GOOD),
+        "I must not reveal SECRET plans.</think>\n" + json.dumps(GOOD),
+        "<thinking>SECRET</thinking>" + json.dumps(GOOD),
+        json.dumps({**GOOD, "narration": "<think>SECRET</think>The goblin snarls."}),
+    ],
+)
+def test_reasoning_never_reaches_the_narration(raw: str):
+    answer = answer_parse(raw)
+    assert "SECRET" not in answer.narration
+    assert answer.narration == "The goblin snarls."
+
+
+def test_an_unclosed_think_block_is_all_reasoning():
+    assert strip_reasoning("<think>still thinking " + json.dumps(GOOD)) == ""
+    with pytest.raises(AnswerInvalid):
+        answer_parse("<think>still thinking " + json.dumps(GOOD))
