@@ -121,7 +121,9 @@ def event_by_dedupe_key(*, campaign_id: uuid.UUID | str, key: str) -> Event | No
     return Event.objects.filter(campaign_id=campaign_id, dedupe_key=key).first()
 
 
-def snapshot_get(*, campaign_id: uuid.UUID | str, viewer: Viewer = SYSTEM_VIEWER) -> Snapshot | None:
+def snapshot_get(
+    *, campaign_id: uuid.UUID | str, viewer: Viewer = SYSTEM_VIEWER
+) -> Snapshot | None:
     snapshot = Snapshot.objects.filter(campaign_id=campaign_id).first()
     if snapshot is not None and not viewer.is_gm:
         # Hidden state is kept apart in the fold; a player's copy never carries it.

@@ -307,6 +307,7 @@ def player_action_submit(
     payload: dict[str, Any] = {"action_id": str(action_id), "text": text}
     if character_id is not None:
         payload["character_id"] = str(character_id)
+
     def still_a_member(state: dict[str, Any]) -> None:
         # Checked under the log's lock: a member removed on another process a moment ago
         # (whose socket has not closed yet) cannot act any more.
