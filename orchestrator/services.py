@@ -94,7 +94,9 @@ def turn_lock_acquire(*, campaign_id: uuid.UUID | str, holder: str) -> bool:
     stale = now - timedelta(seconds=settings.TURN_LOCK_SECONDS)
     taken = (
         TurnLock.objects.filter(campaign_id=campaign_id)
-        .filter(Q(holder="") | Q(acquired_at__lt=stale))
+        # A task redelivered after its worker died holds the lock under its own task id:
+        # it takes it back at once instead of waiting for the lock to go stale.
+        .filter(Q(holder="") | Q(acquired_at__lt=stale) | Q(holder=holder))
         .update(holder=holder, acquired_at=now)
     )
     return taken == 1
@@ -120,6 +122,7 @@ def turns_run_pending(
     campaign_id: uuid.UUID | str,
     max_turns: int = MAX_FOLLOW_UP_TURNS,
     on_delta: Callable[[str], None] | None = None,
+    holder: str | None = None,
 ) -> int:
     """Run turns until no action is owed an answer; return how many ran.
 
@@ -128,7 +131,7 @@ def turns_run_pending(
     gets exactly one follow-up turn, which answers every action that arrived meanwhile.
     After `max_turns` with actions still owed, a new task is queued for the rest.
     """
-    holder = uuid.uuid4().hex
+    holder = holder or uuid.uuid4().hex
     ran = 0
     while selectors.turn_owed(campaign_id=campaign_id) is not None:
         if round_hold(campaign_id=campaign_id):

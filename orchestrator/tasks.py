@@ -33,7 +33,10 @@ def run_turn(self: Task, campaign_id: str) -> int:
     retry a no-op (`turn_commit` refuses to answer the same actions twice).
     """
     try:
-        ran = services.turns_run_pending(campaign_id=campaign_id, max_turns=1)
+        # The lock holder is this task's id, which a redelivery (acks_late, after the
+        # worker died mid-turn) keeps: the retry reclaims the lock its first try held.
+        holder = f"task:{self.request.id}" if self.request.id else None
+        ran = services.turns_run_pending(campaign_id=campaign_id, max_turns=1, holder=holder)
         if not ran and not settings.CELERY_TASK_ALWAYS_EAGER:
             _look_again_if_the_holder_died(campaign_id)
         return ran

@@ -250,12 +250,6 @@ async def test_redis_down_actions_are_recorded_and_clients_catch_up(campaign, al
 # --- (b) A Celery worker killed mid-turn ---------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="orchestrator bug (issue 10 report): the requeued run_turn finds the TurnLock "
-    "still held by the killed process and returns 0, so the turn waits TURN_LOCK_SECONDS "
-    "and a new action; passes only when the redelivery comes after the lock went stale",
-)
 async def test_worker_killed_mid_turn_is_retried_or_failed_never_doubled(campaign, alice):
     redis_port, web = free_port(), free_port()
     with OpenAIServer() as model:
