@@ -118,8 +118,13 @@ def run(services: bool | None = None) -> dict[str, dict[str, float]]:
             env=dict(os.environ, **env),
             check=True,
         )
+    # Speech off: this measures the text path (bench/voice_latency.py measures the voice).
     child_env = dict(
-        os.environ, **env, DJANGO_SETTINGS_MODULE="rpgai.settings", LOG_LEVEL="WARNING"
+        os.environ,
+        **env,
+        DJANGO_SETTINGS_MODULE="rpgai.settings",
+        LOG_LEVEL="WARNING",
+        TTS_PROVIDER="none",
     )
     port = _free_port()
     try:
