@@ -72,6 +72,18 @@ def _speech_off(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> Any:
+    """Each test gets its own channel-layer instance. channels_redis binds its locks to
+    the event loop that first used them; a consumer a test left behind must not leave a
+    lock tied to a dead loop for the next test."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     """Real password hashing costs ~0.3 s a user; tests do not need its strength."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
