@@ -68,3 +68,53 @@ def machine() -> str:
         f"{os.cpu_count()} cores ({cpu}){mem}, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}"
     )
+
+
+# --- Server processes the benchmarks run --------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    import contextlib
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server on port {port} exited")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"the server on port {port} did not start")
+
+
+def start_daphne(port: int, env: dict[str, str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    return subprocess.Popen(
+        [*command, "rpgai.asgi:application"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
+
+
+def start_worker(env: dict[str, str], queues: str, *pool: str) -> subprocess.Popen:
+    """A Celery worker; `pool` is extra options such as ("-P", "solo") or ("-c", "2")."""
+    command = [sys.executable, "-m", "celery", "-A", "rpgai", "worker", "-Q", queues, *pool]
+    return subprocess.Popen(
+        [*command, "--loglevel", "WARNING"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    import contextlib
+
+    for proc in procs:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)

@@ -21,9 +21,16 @@ import subprocess
 import sys
 import time
 
-from bench.common import REDIS_BENCH_URL, ROOT, fresh_pg_database, median, percentile
+from bench.common import (
+    REDIS_BENCH_URL,
+    ROOT,
+    free_port,
+    fresh_pg_database,
+    median,
+    percentile,
+    wait_port,
+)
 from bench.memory_per_connection import django_setup, open_room, room_with_members, start_daphne
-from bench.ws_latency import _free_port, _wait_port
 
 CLIENTS = [int(c) for c in os.environ.get("BENCH_FANOUT_CLIENTS", "50,200").split(",")]
 EVENTS = int(os.environ.get("BENCH_FANOUT_EVENTS", "50"))
@@ -155,8 +162,8 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 def run() -> dict[int, dict[str, dict[str, float]]]:
     env = {"DATABASE_URL": fresh_pg_database(), "REDIS_URL": REDIS_BENCH_URL}
     django_setup(env)
-    ours_ports = [_free_port(), _free_port()]
-    plain_ports = [_free_port(), _free_port()]
+    ours_ports = [free_port(), free_port()]
+    plain_ports = [free_port(), free_port()]
     procs = [start_daphne(p, env) for p in ours_ports]
     for port in plain_ports:
         proc = subprocess.Popen(
@@ -164,7 +171,7 @@ def run() -> dict[int, dict[str, dict[str, float]]]:
             cwd=ROOT,
         )
         procs.append(proc)
-        _wait_port(port, proc)
+        wait_port(port, proc)
     results: dict[int, dict[str, dict[str, float]]] = {}
     try:
         for n in CLIENTS:

@@ -17,8 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import REDIS_BENCH_URL, ROOT, fresh_pg_database, median
-from bench.ws_latency import _free_port, _wait_port
+from bench.common import REDIS_BENCH_URL, ROOT, free_port, fresh_pg_database, median, wait_port
 
 CONNECTIONS = int(os.environ.get("BENCH_MEM_CONNECTIONS", "200"))
 RUNS = int(os.environ.get("BENCH_MEM_RUNS", "3"))
@@ -105,7 +104,7 @@ def start_daphne(port: int, env: dict[str, str]) -> subprocess.Popen:
         env=daphne_env(env),
         stderr=subprocess.DEVNULL,
     )
-    _wait_port(port, proc)
+    wait_port(port, proc)
     return proc
 
 
@@ -142,7 +141,7 @@ def run() -> dict[str, float]:
     baseline = []
     for _ in range(RUNS):
         campaign_id, keys = room_with_members(CONNECTIONS + 1)
-        port = _free_port()
+        port = free_port()
         proc = start_daphne(port, env)
         try:
             time.sleep(0.5)

@@ -183,7 +183,8 @@ async def _stream_latencies(port: int, campaign_id: str, session_key: str, serve
 
 
 def _token_to_delta() -> dict[str, float]:
-    from bench.ws_latency import _free_port, _setup, _wait_port
+    from bench.common import free_port, wait_port
+    from bench.ws_latency import _setup
     from tests.openai_server import Answer, OpenAIServer
 
     env = _sqlite_env()
@@ -198,7 +199,7 @@ def _token_to_delta() -> dict[str, float]:
                 "DM_MODEL": "bench-model",
             }
         )
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -215,7 +216,7 @@ def _token_to_delta() -> dict[str, float]:
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_port(port, proc)
+            wait_port(port, proc)
             campaign_id, key = _setup(env)
             gaps = asyncio.run(_stream_latencies(port, campaign_id, key, server))
         finally:

@@ -18,8 +18,17 @@ import sys
 import time
 import uuid
 
-from bench.common import REDIS_BENCH_URL, ROOT, fresh_pg_database, median, percentile
-from bench.ws_latency import _free_port, _wait_port
+from bench.common import (
+    REDIS_BENCH_URL,
+    ROOT,
+    free_port,
+    fresh_pg_database,
+    median,
+    percentile,
+    start_daphne,
+    start_worker,
+    wait_port,
+)
 
 CONCURRENCY = [int(c) for c in os.environ.get("BENCH_TURN_CONCURRENCY", "1,10,50").split(",")]
 TURNS_TOTAL = int(os.environ.get("BENCH_TURNS_TOTAL", "100"))  # per run, over all campaigns
@@ -114,46 +123,14 @@ def run() -> dict[int, dict[str, float]]:
         WS_THROTTLE_USER_BURST="100000",
         WS_THROTTLE_CONNECTION_BURST="100000",
     )
-    port = _free_port()
+    port = free_port()
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "rpgai.asgi:application",
-            ],
-            cwd=ROOT,
-            env=child_env,
-            stderr=subprocess.DEVNULL,
-        ),
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "rpgai",
-                "worker",
-                "-Q",
-                "default,turns",
-                "-P",
-                "solo",
-                "--loglevel",
-                "WARNING",
-            ],
-            cwd=ROOT,
-            env=child_env,
-            stderr=subprocess.DEVNULL,
-        ),
+        start_daphne(port, child_env),
+        start_worker(child_env, "default,turns", "-P", "solo"),
     ]
     results: dict[int, dict[str, float]] = {}
     try:
-        _wait_port(port, procs[0])
+        wait_port(port, procs[0])
         for n in CONCURRENCY:
             turns = max(1, TURNS_TOTAL // n)
             p50s, p99s = [], []

@@ -14,7 +14,6 @@ median is over the runs after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -25,8 +24,19 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import REDIS_BENCH_URL, ROOT, fresh_pg_database, machine, median
-from bench.ws_latency import _free_port, _setup, _wait_port
+from bench.common import (
+    REDIS_BENCH_URL,
+    ROOT,
+    free_port,
+    fresh_pg_database,
+    machine,
+    median,
+    start_daphne,
+    start_worker,
+    stop_all,
+    wait_port,
+)
+from bench.ws_latency import _setup
 
 RUNS = int(os.environ.get("BENCH_VOICE_RUNS", "7"))
 ACTIONS = [
@@ -118,56 +128,17 @@ def run(services: bool | None = None) -> dict[str, dict[str, float]]:
     child_env["DJANGO_SETTINGS_MODULE"] = "bench.voice_settings"
     child_env["BENCH_MEDIA_ROOT"] = media
     procs: list[subprocess.Popen] = []
-    port = _free_port()
+    port = free_port()
     try:
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "rpgai.asgi:application",
-                ],
-                cwd=ROOT,
-                env=child_env,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        procs.append(start_daphne(port, child_env))
         if services:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "rpgai",
-                        "worker",
-                        "-Q",
-                        "default,turns,voice",
-                        "-c",
-                        "2",
-                        "--loglevel",
-                        "WARNING",
-                    ],
-                    cwd=ROOT,
-                    env=child_env,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            procs.append(start_worker(child_env, "default,turns,voice", "-c", "2"))
             time.sleep(3)  # the worker's processes start and load the voice
-        _wait_port(port, procs[0])
+        wait_port(port, procs[0])
         campaign_id, key = _setup(env)
         runs = asyncio.run(_play(port, campaign_id, key))
     finally:
-        for proc in procs:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
+        stop_all(procs)
         shutil.rmtree(media, ignore_errors=True)
     cold, warm = runs[0], runs[1:]
     label = "PostgreSQL + Redis + Celery" if services else "embedded (SQLite, in-memory)"

@@ -9,10 +9,8 @@ PostgreSQL and Redis with a Celery worker running the turns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,15 +18,19 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import REDIS_BENCH_URL, ROOT, fresh_pg_database, percentile
+from bench.common import (
+    REDIS_BENCH_URL,
+    ROOT,
+    free_port,
+    fresh_pg_database,
+    percentile,
+    start_daphne,
+    start_worker,
+    stop_all,
+    wait_port,
+)
 
 ACTIONS = int(os.environ.get("BENCH_ACTIONS", "100"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _setup(env: dict[str, str]) -> tuple[str, str]:
@@ -94,16 +96,6 @@ async def _play(port: int, campaign_id: str, session_key: str) -> tuple[list[flo
     return acks, narrations
 
 
-def _wait_port(port: int, proc: subprocess.Popen) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise SystemExit("daphne exited")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.1)
-    raise SystemExit("daphne did not start")
-
-
 def run(services: bool | None = None) -> dict[str, dict[str, float]]:
     services = os.environ.get("BENCH_SERVICES") == "1" if services is None else services
     procs: list[subprocess.Popen] = []
@@ -126,55 +118,16 @@ def run(services: bool | None = None) -> dict[str, dict[str, float]]:
         LOG_LEVEL="WARNING",
         TTS_PROVIDER="none",
     )
-    port = _free_port()
+    port = free_port()
     try:
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "rpgai.asgi:application",
-                ],
-                cwd=ROOT,
-                env=child_env,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        procs.append(start_daphne(port, child_env))
         if services:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "rpgai",
-                        "worker",
-                        "-Q",
-                        "default,turns",
-                        "-P",
-                        "solo",
-                        "--loglevel",
-                        "WARNING",
-                    ],
-                    cwd=ROOT,
-                    env=child_env,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        _wait_port(port, procs[0])
+            procs.append(start_worker(child_env, "default,turns", "-P", "solo"))
+        wait_port(port, procs[0])
         campaign_id, key = _setup(env)
         acks, narrations = asyncio.run(_play(port, campaign_id, key))
     finally:
-        for proc in procs:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
+        stop_all(procs)
     label = "PostgreSQL + Redis + Celery" if services else "embedded (SQLite, in-memory)"
     result = {
         "ack_p50": percentile(acks, 50),
