@@ -140,4 +140,6 @@ def run() -> dict[str, dict[int, float]]:
 
 
 if __name__ == "__main__":
-    run()
+    result = run()
+    if "--json" in sys.argv:  # bench/run.py runs each benchmark in its own process
+        print("BENCH_JSON " + json.dumps(result))

@@ -72,6 +72,29 @@ def machine() -> str:
 
 # --- Server processes the benchmarks run --------------------------------------------------
 
+# What every benchmark server runs with, under what the benchmark itself sets: quiet
+# logs, and the rate limits lifted. A benchmark plays faster than any table, from one
+# address; it measures the realtime path, not the limiters (tests/test_rate_limits.py
+# covers those). Speech is off unless a benchmark turns it on (bench/voice_latency.py).
+SERVER_ENV = {
+    "DJANGO_SETTINGS_MODULE": "rpgai.settings",
+    "LOG_LEVEL": "WARNING",
+    "TTS_PROVIDER": "none",
+    "MODEL_CALLS_PER_USER_PER_MINUTE": "100000",
+    "MODEL_CALLS_PER_CAMPAIGN_PER_MINUTE": "100000",
+    "WS_THROTTLE_CONNECTION_BURST": "100000",
+    "WS_THROTTLE_CONNECTION_RATE": "100000",
+    "WS_THROTTLE_USER_BURST": "100000",
+    "WS_THROTTLE_USER_RATE": "100000",
+    "WS_THROTTLE_CAMPAIGN_BURST": "100000",
+    "WS_THROTTLE_CAMPAIGN_RATE": "100000",
+}
+
+
+def server_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a benchmark server: ours, then SERVER_ENV, then `env`."""
+    return {**os.environ, **SERVER_ENV, **env}
+
 
 def free_port() -> int:
     import socket
@@ -99,7 +122,10 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
 def start_daphne(port: int, env: dict[str, str]) -> subprocess.Popen:
     command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
     return subprocess.Popen(
-        [*command, "rpgai.asgi:application"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+        [*command, "rpgai.asgi:application"],
+        cwd=ROOT,
+        env=server_env(env),
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -107,7 +133,10 @@ def start_worker(env: dict[str, str], queues: str, *pool: str) -> subprocess.Pop
     """A Celery worker; `pool` is extra options such as ("-P", "solo") or ("-c", "2")."""
     command = [sys.executable, "-m", "celery", "-A", "rpgai", "worker", "-Q", queues, *pool]
     return subprocess.Popen(
-        [*command, "--loglevel", "WARNING"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+        [*command, "--loglevel", "WARNING"],
+        cwd=ROOT,
+        env=server_env(env),
+        stderr=subprocess.DEVNULL,
     )
 
 

@@ -17,7 +17,15 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import REDIS_BENCH_URL, ROOT, free_port, fresh_pg_database, median, wait_port
+from bench.common import (
+    REDIS_BENCH_URL,
+    ROOT,
+    free_port,
+    fresh_pg_database,
+    median,
+    server_env,
+    wait_port,
+)
 
 CONNECTIONS = int(os.environ.get("BENCH_MEM_CONNECTIONS", "200"))
 RUNS = int(os.environ.get("BENCH_MEM_RUNS", "3"))
@@ -74,20 +82,6 @@ async def open_room(port: int, campaign_id: str, key: str):
     return ws
 
 
-def daphne_env(env: dict[str, str]) -> dict[str, str]:
-    return dict(
-        os.environ,
-        **env,
-        DJANGO_SETTINGS_MODULE="rpgai.settings",
-        LOG_LEVEL="WARNING",
-        TTS_PROVIDER="none",
-        WS_THROTTLE_CAMPAIGN_BURST="100000",
-        WS_THROTTLE_CAMPAIGN_RATE="100000",
-        WS_THROTTLE_USER_BURST="100000",
-        WS_THROTTLE_CONNECTION_BURST="100000",
-    )
-
-
 def start_daphne(port: int, env: dict[str, str]) -> subprocess.Popen:
     proc = subprocess.Popen(
         [
@@ -101,7 +95,7 @@ def start_daphne(port: int, env: dict[str, str]) -> subprocess.Popen:
             "rpgai.asgi:application",
         ],
         cwd=ROOT,
-        env=daphne_env(env),
+        env=server_env(env),
         stderr=subprocess.DEVNULL,
     )
     wait_port(port, proc)

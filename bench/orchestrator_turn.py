@@ -268,5 +268,7 @@ def run() -> str:
 if __name__ == "__main__":
     if "--overhead" in sys.argv:
         _overhead_child()
+    elif "--json" in sys.argv:  # bench/run.py runs each benchmark in its own process
+        print("BENCH_JSON " + json.dumps(run()))
     else:
         print(run())

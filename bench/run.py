@@ -13,23 +13,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import append, fanout, memory_per_connection, orchestrator_turn, turns, ws_latency
+from bench import append, fanout, memory_per_connection, turns, ws_latency
 from bench.common import ROOT, machine
 
 
-def _separately(module: str) -> object:
+def _separately(module: str, *args: str) -> object:
     """Run bench/<module>.py in its own process (each sets Django up for its own
     database) and return what it measured."""
     import json
     import subprocess
 
-    out = subprocess.run(
-        [sys.executable, "-m", f"bench.{module}", "--json"],
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", "--json", *args],
         cwd=ROOT,
-        check=True,
         capture_output=True,
         text=True,
-    ).stdout
+    )
+    if done.returncode != 0:
+        print(done.stdout, done.stderr[-4000:], sep="\n", file=sys.stderr)
+        raise SystemExit(f"bench.{module} {' '.join(args)} failed with exit code {done.returncode}")
+    out = done.stdout
     [line] = [x for x in out.splitlines() if x.startswith("BENCH_JSON ")]
     print(*(x for x in out.splitlines() if not x.startswith("BENCH_JSON ")), sep="\n")
     return json.loads(line.removeprefix("BENCH_JSON "))
@@ -37,10 +40,14 @@ def _separately(module: str) -> object:
 
 def main() -> None:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    appends = append.run()
+    # Each benchmark in its own process: each sets Django up for its own database.
+    appends = {
+        name: {int(writers): rate for writers, rate in rates.items()}
+        for name, rates in _separately("append").items()
+    }
     latency = {}
-    latency.update(ws_latency.run(services=False))
-    latency.update(ws_latency.run(services=True))
+    latency.update(_separately("ws_latency"))
+    latency.update(_separately("ws_latency", "--services"))
 
     lines = [
         "# Benchmarks",
@@ -65,7 +72,9 @@ def main() -> None:
         "## WebSocket latency with the fake model (milliseconds)",
         "",
         f"One client sends {ws_latency.ACTIONS} actions one after another to a real daphne "
-        "process and times the `server.ack` and the `dm_narration` event answering each.",
+        "process and times the `server.ack` and the `dm_narration` event answering each; "
+        f"each figure is the median over {ws_latency.RUNS} runs (a fresh campaign each) of "
+        "that run's percentile.",
         "",
         "| setup | ack p50 | ack p99 | narration p50 | narration p99 |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -75,7 +84,7 @@ def main() -> None:
             f"| {label} | {r['ack_p50']:.1f} | {r['ack_p99']:.1f} | "
             f"{r['narration_p50']:.1f} | {r['narration_p99']:.1f} |"
         )
-    lines += ["", *orchestrator_turn.run().splitlines()]
+    lines += ["", *_separately("orchestrator_turn").splitlines()]
     lines += ["", *fanout.markdown(_separately("fanout"))]
     lines += ["", *turns.markdown(_separately("turns"))]
     lines += ["", *memory_per_connection.markdown(_separately("memory_per_connection"))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class ClientMessage(BaseModel):
@@ -14,7 +14,8 @@ class ClientMessage(BaseModel):
 
 class Hello(ClientMessage):
     type: Literal["client.hello"]
-    last_seq: int = Field(default=0, ge=0)
+    # Strict: `true` or "5" is a client bug to report, not a number to guess.
+    last_seq: StrictInt = Field(default=0, ge=0)
 
 
 class PlayerAction(ClientMessage):
