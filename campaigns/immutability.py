@@ -27,27 +27,45 @@ _purge_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar(
 TABLE = "campaigns_event"
 MESSAGE = "campaign events are append-only"
 
-SQLITE_TRIGGERS = [
-    f"""CREATE TRIGGER IF NOT EXISTS campaigns_event_no_update BEFORE UPDATE ON {TABLE}
-    BEGIN SELECT RAISE(ABORT, '{MESSAGE}: UPDATE refused'); END""",
-    f"""CREATE TRIGGER IF NOT EXISTS campaigns_event_no_delete BEFORE DELETE ON {TABLE}
-    WHEN NOT rpgai_event_purge_allowed()
-    BEGIN SELECT RAISE(ABORT, '{MESSAGE}: DELETE refused'); END""",
-]
 
-POSTGRES_TRIGGERS = [
-    f"""CREATE OR REPLACE FUNCTION campaigns_event_immutable() RETURNS trigger AS $$
-    BEGIN
-        IF TG_OP = 'DELETE' AND current_setting('rpgai.event_purge', true) = 'on' THEN
-            RETURN OLD;
-        END IF;
-        RAISE EXCEPTION '{MESSAGE}: % refused', TG_OP USING ERRCODE = 'restrict_violation';
-    END;
-    $$ LANGUAGE plpgsql""",
-    f"DROP TRIGGER IF EXISTS campaigns_event_immutable ON {TABLE}",
-    f"""CREATE TRIGGER campaigns_event_immutable BEFORE UPDATE OR DELETE ON {TABLE}
-    FOR EACH ROW EXECUTE FUNCTION campaigns_event_immutable()""",
-]
+def append_only_statements(table: str, message: str) -> dict[str, list[str]]:
+    """The trigger statements, per database vendor, that make `table` append-only: UPDATE
+    always refused, DELETE refused outside a purge window (`purge_window`). Any table that
+    must never change (the event log, model usage) is protected by the same triggers."""
+    return {
+        "sqlite": [
+            f"""CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
+            BEGIN SELECT RAISE(ABORT, '{message}: UPDATE refused'); END""",
+            f"""CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table}
+            WHEN NOT rpgai_event_purge_allowed()
+            BEGIN SELECT RAISE(ABORT, '{message}: DELETE refused'); END""",
+        ],
+        "postgresql": [
+            f"""CREATE OR REPLACE FUNCTION {table}_immutable() RETURNS trigger AS $$
+            BEGIN
+                IF TG_OP = 'DELETE' AND current_setting('rpgai.event_purge', true) = 'on' THEN
+                    RETURN OLD;
+                END IF;
+                RAISE EXCEPTION '{message}: % refused', TG_OP USING ERRCODE = 'restrict_violation';
+            END;
+            $$ LANGUAGE plpgsql""",
+            f"DROP TRIGGER IF EXISTS {table}_immutable ON {table}",
+            f"""CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table}
+            FOR EACH ROW EXECUTE FUNCTION {table}_immutable()""",
+        ],
+    }
+
+
+def append_only_ensure(table: str, message: str, using: str = "default") -> None:
+    """(Re)make the append-only triggers of `table`, if the table exists yet."""
+    from django.db import connections
+
+    connection = connections[using]
+    if table not in connection.introspection.table_names():
+        return
+    with connection.cursor() as cursor:
+        for statement in append_only_statements(table, message).get(connection.vendor, []):
+            cursor.execute(statement)
 
 
 def register_sqlite_functions(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
@@ -58,17 +76,8 @@ def register_sqlite_functions(sender: Any, connection: BaseDatabaseWrapper, **kw
 
 
 def ensure_event_triggers(using: str = "default", **kwargs: Any) -> None:
-    from django.db import connections
-
-    connection = connections[using]
-    if TABLE not in connection.introspection.table_names():
-        return
-    statements = {"sqlite": SQLITE_TRIGGERS, "postgresql": POSTGRES_TRIGGERS}.get(
-        connection.vendor, []
-    )
-    with connection.cursor() as cursor:
-        for statement in statements:
-            cursor.execute(statement)
+    """post_migrate receiver: the event log's triggers."""
+    append_only_ensure(TABLE, MESSAGE, using)
 
 
 @contextlib.contextmanager
