@@ -12,6 +12,7 @@ import { asObject, asText, el, timeOf } from "./dom.js";
 import { createGmTools } from "./gm.js";
 import { plainText, renderInline, renderMarkdown } from "./markdown.js";
 import { createTable, STATE_EVENTS } from "./sheet.js";
+import { createWhisperBox } from "./whisper.js";
 
 const config = JSON.parse(document.getElementById("room-config").textContent);
 
@@ -82,9 +83,18 @@ const table = createTable({
     metCount: document.getElementById("met-count"),
     phoneHp: document.getElementById("phone-hp"),
   },
-  onState: (state) => gmTools?.onState(state),
+  onState: (state) => {
+    const members = asObject(state.members);
+    for (const [userId, member] of Object.entries(members)) {
+      const name = asText(asObject(member).display_name);
+      if (name) names.set(userId, name);
+    }
+    whispers.setMembers(members);
+    gmTools?.onState(state);
+  },
 });
 const gmTools = isGm ? createGmTools({ config, table, notify }) : null;
+const whispers = createWhisperBox({ config, send, isLive: () => live && !stopped, notify });
 const audio = createAudio({
   toggle: document.getElementById("audio-toggle"),
   feedEvents: eventsList,
@@ -246,6 +256,7 @@ function connect() {
   clearTimeout(reconnectTimer);
   clearInterval(countdownTimer);
   live = false;
+  whispers.onConnection();
   setStatus("connecting", attempt ? "Reconnecting…" : "Connecting…");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}${config.wsPath}`);
@@ -275,6 +286,7 @@ function connect() {
 function onClosed(code) {
   socket = null;
   live = false;
+  whispers.onConnection();
   clearInterval(pingTimer);
   refreshPendingStates();
   dropStreams();
@@ -286,6 +298,7 @@ function onClosed(code) {
     showClosed(code);
     input.disabled = true;
     composer.querySelector("button[type=submit]").disabled = true;
+    whispers.stop();
     onlineList.replaceChildren(el("li", { class: "muted online-empty" }, "Not connected."));
     onlineCount.textContent = "–";
     for (const button of optionsBox.querySelectorAll("button")) button.disabled = true;
@@ -356,6 +369,7 @@ function onReady(data) {
   clearInterval(countdownTimer);
   setStatus("live", "Live");
   setBanner("connection", null);
+  whispers.onReady();
   if (wasReconnect) announce("Reconnected.");
   table.refreshSoon();
   // Actions the server has not acked yet go again, with the same action_id: the server
@@ -373,6 +387,7 @@ function onEvent(event) {
     if (entry) eventsList.append(entry);
     settleFromEvent(event);
   });
+  whispers.onEvent(event);
   afterEvent(event);
 }
 
@@ -397,8 +412,13 @@ function afterEvent(event) {
       if (live && event.actor?.user_id !== config.userId) announce(`${nameOf(event.actor?.user_id)}: ${asText(p.text)}`);
       break;
     case "roll_result":
-      if (live) announce(`Roll ${asText(p.formula)}: ${asText(p.total)}`);
+      if (live) announce(`Roll ${asText(p.formula)}: ${asText(p.total)}${privacyWords(event) ? ` (${privacyWords(event)})` : ""}`);
       break;
+    case "whisper": {
+      const whisper = describeWhisper(event, p);
+      if (live && whisper.forMe) announce(`${whisper.spoken}: ${plainText(asText(p.text))}`);
+      break;
+    }
     case "dm_audio_ready":
       audio.onEvent(event);
       break;
@@ -411,6 +431,7 @@ function afterEvent(event) {
 }
 
 function onAck(data) {
+  if (whispers.onAck(data)) return;
   const action = pending.get(asText(data.action_id));
   if (!action) return; // its event already arrived
   action.state = "acked";
@@ -456,7 +477,8 @@ function onError(data) {
     action.error = detail;
     updatePending(action);
   }
-  if (code === "budget_exceeded") turnFailedBanner(code, detail);
+  if (!action && whispers.onError(data)) notify(`Your whisper was not sent. ${errorText(code, detail)}`);
+  else if (code === "budget_exceeded") turnFailedBanner(code, detail);
   else notify(errorText(code, detail));
 }
 
@@ -466,6 +488,7 @@ function errorText(code, detail) {
     too_large: "That message is too long:",
     forbidden: "Not allowed:",
     invalid_message: "The server could not use that:",
+    unavailable: "Try again in a moment:",
   };
   return `${known[code] || "Error:"} ${detail}`;
 }
@@ -492,10 +515,26 @@ function nameOf(userId) {
   return names.get(userId) || "Someone";
 }
 
+/** For an event only some see: "private" (a GM is told for whom: "private: Alice"). */
+function privacyWords(event) {
+  const visibility = asObject(event.visibility);
+  if (visibility.kind !== "users") return "";
+  if (!isGm) return "private";
+  const ids = Array.isArray(visibility.user_ids) ? visibility.user_ids.map(asText) : [];
+  const who = ids.map((id) => (id === config.userId ? "you" : nameOf(id)));
+  return who.length ? `private: ${who.join(", ")}` : "private";
+}
+
 function visibilityTag(event) {
   const kind = event.visibility?.kind;
   if (kind === "gm") return el("span", { class: "entry-tag" }, "GM only");
-  if (kind === "users") return el("span", { class: "entry-tag" }, "private");
+  if (kind === "users") {
+    return el(
+      "span",
+      { class: "entry-tag entry-tag-private", title: isGm ? "Only they (and the GMs) see this" : "Not everyone at the table sees this" },
+      privacyWords(event),
+    );
+  }
   return null;
 }
 
@@ -677,7 +716,8 @@ const RENDERERS = {
     const dice = diceFaces(p.dice);
     const kept20 = (Array.isArray(p.dice) ? p.dice : []).filter((d) => d?.sides === 20 && d?.kept !== false);
     const natural = kept20.length === 1 && (kept20[0].value === 20 || kept20[0].value === 1) ? kept20[0].value : null;
-    const spoken = `Roll${reason ? ` for ${reason}` : ""}: ${formula}${detail ? `, ${detail.replaceAll("~~", "")}` : ""}, total ${total}.`;
+    const privacy = privacyWords(event);
+    const spoken = `${privacy ? `${privacy[0].toUpperCase()}${privacy.slice(1)}. ` : ""}Roll${reason ? ` for ${reason}` : ""}: ${formula}${detail ? `, ${detail.replaceAll("~~", "")}` : ""}, total ${total}.`;
     return el(
       "li",
       { class: `entry entry-roll${natural === 20 ? " roll-crit" : natural === 1 ? " roll-fumble" : ""}` },
@@ -694,6 +734,7 @@ const RENDERERS = {
       el(
         "div",
         { class: "roll-foot", "aria-hidden": "true" },
+        visibilityTag(event),
         detail ? rollDetail(detail) : null,
         natural === 20 ? el("span", { class: "roll-natural" }, "Natural 20!") : null,
         natural === 1 ? el("span", { class: "roll-natural" }, "Natural 1") : null,
@@ -757,6 +798,31 @@ const RENDERERS = {
     return null; // the narration it speaks gets a Listen button (audio.js)
   },
 
+  whisper(event, p) {
+    const whisper = describeWhisper(event, p);
+    const classes = ["entry", "entry-whisper"];
+    if (whisper.mine) classes.push("mine");
+    if (whisper.forMe) classes.push("to-me");
+    if (whisper.fromDm) classes.push("from-dm");
+    const text = asText(p.text);
+    return el(
+      "li",
+      { class: classes.join(" ") },
+      el(
+        "div",
+        { class: "entry-head" },
+        el("span", { class: "whisper-mark", "aria-hidden": "true" }),
+        whisper.shown === whisper.spoken
+          ? el("span", { class: "entry-who" }, whisper.shown)
+          : el("span", { class: "entry-who" }, el("span", { "aria-hidden": "true" }, whisper.shown), el("span", { class: "sr-only" }, whisper.spoken)),
+        whisper.byGm ? el("span", { class: "badge badge-gm" }, "GM") : null,
+        timeOf(event.created_at),
+      ),
+      // The DM speaks in Markdown (built as nodes); people's whispers are plain text.
+      whisper.fromDm ? el("div", { class: "entry-body" }, renderMarkdown(text)) : el("p", { class: "entry-text" }, text),
+    );
+  },
+
   summary_created(event, p) {
     return el(
       "li",
@@ -765,6 +831,35 @@ const RENDERERS = {
     );
   },
 };
+
+/**
+ * Who whispered to whom, from where the reader sits: shown ("Alice → Bob (whisper)") and
+ * spoken ("Alice whispers to Bob"); `forMe` when the reader is the one told.
+ */
+function describeWhisper(event, p) {
+  const fromDm = event.actor?.kind === "dm";
+  const fromId = asText(p.from_user_id) || asText(event.actor?.user_id);
+  const to = asText(p.to);
+  const toId = asText(p.to_user_id) || (to !== "gm" && to !== "dm" ? to : "");
+  const mine = !fromDm && fromId === config.userId;
+  const toMe = (toId && toId === config.userId) || (to === "gm" && isGm && !mine);
+  const target = to === "gm" ? (isGm && mine ? "the other GMs" : "the GM") : to === "dm" ? "the DM" : nameOf(toId);
+  const sender = fromDm ? "The DM" : nameOf(fromId);
+  const byGm = !fromDm && event.actor?.kind === "gm" && !mine;
+  let shown;
+  let spoken;
+  if (mine) {
+    shown = spoken = `You whisper to ${target}`;
+  } else if (toMe && fromDm) {
+    shown = spoken = "The DM, to you alone";
+  } else if (toMe) {
+    shown = spoken = `${sender} whispers to you${to === "gm" ? " (the GM)" : ""}`;
+  } else {
+    shown = `${sender} → ${target} (whisper)`;
+    spoken = `${sender} whispers to ${target}`;
+  }
+  return { mine, forMe: Boolean(toMe), fromDm, byGm, shown, spoken };
+}
 
 function renderGeneric(event, p) {
   const label = asText(event.type).replaceAll("_", " ") || "event";
