@@ -49,8 +49,9 @@ from .models import Campaign, DiceSeed, Event
 from .services import events_append
 from .state_schema import PatchRefused, patch_check
 from .tool_events import ENTITY_KINDS, EntityKind
+from .whispers import text_problem
 
-TOOL_NAMES = ("roll", "apply_state_patch", "create_entity", "trigger_audio")
+TOOL_NAMES = ("roll", "apply_state_patch", "create_entity", "trigger_audio", "narrate_private")
 ROLL_EVENT_TYPES = ("roll_requested", "roll_result")
 
 
@@ -95,6 +96,11 @@ class EntityArgs(_Args):
     kind: EntityKind
     name: StrictStr = Field(min_length=1, max_length=80)
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class NarratePrivateArgs(_Args):
+    to: StrictStr = Field(max_length=40)
+    text: StrictStr = Field(min_length=1, max_length=2000)
 
 
 class AudioArgs(_Args):
@@ -179,6 +185,16 @@ class _Executor:
 
     # Each tool: raise ToolRefused to refuse (nothing queued), or queue its events.
 
+    def member_id(self, value: str, field_name: str) -> str:
+        """A member's user id as the state keys it, or ToolRefused."""
+        try:
+            user_id = str(uuid.UUID(value.strip()))
+        except ValueError:
+            user_id = ""
+        if user_id not in (self.state.get("members") or {}):
+            raise ToolRefused(f"{field_name} must be the user id of a member of the campaign")
+        return user_id
+
     def tool_roll(self, args: dict[str, Any]) -> None:
         try:
             parsed = RollArgs.model_validate(args)
@@ -186,9 +202,7 @@ class _Executor:
             raise ToolRefused(_args_problem(exc)) from None
         shared = self.visibility
         if parsed.private_to is not None:
-            private_to = parsed.private_to.strip().lower()
-            if private_to not in (self.state.get("members") or {}):
-                raise ToolRefused("private_to must be the user id of a member of the campaign")
+            private_to = self.member_id(parsed.private_to, "private_to")
             self.visibility = {"kind": "users", "user_ids": [private_to]}
         try:
             self.roll(formula=parsed.formula, reason=parsed.reason, requested_by="dm")
@@ -249,6 +263,28 @@ class _Executor:
             raise ToolRefused("data must be a JSON object") from None
         entity = {"id": str(uuid.uuid4()), "kind": parsed.kind, "name": name, "data": parsed.data}
         self.add("entity_created", {"entity": entity})
+
+    def tool_narrate_private(self, args: dict[str, Any]) -> None:
+        """What only one player perceives: a `whisper` from the DM to that member, seen by
+        them and the GMs only (campaigns.whispers). The turn's public narration stays the
+        one `dm_narration`."""
+        try:
+            parsed = NarratePrivateArgs.model_validate(args)
+        except ValidationError as exc:
+            raise ToolRefused(_args_problem(exc)) from None
+        to = self.member_id(parsed.to, "to")
+        text = parsed.text.strip()
+        if not text:
+            raise ToolRefused("text must not be blank")
+        problem = text_problem(text)
+        if problem:
+            raise ToolRefused(problem)
+        shared = self.visibility
+        self.visibility = {"kind": "users", "user_ids": [to]}
+        try:
+            self.add("whisper", {"to": to, "to_user_id": to, "text": text, "from_user_id": None})
+        finally:
+            self.visibility = shared
 
     def tool_trigger_audio(self, args: dict[str, Any]) -> None:
         try:

@@ -8,6 +8,10 @@ campaign's GMs (who see everything). `to` is:
   DM reads it in its prompt (as any event of the log) as a secret of that player;
 - a member's user id: that member (a GM whispering to a player, or player to player).
 
+The DM whispers too: its `narrate_private` tool (campaigns.tools) appends a `whisper`
+with actor kind `dm`, `from_user_id` null and `to` the one player who perceives
+something, visible to that player (and the GMs) only.
+
 Whispers do not change the shared state: the reducer keeps, in the fold's `hidden` part
 (which a player's snapshot never carries), who was told what, so the DM's prompt and
 the GM can know who knows a secret.
@@ -34,11 +38,32 @@ class WhisperInvalid(DomainError):
     code = "invalid_message"
 
 
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored (PostgreSQL refuses NUL in text and jsonb; a lone
+    surrogate cannot be encoded), or None."""
+    if "\x00" in text:
+        return "text must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "text must be valid Unicode (no lone surrogates)"
+    return None
+
+
 class Whisper(Payload):
     to: str = Field(min_length=1, max_length=40)
     text: str = Field(min_length=1, max_length=WHISPER_TEXT_MAX)
+    # Null for the DM's private narration (actor kind `dm`).
     from_user_id: uuid.UUID | None = None
     to_user_id: uuid.UUID | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text_is_storable(cls, value: str) -> str:
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("to")
     @classmethod
@@ -57,7 +82,8 @@ def _whisper(state: dict[str, Any], event: FoldedEvent) -> None:
     told.append(
         {
             "seq": event.seq,
-            "from": event.payload.get("from_user_id"),
+            "from": event.payload.get("from_user_id")
+            or ("dm" if event.actor_kind == "dm" else None),
             "to": event.payload.get("to_user_id") or event.payload["to"],
         }
     )
@@ -84,6 +110,9 @@ def whisper_send(
     if not isinstance(text, str) or not text.strip():
         raise WhisperInvalid("a whisper needs some text")
     text = text.strip()
+    problem = text_problem(text)
+    if problem:
+        raise WhisperInvalid(problem)
     if len(text) > WHISPER_TEXT_MAX:
         raise WhisperInvalid(f"a whisper has at most {WHISPER_TEXT_MAX} characters")
     to = (to or "").strip() if isinstance(to, str) else ""

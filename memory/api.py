@@ -1,4 +1,5 @@
-"""The memory HTTP API (CONTRACTS §4): the GM's documents and the members' rag_search."""
+"""The memory HTTP API (CONTRACTS §4): the GM's documents, the members' rag_search, and
+what the NPCs remember."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from rpgai.ratelimit import client_ip_key, rate_limit, user_key
 
 from . import documents, selectors
 from .conf import setting
-from .models import Document
+from .models import Document, NpcMemory
 from .retrieval import passages_search
 
 QUERY_MAX_CHARS = 500
@@ -204,3 +205,72 @@ class RagSearchApi(APIView):
                 ],
             }
         )
+
+
+class NpcMemoryOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    npc_id = serializers.CharField()
+    npc_name = serializers.CharField()
+    relation = serializers.CharField(help_text="met, told, saw, at or noticed")
+    target_kind = serializers.CharField()
+    target_id = serializers.CharField()
+    target_name = serializers.CharField()
+    detail = serializers.CharField()
+    sentiment = serializers.IntegerField(help_text="-2 (hostile) .. +2 (warm)")
+    source_seq = serializers.IntegerField()
+    secret = serializers.BooleanField(help_text="known to some players only")
+    known_by = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="GMs only: the user ids who know a secret edge (empty: everyone)",
+    )
+
+
+def _npc_memory_data(edge: NpcMemory, *, gm: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": edge.id,
+        "npc_id": edge.npc_id,
+        "npc_name": edge.npc_name,
+        "relation": edge.relation,
+        "target_kind": edge.target_kind,
+        "target_id": edge.target_id,
+        "target_name": edge.target_name,
+        "detail": edge.detail,
+        "sentiment": edge.sentiment,
+        "source_seq": edge.source_seq,
+        "secret": bool(edge.known_by),
+    }
+    if gm:
+        data["known_by"] = list(edge.known_by or [])
+    return data
+
+
+class NpcMemoryListApi(APIView):
+    """`GET ?npc_id=...&after_seq=N&limit=N`: the NPC memory edges, oldest first. A player
+    sees those everyone knows and the secrets they were told; GMs see all, with who
+    knows each secret (`known_by`)."""
+
+    class QueryInput(serializers.Serializer):
+        npc_id = serializers.CharField(max_length=64, required=False)
+        after_seq = serializers.IntegerField(min_value=0, default=0)
+        limit = serializers.IntegerField(min_value=1, max_value=500, default=200)
+
+    @extend_schema(
+        operation_id="campaign_npc_memories",
+        parameters=[
+            OpenApiParameter("npc_id", OpenApiTypes.STR, description="one NPC's entity id"),
+            OpenApiParameter("after_seq", OpenApiTypes.INT, description="edges after this seq"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1 to 500 (default 200)"),
+        ],
+        responses={200: NpcMemoryOutput(many=True)},
+    )
+    def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id)
+        data = _valid(self.QueryInput, request.query_params)
+        edges = selectors.npc_memories_of(
+            campaign_id=campaign_id,
+            npc_id=data.get("npc_id"),
+            reader_user_id=None if membership.is_gm else membership.user_id,
+        )
+        edges = edges.filter(source_seq__gt=data["after_seq"]).order_by("source_seq", "id")
+        return Response([_npc_memory_data(e, gm=membership.is_gm) for e in edges[: data["limit"]]])

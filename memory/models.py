@@ -84,6 +84,8 @@ class NpcMemory(models.Model):
         TOLD = "told", "was told by"
         SAW = "saw", "saw"
         AT = "at", "was at"
+        # A player alone perceived something of the NPC (a private narration or roll).
+        NOTICED = "noticed", "was noticed by"
 
     class TargetKind(models.TextChoices):
         CHARACTER = "character", "character"
@@ -104,6 +106,9 @@ class NpcMemory(models.Model):
     # How the NPC took it: -2 (hostile) .. +2 (warm).
     sentiment = models.SmallIntegerField(default=0)
     source_seq = models.PositiveIntegerField()
+    # Who at the table knows this edge: the user ids of the private event it came from
+    # (a whisper to the DM, the DM's private narration or roll); empty: everyone.
+    known_by = models.JSONField(default=list, blank=True)
     # Makes extraction idempotent: the same edge from the same event is stored once.
     key = models.CharField(max_length=255)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -12,8 +12,14 @@ is: "the innkeeper"). Then it
 Each edge carries a sentiment from -2 to +2 (threats and blows count against, thanks,
 gifts and help for), summed per character into how the NPC feels about them.
 
-Only events every player may see are read: an NPC's memory goes into the DM's prompt
-and the DM speaks to everyone.
+Events every player may see make the edges above. A few private events are read too,
+and their edges carry `known_by`, the user ids of who at the table knows them (an
+empty list: everyone), so that the DM's prompt can mark them secret and a player's
+view of the memories leaves out what they were never told:
+- a whisper to the DM that names an NPC: that NPC was `told` it by the whisperer;
+- the DM's private narration (`narrate_private`) or a private roll whose reason names
+  an NPC: the NPC was `noticed` by that one player.
+GM-only events, and whispers between people, are never read.
 """
 
 from __future__ import annotations
@@ -179,6 +185,7 @@ class _Extractor:
         detail: str = "",
         sentiment: int = 0,
         once: bool = False,
+        known_by: Sequence[str] = (),
     ) -> None:
         # `once`: the first such edge is what counts (they met; it was there).
         key = (
@@ -199,10 +206,76 @@ class _Extractor:
             detail=_clip(detail, 400),
             sentiment=sentiment,
             source_seq=seq,
+            known_by=sorted(set(known_by)),
             key=key,
         )
 
+    def owner(self, user_id: str) -> tuple[str, str]:
+        """(character id, name) of a member's character (their name if they have none)."""
+        for character_id, character in self.state.get("characters", {}).items():
+            if str(character.get("owner_user_id")) == user_id:
+                return str(character_id), str(character.get("name"))
+        member = self.state.get("members", {}).get(user_id, {})
+        return user_id, str(member.get("display_name") or "someone")
+
+    def secrets(self, events: Sequence[Event]) -> None:
+        """Edges from a turn's private events, each known only to those who saw it."""
+        reasons = {
+            e.payload.get("roll_id"): str(e.payload.get("reason") or "")
+            for e in events
+            if e.type == "roll_requested"
+        }
+        for event in events:
+            known_by = [str(u) for u in (event.visibility or {}).get("user_ids") or []]
+            if not known_by:
+                continue
+            refs = list(self.refs.values())
+            if event.type == "whisper" and event.actor_kind != "dm":
+                if event.payload.get("to") != "dm" or not event.actor_user_id:
+                    continue  # between people: never the DM's, nor its NPCs'
+                text = str(event.payload.get("text", ""))
+                character_id, name = self.owner(str(event.actor_user_id))
+                for npc in npcs_named(text, refs):
+                    self.edge(
+                        npc,
+                        "told",
+                        "character",
+                        character_id,
+                        name,
+                        event.seq,
+                        detail=text,
+                        sentiment=sentiment_of(text),
+                        known_by=known_by,
+                    )
+            elif event.type == "whisper" or event.type == "roll_result":
+                if event.type == "whisper":
+                    text = str(event.payload.get("text", ""))
+                    named = text
+                else:
+                    reason = reasons.get(event.payload.get("roll_id"), "")
+                    named = reason
+                    p = event.payload
+                    text = f"{reason}: {p.get('formula')} = {p.get('total')}"
+                for npc in npcs_named(named, refs):
+                    for user_id in known_by:
+                        character_id, name = self.owner(user_id)
+                        self.edge(
+                            npc,
+                            "noticed",
+                            "character",
+                            character_id,
+                            name,
+                            event.seq,
+                            detail=text,
+                            known_by=known_by,
+                        )
+
     def turn(self, events: Sequence[Event]) -> None:
+        private = [e for e in events if (e.visibility or {}).get("kind", "all") != "all"]
+        events = [e for e in events if (e.visibility or {}).get("kind", "all") == "all"]
+        if not events:
+            self.secrets(private)
+            return
         actions = [e for e in events if e.type == "player_action"]
         narration = next((e for e in events if e.type == "dm_narration"), None)
         narration_text = str(narration.payload.get("text", "")) if narration else ""
@@ -250,6 +323,7 @@ class _Extractor:
             for other in present.values():
                 if other.id != npc.id:
                     self.edge(npc, "met", "npc", other.id, other.name, end_seq, once=True)
+        self.secrets(private)
 
     def entity_created(self, event: Event, actions: Sequence[Event]) -> None:
         entity = event.payload.get("entity") or {}
@@ -332,7 +406,9 @@ def npc_memories_extract(*, campaign_id: uuid.UUID | str) -> int:
         extractor = _Extractor(campaign_id, snapshot.state, location, created_later)
         turn: list[Event] = []
         for event in batch:
-            if (event.visibility or {}).get("kind", "all") == "all":
+            # Public events, and those shown to some players (edges from them carry
+            # known_by); GM-only events are never read.
+            if (event.visibility or {}).get("kind", "all") in ("all", "users"):
                 turn.append(event)
             if event.type in TURN_END_TYPES:
                 if turn:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Count, Min, QuerySet, Sum
+from django.db.models import Count, Min, Q, QuerySet, Sum
 
 from orchestrator.tokens import count_tokens
 
@@ -161,19 +161,33 @@ def npcs_on_stage(*, state: dict[str, Any], texts: Sequence[str]) -> list[tuple[
     return [(entity_id, entities[entity_id]) for entity_id in ordered]
 
 
-def _memory_line(edge: NpcMemory) -> str:
+def _known_by_names(known_by: Sequence[str], names: dict[str, str]) -> str:
+    found = list(dict.fromkeys(names.get(str(u)) or "a former player" for u in known_by))
+    return found[0] if len(found) == 1 else ", ".join(found[:-1]) + " and " + found[-1]
+
+
+def _memory_line(edge: NpcMemory, names: dict[str, str] | None = None) -> str:
+    """One edge as the DM reads it; a secret edge says who alone knows it."""
     if edge.relation == NpcMemory.Relation.TOLD:
-        return f"{edge.target_name} said or did to them: “{edge.detail}”"
-    if edge.relation == NpcMemory.Relation.SAW:
-        return (
+        line = f"{edge.target_name} said or did to them: “{edge.detail}”"
+    elif edge.relation == NpcMemory.Relation.SAW:
+        line = (
             f"saw {edge.target_name}: “{edge.detail}”"
             if edge.target_kind == "character"
             else (f"saw {edge.detail or edge.target_name}")
         )
-    if edge.relation == NpcMemory.Relation.MET:
+    elif edge.relation == NpcMemory.Relation.MET:
         how = f" (“{edge.detail}”)" if edge.detail else ""
-        return f"met {edge.target_name}{how}"
-    return f"was at {edge.target_name}"
+        line = f"met {edge.target_name}{how}"
+    elif edge.relation == NpcMemory.Relation.NOTICED:
+        line = f"{edge.target_name} noticed: “{edge.detail}”"
+    else:
+        line = f"was at {edge.target_name}"
+    if edge.known_by:
+        who = _known_by_names(edge.known_by, names or {})
+        verb = "knows" if len(set(edge.known_by)) == 1 else "know"
+        line += f" (secret: only {who} {verb})"
+    return line
 
 
 def _feeling(score: int) -> str:
@@ -189,10 +203,16 @@ def _feeling(score: int) -> str:
 
 
 def npc_memory_view(
-    *, campaign_id: uuid.UUID | str, npc_id: str, entity: dict[str, Any], recent: int
+    *,
+    campaign_id: uuid.UUID | str,
+    npc_id: str,
+    entity: dict[str, Any],
+    recent: int,
+    names: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One NPC as the DM should remember it: who it is, how it met the party, how it
-    feels about each character, where it has been and its latest memories (with seqs).
+    feels about each character, where it has been and its latest memories (with seqs;
+    a secret one names who alone knows it, from `names`: user id to display name).
     A few bounded queries, however long the NPC's memory."""
     edges = NpcMemory.objects.filter(campaign_id=campaign_id, npc_id=npc_id)
     first_met = (
@@ -202,7 +222,7 @@ def npc_memory_view(
     )
     feelings = (
         edges.filter(target_kind=NpcMemory.TargetKind.CHARACTER)
-        .exclude(relation=NpcMemory.Relation.SAW)
+        .exclude(relation__in=[NpcMemory.Relation.SAW, NpcMemory.Relation.NOTICED])
         .values("target_name")
         .annotate(score=Sum("sentiment"), first=Min("source_seq"))
         .order_by("first")
@@ -213,7 +233,14 @@ def npc_memory_view(
         .values_list("target_name", flat=True)[:3]
     )
     latest = list(
-        edges.filter(relation__in=[NpcMemory.Relation.TOLD, NpcMemory.Relation.SAW, "met"])
+        edges.filter(
+            relation__in=[
+                NpcMemory.Relation.TOLD,
+                NpcMemory.Relation.SAW,
+                NpcMemory.Relation.MET,
+                NpcMemory.Relation.NOTICED,
+            ]
+        )
         .exclude(pk=first_met.pk if first_met else None)
         .order_by("-source_seq", "-id")[:recent]
     )
@@ -223,7 +250,7 @@ def npc_memory_view(
     if data.get("description"):
         view["is"] = str(data["description"])[:200]
     if first_met is not None:
-        view["first_met"] = f"seq {first_met.source_seq}: {_memory_line(first_met)}"
+        view["first_met"] = f"seq {first_met.source_seq}: {_memory_line(first_met, names)}"
     feels = {
         f["target_name"]: f"{_feeling(f['score'] or 0)} ({f['score'] or 0:+d})"
         for f in feelings[:8]
@@ -232,7 +259,7 @@ def npc_memory_view(
         view["feels"] = feels
     if places:
         view["places"] = list(reversed(places))
-    view["memories"] = [f"seq {e.source_seq}: {_memory_line(e)}" for e in latest]
+    view["memories"] = [f"seq {e.source_seq}: {_memory_line(e, names)}" for e in latest]
     return view
 
 
@@ -255,6 +282,10 @@ def npc_memories_for_prompt(
 ) -> list[dict[str, Any]]:
     items = []
     room = budget
+    names = {
+        str(user_id): str(member.get("display_name") or "")
+        for user_id, member in state.get("members", {}).items()
+    }
     for npc_id, entity in npcs_on_stage(state=state, texts=texts)[
         : setting("MEMORY_PROMPT_NPCS_MAX")
     ]:
@@ -263,6 +294,7 @@ def npc_memories_for_prompt(
             npc_id=npc_id,
             entity=entity,
             recent=setting("MEMORY_PROMPT_NPC_MEMORIES_MAX"),
+            names=names,
         )
         fitted = _fit(view, room)
         if fitted is None:
@@ -273,10 +305,26 @@ def npc_memories_for_prompt(
 
 
 def npc_memories_of(
-    *, campaign_id: uuid.UUID | str, npc_id: str | None = None
+    *,
+    campaign_id: uuid.UUID | str,
+    npc_id: str | None = None,
+    reader_user_id: uuid.UUID | str | None = None,
 ) -> QuerySet[NpcMemory]:
+    """A campaign's NPC memory edges (of one NPC). With `reader_user_id` (a player),
+    only those everyone knows and the secrets that player was told; without, all."""
     qs = NpcMemory.objects.filter(campaign_id=campaign_id)
-    return qs.filter(npc_id=npc_id) if npc_id else qs
+    if npc_id:
+        qs = qs.filter(npc_id=npc_id)
+    if reader_user_id is None:
+        return qs
+    reader = str(reader_user_id)
+    # known_by is a short list; matched in Python so that it works on every database.
+    secret_ids = [
+        pk
+        for pk, known_by in qs.exclude(known_by=[]).values_list("pk", "known_by")
+        if reader in (known_by or [])
+    ]
+    return qs.filter(Q(known_by=[]) | Q(pk__in=secret_ids))
 
 
 # --- Documents ------------------------------------------------------------------------------------

@@ -13,4 +13,9 @@ urlpatterns = [
         api.RagSearchApi.as_view(),
         name="api-rag-search",
     ),
+    path(
+        "campaigns/<uuid:campaign_id>/npc_memories",
+        api.NpcMemoryListApi.as_view(),
+        name="api-npc-memories",
+    ),
 ]

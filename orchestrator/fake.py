@@ -9,6 +9,10 @@ are made from a hash of the input.
 Tools it uses: an attack, a sneak or a search gets a `roll`; picking something up gets
 an `apply_state_patch` adding it to the actor's inventory; meeting or greeting someone
 not yet known gets a `create_entity`; a fight starting gets a `trigger_audio` cue.
+Looking for traps, listening at a door, eavesdropping or a perception check is a secret
+of the one who does it: a `roll` with `private_to` that player and a `narrate_private`
+telling them alone what they notice, while the public narration stays vague (such an
+action gets no public search roll).
 """
 
 from __future__ import annotations
@@ -58,6 +62,21 @@ SNEAK_LINES = [
 SEARCH_LINES = [
     "{who} works through every corner and crevice; the roll decides what turns up.",
     "Fingers trace seams and shadows alike while fate weighs what can be found.",
+]
+PERCEIVE_LINES = [
+    "{who} pauses, looking around and listening.",
+    "{who} goes still for a moment, eyes and ears open.",
+]
+# Told to the one player alone (narrate_private): a trap, or something overheard.
+SECRET_TRAP_LINES = [
+    "Only you notice it: a hair-thin wire stretched across the threshold, ankle-high.",
+    "You alone spot the loose flagstone ahead; the scratches around it are fresh.",
+    "Only you see the tiny holes in the wall, just wide enough for a dart.",
+]
+SECRET_SOUND_LINES = [
+    "You alone hear it: muffled voices beyond the wall, arguing about a key.",
+    "Only you catch the faint scrape of a blade being drawn somewhere close.",
+    "You alone make out a whisper: someone knows you are here.",
 ]
 TAKE_LINES = [
     "{who} takes the {item} and stows it away.",
@@ -110,6 +129,13 @@ _SEARCH = re.compile(
     r"inspects|look for|looks for|rummage|rummages)\b",
     re.I,
 )
+# Secret perception: only the one who does it learns what it turns up (narrate_private).
+_PERCEIVE = re.compile(
+    r"\b(traps?|trapped|perception|eavesdrop|eavesdrops|eavesdropping|"
+    r"listens? (?:at|to|for|through|closely|carefully))\b",
+    re.I,
+)
+_TRAP = re.compile(r"\b(traps?|trapped)\b", re.I)
 _END = r"(?=[.,!?;:]| and | then |$)"
 _TAKE = re.compile(
     r"\b(?:pick up|picks up|pick|picks|take|takes|grab|grabs|pocket|pockets|"
@@ -193,7 +219,27 @@ def _plan_action(
             {"name": "roll", "args": {"formula": "1d20+3", "reason": f"{who} sneaking (stealth)"}}
         )
         plan.sentences.append(SNEAK_LINES[h % len(SNEAK_LINES)].format(who=who))
-    if _SEARCH.search(text):
+    secret = action.user_id is not None and _PERCEIVE.search(text) is not None
+    if secret:
+        plan.tool_calls.append(
+            {
+                "name": "roll",
+                "args": {
+                    "formula": "1d20+4",
+                    "reason": f"{who} perceiving (perception)",
+                    "private_to": action.user_id,
+                },
+            }
+        )
+        lines = SECRET_TRAP_LINES if _TRAP.search(text) else SECRET_SOUND_LINES
+        plan.tool_calls.append(
+            {
+                "name": "narrate_private",
+                "args": {"to": action.user_id, "text": lines[h % len(lines)]},
+            }
+        )
+        plan.sentences.append(PERCEIVE_LINES[h % len(PERCEIVE_LINES)].format(who=who))
+    elif _SEARCH.search(text):
         plan.tool_calls.append(
             {
                 "name": "roll",

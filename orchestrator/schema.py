@@ -70,6 +70,17 @@ class TriggerAudioArgs(_Strict):
     volume: float = Field(default=0.8, ge=0, le=1)
 
 
+class NarratePrivateArgs(_Strict):
+    to: str = Field(
+        min_length=1, max_length=40, description="The user id of the one player who perceives it"
+    )
+    text: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="What only that player notices, told to them alone; never in the narration",
+    )
+
+
 class RollCall(_Strict):
     name: Literal["roll"]
     args: RollArgs
@@ -90,11 +101,16 @@ class TriggerAudioCall(_Strict):
     args: TriggerAudioArgs
 
 
+class NarratePrivateCall(_Strict):
+    name: Literal["narrate_private"]
+    args: NarratePrivateArgs
+
+
 ToolCall = Annotated[
-    RollCall | ApplyStatePatchCall | CreateEntityCall | TriggerAudioCall,
+    RollCall | ApplyStatePatchCall | CreateEntityCall | TriggerAudioCall | NarratePrivateCall,
     Field(discriminator="name"),
 ]
-TOOL_NAMES = ("roll", "apply_state_patch", "create_entity", "trigger_audio")
+TOOL_NAMES = ("roll", "apply_state_patch", "create_entity", "trigger_audio", "narrate_private")
 
 
 # --- The answer ----------------------------------------------------------------------------
@@ -111,7 +127,7 @@ class DMAnswer(_Strict):
     tool_calls: list[ToolCall] = Field(
         default_factory=list,
         max_length=TOOL_CALLS_MAX,
-        description="Rolls, state changes, new entities and sound cues; the server executes them",
+        description="Rolls, state changes, entities, sound cues, private words; run by the server",
     )
     options: list[Annotated[str, Field(min_length=1, max_length=OPTION_MAX_CHARS)]] = Field(
         min_length=1,

@@ -88,6 +88,7 @@ def turn_context_get(
                 actor_kind=e.actor_kind,
                 actor_user_id=str(e.actor_user_id) if e.actor_user_id else None,
                 payload=payload,
+                visibility=e.visibility,
             )
         )
     return TurnContext(

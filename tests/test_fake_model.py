@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from dataclasses import replace
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -102,6 +103,42 @@ def test_attacks_sneaking_and_searching_get_a_roll(text: str, reason: str):
     assert rolls[0]["args"]["formula"].startswith("1d20")
     # The narration never states a number for the roll it asked for.
     assert not any(ch.isdigit() for ch in answer.narration)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I check the door for traps",
+        "I listen at the door",
+        "I eavesdrop on the guards",
+        "I make a perception check",
+        "I search the corridor for traps",
+    ],
+)
+def test_a_trap_search_or_listening_is_a_secret_roll_and_words_for_that_player_alone(text):
+    user_id = str(uuid.uuid4())
+    ctx = context(("Alice", text))
+    ctx = replace(ctx, actions=[replace(ctx.actions[0], user_id=user_id)])
+    _, answer, _ = answer_to(ctx)
+    calls = answer.tool_calls_as_dicts()
+    assert [c["name"] for c in calls] == ["roll", "narrate_private"]
+    roll, private = calls
+    assert roll["args"]["private_to"] == user_id and "perception" in roll["args"]["reason"]
+    assert private["args"]["to"] == user_id
+    # What only Alice noticed stays out of the public narration.
+    assert private["args"]["text"] not in answer.narration
+    assert "Alice" in answer.narration
+
+
+@pytest.mark.parametrize(
+    "text", ["I open the trapdoor", "Alice searches the bar for hidden coins", "Rest and listen"]
+)
+def test_other_actions_stay_public(text):
+    ctx = context(("Alice", text))
+    ctx = replace(ctx, actions=[replace(ctx.actions[0], user_id=str(uuid.uuid4()))])
+    calls = answer_to(ctx)[1].tool_calls_as_dicts()
+    assert all(c["name"] != "narrate_private" for c in calls)
+    assert all("private_to" not in c["args"] for c in calls)
 
 
 def test_usage_is_counted_with_the_tokenizer():

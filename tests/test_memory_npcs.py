@@ -213,3 +213,84 @@ def test_after_a_turn_the_memory_tasks_run_by_themselves(
             dm(campaign, greet, "Maren Holt, the innkeeper, nods at Alice.", *tools)
     assert NpcMemory.objects.filter(campaign=campaign, npc_name="Maren Holt").exists()
     assert Event.objects.filter(campaign=campaign, type="summary_created").exists()
+
+
+def test_a_secret_told_or_noticed_is_remembered_with_who_knows_it(campaign, alice, bob, gm):
+    from rest_framework.test import APIClient
+
+    from campaigns.whispers import whisper_send
+
+    greet = act(campaign, alice, "I greet the innkeeper")
+    dm(campaign, greet, "Maren Holt, the innkeeper, nods.", npc("Maren Holt", "the innkeeper"))
+    alice_m = membership_get(campaign_id=campaign.id, user_id=alice.id)
+    bob_m = membership_get(campaign_id=campaign.id, user_id=bob.id)
+    confided = whisper_send(
+        membership=alice_m, to="dm", text="I threaten the innkeeper under my breath"
+    )
+    # Between people: never read into an NPC's memory.
+    whisper_send(membership=bob_m, to=str(alice.id), text="the innkeeper owes me money")
+    order = act(campaign, bob, "I order an ale")
+    dm(
+        campaign,
+        order,
+        "The ale is poured.",
+        {
+            "name": "narrate_private",
+            "args": {"to": str(bob.id), "text": "You see Maren Holt hide a letter under the bar."},
+        },
+    )
+    [noticed_event] = Event.objects.filter(campaign=campaign, type="whisper", actor_kind="dm")
+    npc_memories_extract(campaign_id=campaign.id)
+
+    told = NpcMemory.objects.get(campaign=campaign, relation="told", source_seq=confided.seq)
+    assert (told.npc_name, told.target_name, told.sentiment) == ("Maren Holt", "Alice", -2)
+    assert told.known_by == [str(alice.id)]
+    noticed = NpcMemory.objects.get(campaign=campaign, relation="noticed")
+    assert noticed.source_seq == noticed_event.seq and noticed.target_name == "Bob"
+    assert noticed.known_by == [str(bob.id)] and "letter" in noticed.detail
+    assert not NpcMemory.objects.filter(campaign=campaign, detail__contains="owes me").exists()
+    public = NpcMemory.objects.filter(campaign=campaign, known_by=[])
+    assert public.filter(relation="met", target_name="Alice").exists()
+
+    # The DM's prompt says who alone knows each secret.
+    act(campaign, alice, "I ask the innkeeper about a room")
+    [memory] = npc_block(campaign)
+    lines = memory["memories"]
+    assert any(
+        "I threaten the innkeeper under my breath" in m and m.endswith("(secret: only Alice knows)")
+        for m in lines
+    )
+    assert any("letter" in m and m.endswith("(secret: only Bob knows)") for m in lines)
+    assert memory["feels"]["Alice"] == "wary (-2)"
+
+    # The API: a player sees what everyone knows and their own secrets; GMs all, with who.
+    def view(user) -> list[dict]:
+        client = APIClient()
+        client.force_authenticate(user)
+        response = client.get(f"/api/campaigns/{campaign.id}/npc_memories")
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    seqs = {who: {e["source_seq"] for e in view(who)} for who in (alice, bob, gm)}
+    assert confided.seq in seqs[alice] and noticed_event.seq not in seqs[alice]
+    assert noticed_event.seq in seqs[bob] and confided.seq not in seqs[bob]
+    assert {confided.seq, noticed_event.seq} <= seqs[gm]
+    gm_told = next(e for e in view(gm) if e["source_seq"] == confided.seq)
+    assert gm_told["secret"] is True and gm_told["known_by"] == [str(alice.id)]
+    assert all("known_by" not in e for e in view(bob))
+    assert {e["source_seq"] for e in view(bob) if not e["secret"]} == {
+        e["source_seq"] for e in view(gm) if not e["known_by"]
+    }
+
+
+def test_the_npc_memories_api_refuses_strangers_and_bad_queries(campaign, alice, make_user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(make_user("mallory"))
+    assert client.get(f"/api/campaigns/{campaign.id}/npc_memories").status_code == 403
+    client.force_authenticate(alice)
+    for query in ("limit=0", "limit=x", "after_seq=-1", "npc_id=" + "x" * 65):
+        response = client.get(f"/api/campaigns/{campaign.id}/npc_memories?{query}")
+        assert response.status_code == 400, query
+    assert client.get(f"/api/campaigns/{uuid.uuid4()}/npc_memories").status_code == 404

@@ -208,3 +208,35 @@ def test_with_many_entities_the_state_shows_the_newest(campaign, alice):
     names = sorted(e["name"] for e in state["entities"].values())
     assert names == [f"Trader {i:02d}" for i in range(5, 45)]
     assert state["entities_not_shown"] == 5
+
+
+def test_an_event_not_everyone_saw_names_who_knows_it(campaign, alice, bob, gm):
+    from campaigns.events import NewEvent
+    from campaigns.services import events_append
+
+    events_append(
+        campaign_id=campaign.id,
+        events=[
+            NewEvent("audio_cue", {"cue": "drip", "volume": 0.5}, "gm", gm.id, {"kind": "gm"}),
+            NewEvent(
+                "audio_cue",
+                {"cue": "hum", "volume": 0.5},
+                "gm",
+                gm.id,
+                {"kind": "users", "user_ids": [str(alice.id), str(bob.id), str(gm.id)]},
+            ),
+            NewEvent("audio_cue", {"cue": "bell", "volume": 0.5}, "gm", gm.id),
+        ],
+    )
+    act(campaign, alice, "I wait")
+    prompt = build(campaign, nonce="0123456789abcdef")
+    items = [
+        json.loads(line)
+        for line in block(prompt.messages[1]["content"], "0123456789abcdef", "RECENT EVENTS")
+    ]
+    cues = {json.loads(i["cue"]): i.get("secret") for i in items if i["type"] == "audio_cue"}
+    assert cues == {
+        "drip": "only the GM knows this; never reveal it to the other players",
+        "hum": "only Alice, Bob and the GM know this; never reveal it to the other players",
+        "bell": None,
+    }
