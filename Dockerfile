@@ -1,4 +1,4 @@
-# rpgai: one image for the web server (daphne), the Celery worker and migrations.
+# rpgai: one image for the web servers (daphne), the Celery workers and migrations.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -203,6 +203,23 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=120)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=150)
+# Redis has no real acknowledgements: a message a worker has taken but not acked (acks_late:
+# until the task ends) goes back to its queue only when it has been out this long. A worker
+# killed outright (SIGKILL, OOM, a lost machine) thus has its task redelivered after this
+# many seconds (kombu's default is an hour). It must stay above the hard time limit, or a
+# task still running would be delivered a second time. A countdown task (the round timer)
+# waiting longer than this is redelivered too; the turn re-checks whether it is owed, so a
+# copy does nothing. A warm shutdown (SIGTERM) hands its unacked messages back at once.
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int(
+    "CELERY_VISIBILITY_TIMEOUT_SECONDS", default=4 * CELERY_TASK_TIME_LIMIT
+)
+if CELERY_VISIBILITY_TIMEOUT_SECONDS <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"CELERY_VISIBILITY_TIMEOUT_SECONDS ({CELERY_VISIBILITY_TIMEOUT_SECONDS}) must be "
+        f"greater than CELERY_TASK_TIME_LIMIT ({CELERY_TASK_TIME_LIMIT}): a task still running "
+        "would be delivered again."
+    )
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "orchestrator.tasks.*": {"queue": "turns"},

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib import admin
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import capfirst
 
+from billing.models import ModelUsage
+from billing.selectors import budget_status, usd_str
+from billing.services import budget_reserve, budget_set
 from campaigns import services
 from campaigns.admin import CappedCountPaginator
 from campaigns.models import Campaign, Event, Membership, Snapshot
@@ -241,3 +250,116 @@ def test_non_staff_and_anonymous_are_sent_to_the_admin_login(client, table, make
         else:
             assert response.status_code == 302, url
             assert response["Location"].startswith(reverse("admin:login")), url
+
+
+# --- Usage, budgets and event counts per campaign (billing adds its columns) ---------------
+
+
+def record_usage(campaign: Campaign, cost: str, *, hours_ago: float = 0) -> None:
+    ModelUsage.objects.create(
+        campaign_id=campaign.id,
+        provider="fake",
+        model="fake-dm",
+        purpose="dm_turn",
+        cost_usd=Decimal(cost),
+        created_at=timezone.now() - timedelta(hours=hours_ago),
+    )
+
+
+@pytest.fixture
+def spending(table, gm) -> tuple[Campaign, Campaign]:
+    """Two campaigns: one with its own budget, spend in and out of the 24 h window and a
+    call in flight; one on the default budget with a little spend."""
+    other = services.campaign_create(name="Ashen Road", creator=gm)
+    budget_set(campaign_id=table.id, daily_cap_usd="2.00", hard_stop=False)
+    record_usage(table, "0.25")
+    record_usage(table, "0.125", hours_ago=2)
+    record_usage(table, "0.50", hours_ago=30)  # outside the window: all-time spend only
+    budget_reserve(
+        campaign_id=table.id, key="in-flight", purpose="dm_turn", amount_usd=Decimal("0.1")
+    )
+    record_usage(other, "0.05")
+    return table, other
+
+
+def test_campaign_changelist_shows_events_spend_and_budget_of_each_campaign(admin_client, spending):
+    response = admin_client.get(reverse("admin:campaigns_campaign_changelist"))
+    assert response.status_code == 200
+    cl = response.context["cl"]
+    html = response.content.decode()
+    for header in (
+        "events",
+        "spent, all time (USD)",
+        "spent, last 24 h (USD)",
+        "daily cap (USD)",
+        "left today (USD)",
+    ):
+        assert f">{capfirst(header)}</a>" in html, header  # a sortable column
+    rows = {c.pk: c for c in cl.result_list}
+    assert set(rows) == {c.pk for c in spending}
+    model_admin = cl.model_admin
+    for campaign in spending:
+        row = rows[campaign.pk]
+        status = budget_status(campaign_id=campaign.id)
+        everything = ModelUsage.objects.filter(campaign_id=campaign.id)
+        all_time = sum((u.cost_usd for u in everything), Decimal(0))
+        # The annotations agree with billing's own selectors.
+        assert model_admin.spent_24h(row) == usd_str(status.spent_usd)
+        assert model_admin.remaining(row) == usd_str(status.remaining_usd)
+        assert usd_str(status.daily_cap_usd) in model_admin.daily_cap(row)
+        assert usd_str(all_time) in model_admin.spent_total(row)
+        assert model_admin.hard_stop(row) is status.hard_stop
+        assert (
+            f'?campaign__id__exact={campaign.pk}">{Event.objects.filter(campaign=campaign).count()}</a>'
+            in html
+        )
+    table, other = spending
+    assert model_admin.spent_24h(rows[table.pk]) == "0.375"
+    assert model_admin.spent_total(rows[table.pk]).endswith(">0.875</a>")
+    assert model_admin.remaining(rows[table.pk]) == "1.525"  # 2.00 - 0.375 - 0.1 in flight
+    assert reverse("admin:billing_campaignbudget_change", args=[table.pk]) in model_admin.daily_cap(
+        rows[table.pk]
+    )
+    assert model_admin.spent_24h(rows[other.pk]) == "0.05"
+    # The spend links to that campaign's usage rows.
+    usage = admin_client.get(reverse("admin:billing_modelusage_changelist"), {"q": str(table.pk)})
+    assert len(usage.context["cl"].result_list) == 3
+
+
+def test_campaign_changelist_sorts_by_spend_and_by_what_is_left(admin_client, spending):
+    table, other = spending
+    url = reverse("admin:campaigns_campaign_changelist")
+    columns = admin_client.get(url).context["cl"].list_display
+    # table: 0.375 spent in 24 h, 1.525 left of 2.00; other: 0.05 spent, 0.95 left of 1.00.
+    for column in ("spent_24h", "remaining", "spent_total", "daily_cap"):
+        index = columns.index(column)
+        ascending = admin_client.get(url, {"o": str(index)}).context["cl"].result_list
+        descending = admin_client.get(url, {"o": f"-{index}"}).context["cl"].result_list
+        assert [c.pk for c in ascending] == [other.pk, table.pk], column
+        assert [c.pk for c in descending] == [table.pk, other.pk], column
+
+
+def test_spend_columns_cost_no_query_per_campaign(admin_client, spending, gm):
+    url = reverse("admin:campaigns_campaign_changelist")
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(url)
+    for n in range(6):
+        more = services.campaign_create(name=f"Table {n}", creator=gm)
+        record_usage(more, "0.01")
+        budget_set(campaign_id=more.id, daily_cap_usd="3.00")
+    with CaptureQueriesContext(connection) as many:
+        response = admin_client.get(url)
+    assert len(response.context["cl"].result_list) == 8
+    assert len(many) == len(few), [q["sql"] for q in many]
+
+    budgets = reverse("admin:billing_campaignbudget_changelist")
+    with CaptureQueriesContext(connection) as listed:
+        response = admin_client.get(budgets)
+    rows = response.context["cl"].result_list
+    assert len(rows) >= 7
+    model_admin = response.context["cl"].model_admin
+    for row in rows:
+        status = budget_status(campaign_id=row.campaign_id)
+        assert model_admin.spent_24h(row) == usd_str(status.spent_usd)
+        assert model_admin.percent(row) == status.percent
+    assert len(listed) <= 10, [q["sql"] for q in listed]

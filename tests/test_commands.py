@@ -1,16 +1,22 @@
-"""Management commands: seed_demo, rebuild_snapshots, export_campaign, import_campaign."""
+"""Management commands: seed_demo, rebuild_snapshots, export_campaign, import_campaign; and
+for every command found: --help, argparse errors (exit 2) and bad values (exit 1, one line).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import call_command, get_commands, load_command_class
 from django.core.management.base import CommandError
 
 from campaigns import services
@@ -299,3 +305,145 @@ def test_export_refuses_unknown_campaigns_and_leaves_no_file(campaign, tmp_path:
     with pytest.raises(CommandError, match="cannot write"):
         run("export_campaign", str(campaign.id), "--output", str(tmp_path / "no" / "dir.jsonl"))
     assert list(tmp_path.iterdir()) == []
+
+
+# --- Every command: --help, clear errors, exit codes ------------------------------------------
+# Found by discovery, so that a new command is covered (and must add its bad-value case).
+
+OUR_APPS = {"accounts", "billing", "campaigns", "memory", "orchestrator", "realtime", "voice"}
+OUR_APPS |= {"rpgai"}
+# The options every Django command has (their help is Django's).
+DJANGO_OPTIONS = {
+    "help",
+    "version",
+    "verbosity",
+    "settings",
+    "pythonpath",
+    "traceback",
+    "no_color",
+    "force_color",
+    "skip_checks",
+}
+
+
+def our_commands() -> list[str]:
+    return sorted(name for name, app in get_commands().items() if app.split(".")[0] in OUR_APPS)
+
+
+# For each command, arguments with a well-formed but wrong value: exit 1, one line.
+MISSING = str(uuid.UUID(int=1))
+BAD_VALUES: dict[str, list[tuple[list[str], str]]] = {
+    "export_campaign": [
+        ([MISSING], f"no such campaign: {MISSING}"),
+        (["not-a-uuid"], "'not-a-uuid' is not a campaign id"),
+    ],
+    "import_campaign": [
+        (["/no/such/file.jsonl", "--owner", "gm"], "cannot read /no/such/file.jsonl"),
+        (["-", "--owner", "nobody"], "no user named 'nobody'"),
+    ],
+    "play": [([MISSING], f"no campaign '{MISSING}'"), (["No such table"], "no campaign")],
+    "rebuild_snapshots": [
+        (["--campaign", MISSING], f"no campaign with id {MISSING}"),
+        (["--campaign", "x"], "'x' is not a campaign id"),
+    ],
+    "seed_demo": [([], "DEBUG is off")],  # the tests run with DEBUG off
+    "usage_report": [
+        (["--campaign", MISSING], f"no campaign with id {MISSING}"),
+        (["--campaign", "x"], "'x' is not a campaign id"),
+    ],
+    "verify_rolls": [
+        ([MISSING], f"no campaign with id {MISSING}"),
+        (["12"], "'12' is not a campaign id"),
+    ],
+}
+# Arguments that argparse itself refuses (exit 2), beyond an unknown option.
+BAD_USAGE: dict[str, list[list[str]]] = {
+    "usage_report": [["--days", "0"], ["--days", "many"]],
+    "import_campaign": [["file.jsonl"]],  # --owner is required
+}
+
+
+def run_from_command_line(
+    name: str, *args: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
+    """`manage.py NAME ARGS` in this process, as from a shell: the exit code, stdout, stderr."""
+    from django.db import connections
+
+    # run_from_argv closes every connection when done; the test's transaction stays open.
+    monkeypatch.setattr(connections, "close_all", lambda: None)
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        # Made here: a command binds sys.stdout and sys.stderr when it is created.
+        command = load_command_class(get_commands()[name], name)
+        try:
+            command.run_from_argv(["manage.py", name, *args])
+        except SystemExit as exc:
+            code = exc.code
+    return int(code or 0), out.getvalue(), err.getvalue()
+
+
+def test_every_command_is_found_and_has_its_bad_value_cases():
+    found = our_commands()
+    assert {"export_campaign", "import_campaign", "play", "seed_demo", "usage_report"} <= set(found)
+    missing = set(found) - set(BAD_VALUES)
+    assert not missing, f"add the bad-value cases of {missing} to BAD_VALUES"
+
+
+@pytest.mark.parametrize("name", our_commands())
+def test_help_describes_the_command_and_exits_0(name, monkeypatch):
+    code, out, err = run_from_command_line(name, "--help", monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert out.startswith(f"usage: manage.py {name}")
+    command = load_command_class(get_commands()[name], name)
+    assert command.help.strip(), f"{name} has no help text"
+    assert " ".join(command.help.split()[:3]) in " ".join(out.split())
+    parser = command.create_parser("manage.py", name)
+    for action in parser._actions:
+        if action.dest not in DJANGO_OPTIONS and action.dest != "help":
+            assert action.help, (
+                f"{name}: {'/'.join(action.option_strings) or action.dest} has no help"
+            )
+
+
+@pytest.mark.parametrize("name", our_commands())
+def test_bad_usage_exits_2_with_argparse_message_not_a_traceback(name, monkeypatch):
+    command = load_command_class(get_commands()[name], name)
+    required = [a for a in command.create_parser("manage.py", name)._actions if a.required]
+    cases = [["--no-such-option"], *BAD_USAGE.get(name, [])]
+    if required:
+        cases.append([])  # a required argument missing
+    for args in cases:
+        code, out, err = run_from_command_line(name, *args, monkeypatch=monkeypatch)
+        assert code == 2, (args, out, err)
+        assert "Traceback" not in err
+        assert f"manage.py {name}: error: " in err, err
+        assert err.strip().splitlines()[-1].startswith(f"manage.py {name}: error: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [(name, args, message) for name, cases in BAD_VALUES.items() for args, message in cases],
+)
+def test_bad_values_exit_1_with_one_line(name, args, message, monkeypatch, gm):
+    if name not in our_commands():
+        pytest.fail(f"BAD_VALUES names a command that does not exist: {name}")
+    code, out, err = run_from_command_line(name, *args, monkeypatch=monkeypatch)
+    assert code == 1, (out, err)
+    assert "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert line.startswith("CommandError: ") and message in line, line
+
+
+def test_a_real_shell_sees_the_exit_code_and_one_line(tmp_path):
+    # The same path end to end, in a process of its own (no database needed for this one).
+    result = subprocess.run(
+        [sys.executable, "manage.py", "verify_rolls", "not-a-uuid"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.sqlite3'}"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == "CommandError: 'not-a-uuid' is not a campaign id (a UUID)"
