@@ -11,7 +11,10 @@ from . import selectors, services
 
 log = logging.getLogger(__name__)
 
-RETRIES_MAX = 3
+# A database outage (a restart, a failover) is waited out, however long it lasts: the
+# task retries with backoff up to this many seconds apart. Giving up would leave the
+# actions unanswered, and the turn lock held by this task until it went stale.
+RETRY_BACKOFF_MAX_SECONDS = 30
 
 
 @shared_task(
@@ -23,14 +26,15 @@ RETRIES_MAX = 3
     # limits travel in each message, from the sender's settings.
     soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
     time_limit=settings.CELERY_TASK_TIME_LIMIT,
-    max_retries=RETRIES_MAX,
+    max_retries=None,  # only database errors are retried (below)
 )
 def run_turn(self: Task, campaign_id: str) -> int:
     """Answer every player action since the last narration (no-op when none is owed).
 
     One turn per task; more owed afterwards queues another task. A retry after a
     database failure cannot duplicate an event: a turn that was committed makes the
-    retry a no-op (`turn_commit` refuses to answer the same actions twice).
+    retry a no-op (`turn_commit` refuses to answer the same actions twice). A failed
+    one appended nothing: the retry runs the turn again, once the database is back.
     """
     try:
         # The lock holder is this task's id, which a redelivery (acks_late, after the
@@ -47,7 +51,12 @@ def run_turn(self: Task, campaign_id: str) -> int:
     except (OperationalError, InterfaceError) as exc:
         if self.request.called_directly:
             raise
-        raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from exc
+        countdown = min(2 ** (self.request.retries + 1), RETRY_BACKOFF_MAX_SECONDS)
+        log.warning(
+            "the turn of campaign %s hit a database error (try %d), retrying in %d s: %s",
+            *(campaign_id, self.request.retries + 1, countdown, exc),
+        )
+        raise self.retry(exc=exc, countdown=countdown) from exc
 
 
 def _look_again_if_the_holder_died(campaign_id: str) -> None:

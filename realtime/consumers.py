@@ -18,6 +18,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from pydantic import ValidationError
 
 from campaigns import selectors, services
@@ -25,7 +26,7 @@ from campaigns.models import Membership
 from campaigns.tools import roll_make
 from campaigns.whispers import whisper_send
 from rpgai import metrics
-from rpgai.errors import DomainError
+from rpgai.errors import DATABASE_UNAVAILABLE, DomainError
 from rpgai.request_id import reset_request_id, set_request_id
 
 from . import auth, throttle
@@ -41,6 +42,9 @@ CONTRACT_ERROR_CODES = frozenset(
 )
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+# The database is unavailable and this socket cannot start streaming: reconnect later.
+# (An application may only send 1000 or 3000-4999; 1013 "try again later" is not allowed.)
+CLOSE_TRY_AGAIN = 4503
 PRESENCE_TOUCH_SECONDS = 30
 
 
@@ -143,6 +147,16 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         except DomainError as exc:
             code = exc.code if exc.code in CONTRACT_ERROR_CODES else "invalid_message"
             await self.send_error(code, exc.detail, action_id=action_id)
+        except (OperationalError, InterfaceError) as exc:
+            # The database is down or restarting: a clear answer, the socket stays open,
+            # and the same action (same action_id) may be sent again. Once the database
+            # is back, the next message gets a new connection (CONN_HEALTH_CHECKS).
+            log.warning("message %s in campaign %s: %s", data["type"], self.campaign_id, exc)
+            await self.send_error("unavailable", DATABASE_UNAVAILABLE, action_id=action_id)
+            if data["type"] == "client.hello":
+                # Without its backlog this socket would stay open and never stream: close
+                # it, and the client reconnects with its last_seq (as after any drop).
+                await self.close(code=CLOSE_TRY_AGAIN)
         except Exception:
             log.exception("message %s failed in campaign %s", data["type"], self.campaign_id)
             await self.send_error(

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from rpgai.ratelimit import ratelimited_response
+
+log = logging.getLogger(__name__)
+
+# What a client is told while the database is down or restarting (HTTP 503 with
+# Retry-After, WebSocket `error`; code `unavailable`). Sending the same action again (same
+# action_id) is safe: an action is recorded once.
+DATABASE_UNAVAILABLE = "the database is unavailable; try again in a moment"
+RETRY_AFTER_SECONDS = 2
 
 
 class DomainError(Exception):
@@ -45,6 +55,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return ratelimited_response(exc)
     if isinstance(exc, DomainError):
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.http_status)
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is down or restarting (or cut the connection): a 503 the client
+        # may retry, not a 500. The connection is replaced at the next request.
+        log.warning("database unavailable: %s", exc)
+        return Response(
+            {"detail": DATABASE_UNAVAILABLE, "code": "unavailable"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     response = exception_handler(exc, context)
     if response is not None:
         data = response.data

@@ -106,3 +106,132 @@ def celery_worker(queues: str = "default,turns", **env: str) -> Iterator[subproc
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# --- A private PostgreSQL ---------------------------------------------------------------------
+
+
+def postgres_bindir() -> Path | None:
+    """Where initdb and pg_ctl are (`pg_config --bindir`, else the newest
+    /usr/lib/postgresql/<version>/bin), or None when no PostgreSQL server is installed."""
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+        bindir = Path(out.stdout.strip())
+        if (bindir / "initdb").exists():
+            return bindir
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    return candidates[-1].parent if candidates else None
+
+
+class PostgresServer:
+    """A private, throw-away PostgreSQL cluster on a free port, to stop and start at will
+    (the shared server on 5432 is never touched). Data and unix sockets live in a
+    temporary folder. initdb and postgres refuse to run as root: as root, they run as
+    the `postgres` user. No durability (fsync off): it is for tests."""
+
+    def __init__(self, root: Path, port: int, bindir: Path) -> None:
+        self.root, self.port, self.bindir = root, port, bindir
+        self.data = root / "data"
+        self.logfile = root / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def database_url(self, name: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+    def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        command = [str(self.bindir / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False, cwd=self.root
+        )
+
+    def _check(self, result: subprocess.CompletedProcess, what: str) -> None:
+        if result.returncode != 0:
+            log = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
+            raise RuntimeError(
+                f"{what} failed ({result.returncode}):\n{result.stdout}{result.stderr}\n{log}"
+            )
+
+    def init(self) -> None:
+        self._check(
+            self._run(
+                "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                "-E", "UTF8", "--locale=C", "--no-sync",
+            ),
+            "initdb",
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = " ".join(
+            [
+                f"-p {self.port}",
+                "-c listen_addresses=127.0.0.1",
+                f"-k {self.root}",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=40",
+            ]
+        )
+        self._check(
+            self._run(
+                "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options,
+                "-w", "-t", "60", "start",
+            ),
+            "pg_ctl start",
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while self._run("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)).returncode:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"private PostgreSQL on port {self.port} is not ready")
+            time.sleep(0.1)
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast`: clients are disconnected, the server shuts down cleanly (a restart by an
+        operator or a container stop); `immediate`: as if it crashed."""
+        self._check(
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"),
+            f"pg_ctl stop -m {mode}",
+        )
+
+    def running(self) -> bool:
+        return self._run("pg_ctl", "-D", str(self.data), "status").returncode == 0
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop and start again on the same data and port."""
+        self.stop(mode)
+        self.start()
+
+
+@contextlib.contextmanager
+def postgres_server(port: int | None = None) -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster, started; stopped and deleted afterwards whatever
+    happened. Raises RuntimeError when no PostgreSQL server binaries are installed."""
+    import pwd
+    import shutil
+    import tempfile
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl) are installed")
+    root = Path(tempfile.mkdtemp(prefix="rpgai-pg-"))
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    server = PostgresServer(root, port or free_port(), bindir)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            if server.running():
+                server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
