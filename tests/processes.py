@@ -108,6 +108,28 @@ def celery_worker(queues: str = "default,turns", **env: str) -> Iterator[subproc
             proc.kill()
 
 
+# --- A private Redis -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_server(port: int) -> Iterator[subprocess.Popen]:
+    """A private, throw-away Redis (no persistence)."""
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, proc, timeout=10)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 # --- A private PostgreSQL ---------------------------------------------------------------------
 
 

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -32,7 +31,7 @@ from orchestrator.tasks import run_turn
 from rpgai.celery import app
 from tests import processes
 from tests.openai_server import Hang, serving
-from tests.processes import ROOT, _wait_for_port, free_port
+from tests.processes import ROOT, free_port, redis_server
 
 pytestmark = [
     pytest.mark.services,
@@ -42,24 +41,6 @@ pytestmark = [
 
 VISIBILITY_TIMEOUT = 8
 SWEEP_SECONDS = 110  # kombu: every 10 s, scanning on every 10th (the first one scans)
-
-
-@contextlib.contextmanager
-def redis_server(port: int) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, proc, timeout=10)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def start_worker(queue: str, **env: str) -> subprocess.Popen:

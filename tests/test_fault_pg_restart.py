@@ -50,8 +50,9 @@ from tests.processes import (
     free_port,
     postgres_bindir,
     postgres_server,
+    redis_server,
 )
-from tests.test_faults import Client, _wait_for, redis_server
+from tests.test_faults import Client, _wait_for
 
 pytestmark = [pytest.mark.services]
 

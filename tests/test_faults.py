@@ -31,32 +31,13 @@ from django.db import connection
 from campaigns.models import Event
 from tests.auth_tools import access_for
 from tests.openai_server import Answer, Hang, OpenAIServer
-from tests.processes import _wait_for_port, celery_worker, daphne, free_port
+from tests.processes import celery_worker, daphne, free_port, redis_server
 from tests.ws import _session_cookie
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 
 # --- Processes ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def redis_server(port: int) -> Iterator[subprocess.Popen]:
-    """A private, throw-away Redis (no persistence)."""
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, proc, timeout=10)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _stop(proc: subprocess.Popen) -> None:
