@@ -14,6 +14,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from realtime.auth import JWTAuthMiddleware  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 from rpgai.body_limit import RequestBodyLimit  # noqa: E402
+from rpgai.db_outage import WebSocketDatabaseOutage  # noqa: E402
 from rpgai.log_filters import install_query_free_access_log  # noqa: E402
 
 # WebSocket URLs carry `?token=`: daphne's access log must print paths without queries.
@@ -23,9 +24,12 @@ application = ProtocolTypeRouter(
     {
         "http": RequestBodyLimit(django_asgi_app),
         # A foreign Origin is refused before anything else; then the session cookie, then
-        # `?token=<JWT access>` (which wins when present, and refuses when bad).
+        # `?token=<JWT access>` (which wins when present, and refuses when bad). A database
+        # outage while loading the user closes with 4503 (try again) instead of a 500.
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(JWTAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            WebSocketDatabaseOutage(
+                AuthMiddlewareStack(JWTAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            )
         ),
     }
 )
