@@ -55,3 +55,26 @@ class WebSocketDatabaseOutage:
                 await receive()  # the websocket.connect the application never read
             await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN})
+
+
+class DatabaseOutageMiddleware:
+    """Pages (not the API, whose exception handler answers JSON 503 itself): a view that
+    meets a database outage answers 503 with `Retry-After` and a page saying to wait,
+    not a 500 "something broke"."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        return self.get_response(request)
+
+    def process_exception(self, request: Any, exception: Exception) -> Any:
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        from django.http import HttpResponse
+        from django.template.loader import render_to_string
+
+        log.warning("database unavailable for %s %s", request.method, request.path)
+        response = HttpResponse(render_to_string("503.html"), status=503)
+        response["Retry-After"] = "5"
+        return response

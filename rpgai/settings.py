@@ -82,6 +82,8 @@ MIDDLEWARE = [
     "django_ratelimit.middleware.RatelimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so that its process_exception runs first: a database outage is a 503 page.
+    "rpgai.db_outage.DatabaseOutageMiddleware",
 ]
 
 ROOT_URLCONF = "rpgai.urls"

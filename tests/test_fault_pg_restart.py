@@ -237,6 +237,19 @@ def _post(port: int, campaign_id: str, token: str, action_id: str, text: str):
         return exc.code, exc.headers, exc.read()
 
 
+def _get_page(port: int, path: str) -> tuple[int, Any, bytes]:
+    """GET a page with a session cookie (any: reading it needs the database)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        headers={"Cookie": f"sessionid={uuid.uuid4().hex}", "Accept": "text/html"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
 async def post_action(port: int, seeded: dict, action_id: str, text: str) -> tuple[int, Any, Any]:
     status, headers, raw = await asyncio.to_thread(
         _post, port, seeded["campaign_id"], seeded["token"], action_id, text
@@ -309,6 +322,10 @@ async def test_postgres_restart_between_turns(pg: PostgresServer):
         assert body["code"] == "unavailable", body
         assert headers["Retry-After"], headers
         assert time.monotonic() - started < 10
+        # A page (not the API) says to come back in a moment: 503, not a 500.
+        status, headers, page = await asyncio.to_thread(_get_page, web, "/campaigns/")
+        assert status == 503, page[:300]
+        assert headers["Retry-After"] and b"Back in a moment" in page
         # The late hello cannot read the backlog: an error, then the socket is closed with
         # 4503 so that the browser reconnects, instead of staying open and never streaming.
         await late.send({"type": "client.hello", "last_seq": 0})
