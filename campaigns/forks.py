@@ -45,6 +45,19 @@ def _campaign_forked(state: dict[str, Any], event: FoldedEvent) -> None:
     pass  # a link back, for people reading the log; the state is the copied events' fold
 
 
+def _payload_for_fork(event: Event, original_id: uuid.UUID, fork_id: uuid.UUID) -> dict[str, Any]:
+    """The payload as copied: the same, but that spoken audio is fetched through the fork
+    (its members are checked there; voice serves it from the ancestor that recorded it)."""
+    payload = event.payload
+    url = payload.get("url") if event.type == "dm_audio_ready" else None
+    if isinstance(url, str) and f"/campaigns/{original_id}/audio/" in url:
+        payload = {
+            **payload,
+            "url": url.replace(f"/campaigns/{original_id}/audio/", f"/campaigns/{fork_id}/audio/"),
+        }
+    return payload
+
+
 def campaign_fork(
     *,
     campaign_id: uuid.UUID | str,
@@ -94,7 +107,7 @@ def campaign_fork(
             batch.append(
                 NewEvent(
                     type=event.type,
-                    payload=event.payload,
+                    payload=_payload_for_fork(event, original.id, fork.id),
                     actor_kind=event.actor_kind,  # type: ignore[arg-type]
                     actor_user_id=event.actor_user_id,
                     visibility=dict(event.visibility or {"kind": "all"}),  # type: ignore[arg-type]

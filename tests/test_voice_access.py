@@ -137,3 +137,29 @@ def test_the_endpoint_is_in_the_api_schema(alice):
     schema = client(alice).get("/api/schema/", HTTP_ACCEPT="application/json")
     assert schema.status_code == 200
     assert "/api/campaigns/{campaign_id}/audio/{segment_id}" in schema.content.decode()
+
+
+def test_a_fork_plays_the_audio_it_copied_to_its_own_members_only(campaign, gm, alice, make_user):
+    from campaigns.forks import campaign_fork
+    from campaigns.models import Membership
+
+    [audio] = spoken(campaign, "The bell tolls once.")
+    original_url = audio.payload["url"]
+    fork = campaign_fork(campaign_id=campaign.id, at_seq=audio.seq, by_user=gm)
+
+    # Nothing was spoken again: the fork holds the copied dm_audio_ready, no new one.
+    copied = Event.objects.filter(campaign=fork, type="dm_audio_ready")
+    assert copied.count() == 1
+    url = copied.get().payload["url"]
+    assert str(fork.id) in url and str(campaign.id) not in url
+    # The fork's members hear it through the fork, whatever they are in the original.
+    Membership.objects.filter(campaign=campaign, user=alice).delete()
+    response = client(alice).get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "audio/wav"
+    assert client(alice).get(original_url).status_code == 403
+    # Someone outside the fork does not, and a segment id made after the fork point
+    # is not served through it.
+    assert client(make_user("mallory")).get(url).status_code == 403
+    [later] = spoken(campaign, "A second bell, after the fork.")
+    later_through_fork = later.payload["url"].replace(str(campaign.id), str(fork.id))
+    assert client(alice).get(later_through_fork).status_code == 404

@@ -12,8 +12,10 @@ from rpgai.tasks import enqueue
 
 log = logging.getLogger(__name__)
 
-# campaign_import appends an old log under this request id: its narrations were heard.
+# campaign_import and campaign_fork append an old log under these request ids: its
+# narrations were heard already (a fork's copied audio is served from where it was made).
 IMPORT_REQUEST_ID = "import"
+COPIED_REQUEST_IDS = frozenset({IMPORT_REQUEST_ID, "fork"})
 
 
 def _speech_on() -> bool:
@@ -31,7 +33,7 @@ def queue_speech_after_narration(
     from .tasks import synthesize_narration
 
     for event in events:
-        if event.type == "dm_narration" and event.request_id != IMPORT_REQUEST_ID:
+        if event.type == "dm_narration" and event.request_id not in COPIED_REQUEST_IDS:
             enqueue(synthesize_narration, campaign_id=str(campaign_id), narration_seq=event.seq)
         elif (
             event.type == "player_action"

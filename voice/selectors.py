@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.files.storage import storages
 
-from campaigns.models import Event
+from campaigns.models import Campaign, Event
 from campaigns.selectors import SYSTEM_VIEWER, Viewer, events_after
 
 from .models import SpeechSegment, VoiceProfile
@@ -70,7 +70,30 @@ def narration_get(
 def speech_segment_get(
     *, campaign_id: uuid.UUID | str, segment_id: uuid.UUID | str
 ) -> SpeechSegment | None:
-    return SpeechSegment.objects.filter(campaign_id=campaign_id, id=segment_id).first()
+    """The segment, recorded in this campaign or, for a fork, in the ancestor it was copied
+    from (a fork's copied `dm_audio_ready` events name the fork; the audio stays where it
+    was made). Only a segment of a narration at or before the fork point counts."""
+    found = SpeechSegment.objects.filter(campaign_id=campaign_id, id=segment_id).first()
+    if found is not None:
+        return found
+    campaign = Campaign.objects.filter(id=campaign_id).only("forked_from", "forked_at_seq").first()
+    through_seq = None
+    hops = 0
+    while campaign is not None and campaign.forked_from_id is not None and hops < 32:
+        hops += 1
+        at = campaign.forked_at_seq or 0
+        through_seq = at if through_seq is None else min(through_seq, at)
+        found = SpeechSegment.objects.filter(
+            campaign_id=campaign.forked_from_id, id=segment_id, narration_seq__lte=through_seq
+        ).first()
+        if found is not None:
+            return found
+        campaign = (
+            Campaign.objects.filter(id=campaign.forked_from_id)
+            .only("forked_from", "forked_at_seq")
+            .first()
+        )
+    return None
 
 
 def speech_segment_find(
