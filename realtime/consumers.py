@@ -45,7 +45,6 @@ CLOSE_FORBIDDEN = 4403
 # The database is unavailable and this socket cannot start streaming: reconnect later.
 # (An application may only send 1000 or 3000-4999; 1013 "try again later" is not allowed.)
 CLOSE_TRY_AGAIN = 4503
-PRESENCE_TOUCH_SECONDS = 30
 
 
 class CampaignConsumer(AsyncWebsocketConsumer):
@@ -56,6 +55,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
     ready: bool = False
     last_sent: int = 0
     last_touch: float = 0.0
+    presence_shown: list[dict[str, Any]] | None = None  # the last presence list sent
 
     # --- Connection ----------------------------------------------------------------------
 
@@ -173,7 +173,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         self.ready = True
         await self.send_json({"type": "server.ready", "seq": self.last_sent})
         users = await database_sync_to_async(presence.presence_list)(campaign_id=self.campaign_id)
-        await self.send_json({"type": "presence", "users": users})
+        await self._send_presence(users)
 
     async def on_player_action(self, message: PlayerAction, request_id: str) -> None:
         event = await database_sync_to_async(services.player_action_submit)(
@@ -206,9 +206,17 @@ class CampaignConsumer(AsyncWebsocketConsumer):
 
     async def on_ping(self, message: Ping, request_id: str) -> None:
         await self.send_json({"type": "server.pong"})
-        if time.monotonic() - self.last_touch > PRESENCE_TOUCH_SECONDS:
+        if time.monotonic() - self.last_touch > settings.PRESENCE_TOUCH_SECONDS:
             self.last_touch = time.monotonic()
             await database_sync_to_async(presence.presence_touch)(channel_name=self.channel_name)
+            # Members whose server process died leave no "left" behind: their rows only
+            # go stale. Each socket re-reads the list as it touches its own row, so such a
+            # ghost leaves every page within PRESENCE_TTL_SECONDS + a ping or two.
+            users = await database_sync_to_async(presence.presence_list)(
+                campaign_id=self.campaign_id
+            )
+            if self.ready and users != self.presence_shown:
+                await self._send_presence(users)
 
     # --- Group messages ------------------------------------------------------------------
 
@@ -243,7 +251,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
 
     async def room_presence(self, message: dict[str, Any]) -> None:
         if self.ready:
-            await self.send_json({"type": "presence", "users": message["users"]})
+            await self._send_presence(message["users"])
 
     async def room_delta(self, message: dict[str, Any]) -> None:
         if self.ready:
@@ -297,6 +305,10 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             campaign_id=self.campaign_id
         )
         return snapshot.version if snapshot else 0
+
+    async def _send_presence(self, users: list[dict[str, Any]]) -> None:
+        self.presence_shown = users
+        await self.send_json({"type": "presence", "users": users})
 
     async def _broadcast_presence(self) -> None:
         users = await database_sync_to_async(presence.presence_list)(campaign_id=self.campaign_id)

@@ -317,6 +317,9 @@ BILLING_RESERVATION_SECONDS = env.int("BILLING_RESERVATION_SECONDS", default=600
 WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=16 * 1024)
 ACTION_MAX_CHARS = 2000
 PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=90)
+# A socket refreshes its presence row (and re-reads who is online) on a ping at most this
+# often; the room page pings every 25 s. Keep it well under PRESENCE_TTL_SECONDS.
+PRESENCE_TOUCH_SECONDS = env.int("PRESENCE_TOUCH_SECONDS", default=30)
 # How long a turn may hold its campaign's lock before another process may take it over.
 TURN_LOCK_SECONDS = env.int("TURN_LOCK_SECONDS", default=300)
 

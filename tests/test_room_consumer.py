@@ -262,3 +262,43 @@ async def test_a_member_who_leaves_is_disconnected(campaign, alice):
 
 def test_origin_header_helper_is_a_local_host():
     assert ORIGIN[1].startswith(b"http://127.0.0.1")
+
+
+async def test_a_member_whose_server_died_leaves_the_list_on_the_next_ping(
+    campaign, alice, gm, settings
+):
+    """A server process that dies leaves its members' presence rows behind, with no
+    "left" broadcast. Each socket re-reads the list as it refreshes its own row."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from campaigns.models import Membership
+    from realtime.models import RoomPresence
+    from realtime.services import presence_enter
+
+    settings.PRESENCE_TOUCH_SECONDS = 0
+    gm_membership = await sync_to_async(Membership.objects.get)(campaign=campaign, user=gm)
+    # The GM's socket lived on another process, which was killed: only its row is left.
+    await sync_to_async(presence_enter)(
+        channel_name="specific.dead-process!gm", membership=gm_membership
+    )
+    me = Room(campaign.id, alice)
+    await me.open()
+    await me.hello(0)
+    shown = (await me.recv_until(lambda m: m["type"] == "presence"))[-1]
+    assert {u["user_id"] for u in shown["users"]} == {str(alice.id), str(gm.id)}
+
+    # A ping while the ghost is still fresh changes nothing on the page.
+    await me.send({"type": "client.ping"})
+    seen = await me.recv_until(lambda m: m["type"] == "server.pong")
+    assert not [m for m in seen if m["type"] == "presence"]
+
+    long_ago = timezone.now() - timedelta(seconds=settings.PRESENCE_TTL_SECONDS + 1)
+    await sync_to_async(
+        RoomPresence.objects.filter(channel_name="specific.dead-process!gm").update
+    )(last_seen=long_ago)
+    await me.send({"type": "client.ping"})
+    shown = (await me.recv_until(lambda m: m["type"] == "presence"))[-1]
+    assert [u["user_id"] for u in shown["users"]] == [str(alice.id)]
+    await me.close()
