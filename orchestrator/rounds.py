@@ -106,3 +106,21 @@ def round_hold(*, campaign_id: uuid.UUID | str) -> bool:
         delay,
     )
     return True
+
+
+def round_recheck(*, campaign_id: uuid.UUID | str) -> None:
+    """Someone came into or left the room of a `rounds` campaign: whom the round waits for
+    may have changed (only players present are waited for), and a round timer lost with a
+    restarted server (an embedded timer lives in memory) may be overdue. A turn task
+    re-makes every check from the log: it answers a closed round, or re-arms the timer and
+    tells the room whom the table waits for."""
+    campaign = campaign_get(campaign_id=campaign_id)
+    if campaign is None or campaign.turn_mode != Campaign.TurnMode.ROUNDS:
+        return
+    if selectors.turn_owed(campaign_id=campaign_id) is None:
+        return
+    from rpgai.tasks import enqueue
+
+    from .tasks import run_turn
+
+    enqueue(run_turn, campaign_id=str(campaign_id))

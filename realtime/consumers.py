@@ -84,6 +84,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         )
         self.last_touch = time.monotonic()
         await self._broadcast_presence()
+        await self._recheck_round()
 
     async def disconnect(self, code: int) -> None:
         if self.membership is None:
@@ -92,6 +93,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_discard(self.group, self.channel_name)
         await database_sync_to_async(presence.presence_leave)(channel_name=self.channel_name)
         await self._broadcast_presence()
+        await self._recheck_round()
         self.membership = None
 
     # --- Client messages -----------------------------------------------------------------
@@ -305,6 +307,12 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             campaign_id=self.campaign_id
         )
         return snapshot.version if snapshot else 0
+
+    async def _recheck_round(self) -> None:
+        """Presence changed: a round-based campaign re-checks its open round (rounds.py)."""
+        from orchestrator.rounds import round_recheck
+
+        await database_sync_to_async(round_recheck)(campaign_id=self.campaign_id)
 
     async def _send_presence(self, users: list[dict[str, Any]]) -> None:
         self.presence_shown = users

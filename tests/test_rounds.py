@@ -179,3 +179,48 @@ def test_a_celery_worker_closes_the_round_when_its_timer_ends(campaign, players)
         time.sleep(0.5)  # a duplicate would show up now
     [narration] = _narrations(campaign)
     assert "altar" in narration.payload["text"] and "door" in narration.payload["text"]
+
+
+async def test_a_round_whose_timer_was_lost_closes_when_a_page_comes_back(campaign, players, gm):
+    """An embedded round timer lives in the server's memory: a restart loses it. The
+    pages reconnect after a restart, and a page coming into the room re-checks the round."""
+    from orchestrator.receivers import turns_deferred
+
+    await sync_to_async(Campaign.objects.filter(id=campaign.id).update)(round_seconds=1)
+
+    def act_with_no_timer() -> None:  # the action is stored; no turn, no timer is armed
+        with turns_deferred():
+            services.player_action_submit(
+                membership=players["alice"][1], action_id=uuid.uuid4(), text="I search the altar"
+            )
+
+    await sync_to_async(act_with_no_timer)()
+    await asyncio.sleep(1.2)  # the round's deadline passes with no timer to notice
+    await wait_idle()
+    assert await sync_to_async(_narrations)(campaign) == []
+
+    page = Room(campaign.id, players["bob"][0])  # Bob's page reconnects
+    await page.open()
+    await page.hello(0)
+    await wait_idle()
+    [narration] = await sync_to_async(_narrations)(campaign)
+    assert "altar" in narration.payload["text"]
+    await page.recv_until(lambda m: m["type"] == "event" and m["event"]["type"] == "dm_narration")
+    await page.close()
+
+
+async def test_the_table_stops_waiting_for_a_player_who_leaves(campaign, players):
+    alice, bob = Room(campaign.id, players["alice"][0]), Room(campaign.id, players["bob"][0])
+    for page in (alice, bob):
+        await page.open()
+        await page.hello(0)
+    await _act(players["alice"][1], "I search the altar")
+    waiting = await alice.recv_until(lambda m: m["type"] == "round_waiting" and m["user_ids"])
+    assert waiting[-1]["user_ids"] == [str(players["bob"][0].id)]
+    assert await sync_to_async(_narrations)(campaign) == []
+
+    await bob.close()  # Bob leaves the table: everyone present has acted
+    await wait_idle()
+    [narration] = await sync_to_async(_narrations)(campaign)
+    assert "altar" in narration.payload["text"]
+    await alice.close()
