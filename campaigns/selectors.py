@@ -126,10 +126,31 @@ def snapshot_get(
 ) -> Snapshot | None:
     snapshot = Snapshot.objects.filter(campaign_id=campaign_id).first()
     if snapshot is not None and not viewer.is_gm:
-        # Hidden state is kept apart in the fold; a player's copy never carries it.
-        snapshot.state = copy_state(snapshot.state)
-        snapshot.state.pop("hidden", None)
+        snapshot.state = state_for_player(snapshot.state)
     return snapshot
+
+
+def state_for_player(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the state without what players have not discovered: the fold's `hidden`
+    key (hidden flags, who whispered to whom) and every entity marked `hidden`."""
+    hidden = hidden_entity_ids(state)
+    view = {key: value for key, value in state.items() if key != "hidden"}
+    if hidden:
+        view["entities"] = {
+            entity_id: entity
+            for entity_id, entity in view["entities"].items()
+            if entity_id not in hidden
+        }
+    return copy_state(view)
+
+
+def hidden_entity_ids(state: dict[str, Any]) -> set[str]:
+    """The ids of the entities the players have not discovered yet."""
+    return {
+        str(entity_id)
+        for entity_id, entity in (state.get("entities") or {}).items()
+        if isinstance(entity, dict) and entity.get("hidden") is True
+    }
 
 
 def player_actions_between(

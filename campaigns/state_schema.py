@@ -7,7 +7,12 @@ are allowed; what the tools can change is checked strictly.
 `patch_check` is the one gate for RFC 6902 patches, from the DM model or a GM: every
 operation's path (and `from`) must match the actor's allow-list, the patch is applied
 to a copy, and the result must satisfy the schema (hp within 0..max_hp, ...) and leave
-the protected parts (owners, ids, members, turn, campaign, dice) exactly as they were.
+the protected parts (owners, ids, members, turn, campaign, dice, the hidden whispers)
+exactly as they were.
+
+Hidden state (`hidden_containers`, `patch_is_secret`, `entities_revealed`): entities
+marked `hidden` and the flags under `/hidden/flags` are for the GMs (and the DM) only;
+these say which patches must be recorded GM-only and what a reveal brings to the players.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    StrictBool,
     StrictInt,
     StrictStr,
     StringConstraints,
@@ -77,6 +83,8 @@ class EntityState(_Strict):
     kind: Literal["npc", "item", "location", "faction", "creature"]
     name: StrictStr = Field(min_length=1, max_length=80)
     data: dict[str, JsonValue]
+    # True while the players have not discovered it: kept out of their snapshot.
+    hidden: StrictBool = False
 
 
 class MemberState(_Strict):
@@ -105,6 +113,15 @@ class DiceCommitment(_Strict):
     seed_hash: StrictStr = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class HiddenState(_Strict):
+    """The GM-only part of the state: hidden flags (patchable) and the whispers' log
+    (campaigns.whispers, never patchable)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    flags: dict[FlagName, JsonValue] = Field(default_factory=dict, max_length=500)
+
+
 class CampaignState(_Strict):
     # Other apps may keep their own top-level keys (summaries, hidden state, ...).
     model_config = ConfigDict(strict=True, extra="allow")
@@ -118,6 +135,7 @@ class CampaignState(_Strict):
     turn: TurnState
     campaign: CampaignInfo | None = None
     dice: DiceCommitment | None = None
+    hidden: HiddenState | None = None
 
 
 class PatchRefused(DomainError):
@@ -159,8 +177,10 @@ DM_RULES: tuple[Rule, ...] = (
     (("entities", "*"), frozenset({"remove", "test"})),
     (("entities", "*", "name"), SET_OPS),
     (("entities", "*", "data", "**"), ALL_OPS),
+    (("entities", "*", "hidden"), frozenset({*SET_OPS, "remove"})),
     (("scene", "**"), ALL_OPS),
     (("flags", "**"), ALL_OPS),
+    (("hidden", "flags", "**"), ALL_OPS),
 )
 # A GM may also correct what the DM may not: a character's name, max_hp and ac, an
 # entity's kind. Owners, ids, members, the turn and the campaign stay out of reach.
@@ -173,7 +193,8 @@ GM_RULES: tuple[Rule, ...] = (
 )
 DM_ALLOWED_TEXT = (
     "characters/<id>/hp, characters/<id>/conditions, characters/<id>/inventory, "
-    "entities/<id>/name and data (or removing entities/<id>), scene and flags"
+    "entities/<id>/name, data and hidden (or removing entities/<id>), scene, flags "
+    "and hidden/flags"
 )
 GM_ALLOWED_TEXT = DM_ALLOWED_TEXT + ", and characters/<id>/name, max_hp, ac, entities/<id>/kind"
 
@@ -207,18 +228,50 @@ def _protected(state: dict[str, Any]) -> dict[str, Any]:
     view = {
         key: value
         for key, value in state.items()
-        if key not in ("scene", "characters", "entities", "flags")
+        if key not in ("scene", "characters", "entities", "flags", "hidden")
     }
+    # Of the hidden state only its flags may change (the whispers' log is the fold's).
+    hidden_rest = {k: v for k, v in (state.get("hidden") or {}).items() if k != "flags"}
+    if hidden_rest:
+        view["hidden"] = hidden_rest
     view["character_owners"] = {
         cid: c.get("owner_user_id") for cid, c in (state.get("characters") or {}).items()
     }
     return view
 
 
+def hidden_containers(state: dict[str, Any], patches: Any) -> list[dict[str, Any]]:
+    """The server's own operations that make room for hidden flags: `add /hidden {}` and
+    `add /hidden/flags {}` when a patch writes /hidden/flags (or under it) and they are
+    missing. They go first in the recorded patch (so that re-folding the log gives the same
+    state); the proposer's operations are checked against the allow-list as usual."""
+    if not isinstance(patches, list):
+        return []
+    wants = any(
+        isinstance(op, dict)
+        and isinstance(op.get("path"), str)
+        and (op["path"] == "/hidden/flags" or op["path"].startswith("/hidden/flags/"))
+        for op in patches
+    )
+    if not wants:
+        return []
+    hidden = state.get("hidden")
+    if hidden is None:
+        return [{"op": "add", "path": "/hidden", "value": {"flags": {}}}]
+    if isinstance(hidden, dict) and "flags" not in hidden:
+        return [{"op": "add", "path": "/hidden/flags", "value": {}}]
+    return []
+
+
 def patch_check(
-    state: dict[str, Any], patches: Any, *, actor: Literal["dm", "gm"] = "dm"
+    state: dict[str, Any],
+    patches: Any,
+    *,
+    actor: Literal["dm", "gm"] = "dm",
+    prelude: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The state after `patches`, or PatchRefused saying why. `state` is not modified."""
+    """The state after `patches`, or PatchRefused saying why. `state` is not modified.
+    `prelude` (from `hidden_containers`) is applied first without the allow-list."""
     if not isinstance(patches, list) or not patches:
         raise PatchRefused("patches must be a non-empty list of RFC 6902 operations")
     if len(patches) > MAX_PATCH_OPERATIONS:
@@ -249,7 +302,7 @@ def patch_check(
                     f"{who} may change {allowed_text}"
                 )
     try:
-        patched = patches_apply(state, patches)
+        patched = patches_apply(state, [*(prelude or []), *patches])
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
         raise PatchRefused(f"the patch does not apply: {exc}") from None
     except (TypeError, ValueError, KeyError, IndexError) as exc:
@@ -263,3 +316,85 @@ def patch_check(
     if size > MAX_STATE_BYTES:
         raise PatchRefused(f"the state would grow past {MAX_STATE_BYTES} bytes")
     return patched
+
+
+# --- Hidden state ------------------------------------------------------------------------------
+
+
+def _loose_parts(pointer: Any) -> list[str] | None:
+    if not isinstance(pointer, str):
+        return None
+    try:
+        return list(jsonpointer.JsonPointer(pointer).parts)
+    except jsonpointer.JsonPointerException:
+        return [part for part in pointer.split("/")[1:]]
+
+
+def _hidden_ids(state: dict[str, Any] | None) -> set[str]:
+    entities = (state or {}).get("entities") or {}
+    if not isinstance(entities, dict):
+        return set()
+    return {
+        str(entity_id)
+        for entity_id, entity in entities.items()
+        if isinstance(entity, dict) and entity.get("hidden") is True
+    }
+
+
+def patch_is_secret(before: dict[str, Any], after: dict[str, Any] | None, patches: Any) -> bool:
+    """Whether a patch's events are for the GMs only: an operation (its path or `from`)
+    touches /hidden, or an entity hidden after the patch (or, for a refused patch whose
+    `after` is None, hidden before it), or an entity hidden before that the patch
+    removes. A reveal (the entity is there and no longer hidden after) is public."""
+    if not isinstance(patches, list):
+        return False
+    hidden_before = _hidden_ids(before)
+    hidden_after = _hidden_ids(after) if after is not None else hidden_before
+    after_entities = (after or {}).get("entities") or {} if after is not None else {}
+
+    def entity_secret(entity_id: str) -> bool:
+        if entity_id in hidden_after:
+            return True
+        if after is None:
+            return False
+        return entity_id in hidden_before and entity_id not in after_entities
+
+    anything_hidden = bool(hidden_before or hidden_after or before.get("hidden"))
+    for operation in patches:
+        if not isinstance(operation, dict):
+            continue
+        for pointer in (operation.get("path"), operation.get("from")):
+            parts = _loose_parts(pointer)
+            if parts is None:
+                continue
+            if not parts:
+                if anything_hidden:
+                    return True
+            elif parts[0] == "hidden":
+                return True
+            elif parts[0] == "entities":
+                if len(parts) == 1:
+                    if hidden_before or hidden_after:
+                        return True
+                elif entity_secret(parts[1]):
+                    return True
+    return False
+
+
+def entities_revealed(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entities hidden before and there, no longer hidden, after: `{id, kind, name,
+    data}` as in `entity_created`, for the reveal's event (players never saw them)."""
+    found = []
+    entities = after.get("entities") or {}
+    for entity_id in sorted(_hidden_ids(before)):
+        entity = entities.get(entity_id)
+        if isinstance(entity, dict) and entity.get("hidden") is not True:
+            found.append(
+                {
+                    "id": entity_id,
+                    "kind": entity.get("kind"),
+                    "name": entity.get("name"),
+                    "data": entity.get("data") or {},
+                }
+            )
+    return found

@@ -122,6 +122,12 @@ class StatePatchApplied(Payload):
     patches: list[dict[str, Any]] = Field(min_length=1, max_length=64)
     # Set when this patch compensates an earlier event (a GM revert).
     reverts_seq: int | None = Field(default=None, ge=1)
+    # The entities this patch reveals (hidden before, no longer after), whole, for the
+    # players who never saw their `entity_created`; left out when there are none.
+    # The fold ignores it: the patches alone say what changes.
+    revealed: list[Entity] = Field(
+        default_factory=list, max_length=64, exclude_if=lambda revealed: not revealed
+    )
 
     @field_validator("patches")
     @classmethod
@@ -162,6 +168,10 @@ class Entity(BaseModel):
     kind: EntityKind
     name: str = Field(min_length=1, max_length=80)
     data: dict[str, Any] = Field(default_factory=dict)
+    # Not yet discovered by the players: the event is GM-only and the fold keeps
+    # `"hidden": true` on the entity (campaigns.selectors.snapshot_get drops it for them).
+    # Left out of the payload when false, as before there was such a thing.
+    hidden: bool = Field(default=False, exclude_if=lambda hidden: not hidden)
 
 
 class EntityCreated(Payload):
@@ -176,6 +186,8 @@ def _entity_created(state: dict[str, Any], event: FoldedEvent) -> None:
         "name": entity["name"],
         "data": copy.deepcopy(entity["data"]),
     }
+    if entity.get("hidden") is True:
+        state["entities"][entity["id"]]["hidden"] = True
 
 
 class AudioCue(Payload):

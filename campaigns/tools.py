@@ -8,6 +8,10 @@ as `state_patch_requested` + `state_patch_rejected`; any other refused call is l
 the narration's `tool_errors` (so the next prompt can tell the DM) and in the result's
 `rejections`, and the rest of the turn goes on.
 
+Hidden state: `create_entity` with `hidden: true` makes an entity the players have not
+discovered (a GM-only `entity_created`); a patch touching hidden things is recorded
+GM-only, a reveal publicly with the revealed entities (`campaigns.state_schema`).
+
 Also here: player and DM rolls outside a turn (`roll_make`), the GM's seed reveal
 (`dice_seed_reveal`) and the GM's corrections (`gm_set_value`, `gm_revert_event`).
 """
@@ -16,13 +20,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jsonpatch
 import jsonpointer
 from django.conf import settings
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
 
@@ -47,12 +53,19 @@ from .events import (
 )
 from .models import Campaign, DiceSeed, Event
 from .services import events_append
-from .state_schema import PatchRefused, patch_check
+from .state_schema import (
+    PatchRefused,
+    entities_revealed,
+    hidden_containers,
+    patch_check,
+    patch_is_secret,
+)
 from .tool_events import ENTITY_KINDS, EntityKind
 from .whispers import text_problem
 
 TOOL_NAMES = ("roll", "apply_state_patch", "create_entity", "trigger_audio", "narrate_private")
 ROLL_EVENT_TYPES = ("roll_requested", "roll_result")
+GM_ONLY: Visibility = {"kind": "gm"}
 
 
 def _setting(name: str, default: int) -> int:
@@ -96,6 +109,8 @@ class EntityArgs(_Args):
     kind: EntityKind
     name: StrictStr = Field(min_length=1, max_length=80)
     data: dict[str, Any] = Field(default_factory=dict)
+    # What the players have not discovered yet: GM-only until a patch reveals it.
+    hidden: StrictBool = False
 
 
 class NarratePrivateArgs(_Args):
@@ -212,7 +227,9 @@ class _Executor:
             self.visibility = shared
 
     def tool_apply_state_patch(self, args: dict[str, Any]) -> str | None:
-        """Always recorded: requested, then applied or rejected. Returns the refusal."""
+        """Always recorded: requested, then applied or rejected. Returns the refusal.
+        A patch that touches hidden state is recorded for the GMs only (`patch_is_secret`);
+        a reveal is public and carries the revealed entities whole (`revealed`)."""
         patch_id = str(uuid.uuid4())
         reason = args.get("reason", "")
         patches = args.get("patches")
@@ -221,23 +238,41 @@ class _Executor:
             and len(patches) <= 64
             and all(isinstance(op, dict) for op in patches)
         )
-        self.add(
-            "state_patch_requested",
-            {
-                "patch_id": patch_id,
-                "reason": reason[:500] if isinstance(reason, str) else "",
-                "patches": patches if recordable else [],
-            },
-        )
+        requested = {
+            "patch_id": patch_id,
+            "reason": reason[:500] if isinstance(reason, str) else "",
+            "patches": patches if recordable else [],
+        }
+        prelude = hidden_containers(self.state, patches)
         try:
             if not isinstance(reason, str):
                 raise PatchRefused("reason must be a string")
-            patch_check(self.state, patches, actor="dm")
+            after = patch_check(self.state, patches, actor="dm", prelude=prelude)
         except PatchRefused as exc:
-            self.add("state_patch_rejected", {"patch_id": patch_id, "error": exc.detail[:2000]})
+            secret = patch_is_secret(self.state, None, patches)
+            with self.seen_by(GM_ONLY if secret else self.visibility):
+                self.add("state_patch_requested", requested)
+                self.add("state_patch_rejected", {"patch_id": patch_id, "error": exc.detail[:2000]})
             return exc.detail
-        self.add("state_patch_applied", {"patch_id": patch_id, "patches": patches})
+        secret = patch_is_secret(self.state, after, patches)
+        revealed = [] if secret else entities_revealed(self.state, after)
+        with self.seen_by(GM_ONLY if secret else self.visibility):
+            self.add("state_patch_requested", requested)
+            self.add(
+                "state_patch_applied",
+                {"patch_id": patch_id, "patches": [*prelude, *patches], "revealed": revealed},
+            )
         return None
+
+    @contextmanager
+    def seen_by(self, visibility: Visibility) -> Iterator[None]:
+        """Queue the events of the block with this visibility."""
+        shared = self.visibility
+        self.visibility = visibility
+        try:
+            yield
+        finally:
+            self.visibility = shared
 
     def tool_create_entity(self, args: dict[str, Any]) -> None:
         try:
@@ -248,11 +283,17 @@ class _Executor:
         if not name:
             raise ToolRefused("an entity needs a name")
         # A second entity of the same kind and name is refused (not merged): the DM
-        # learns the existing id and patches that one instead.
+        # learns the existing id and patches that one instead. The refusal is in the
+        # public narration's tool_errors: a hidden one is neither named nor given away.
         for entity_id, entity in (self.state.get("entities") or {}).items():
             if entity.get("kind") == parsed.kind and _name_key(entity.get("name", "")) == _name_key(
                 name
             ):
+                if entity.get("hidden") is True:
+                    raise ToolRefused(
+                        f"a {parsed.kind} of that name already exists (see the state's "
+                        "entities); change it with apply_state_patch"
+                    )
                 raise ToolRefused(
                     f"a {parsed.kind} named {entity.get('name')!r} already exists "
                     f"(id {entity_id}); change it with apply_state_patch"
@@ -262,6 +303,12 @@ class _Executor:
         except (TypeError, ValueError):
             raise ToolRefused("data must be a JSON object") from None
         entity = {"id": str(uuid.uuid4()), "kind": parsed.kind, "name": name, "data": parsed.data}
+        if parsed.hidden:
+            # Undiscovered: only the GMs see its creation; a patch reveals it later.
+            entity["hidden"] = True
+            with self.seen_by(GM_ONLY):
+                self.add("entity_created", {"entity": entity})
+            return
         self.add("entity_created", {"entity": entity})
 
     def tool_narrate_private(self, args: dict[str, Any]) -> None:
@@ -488,22 +535,35 @@ def dice_seed_reveal(
 
 
 def _gm_patch_events(
-    *, patches: list[dict[str, Any]], reason: str, by_user: Any, extra: dict[str, Any] | None = None
+    *,
+    patches: list[dict[str, Any]],
+    reason: str,
+    by_user: Any,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> list[NewEvent]:
+    """A GM patch's two events: GM-only when it touches hidden state, a reveal public
+    with the revealed entities (as the DM's patches, `_Executor.tool_apply_state_patch`)."""
     patch_id = str(uuid.uuid4())
     extra = extra or {}
+    secret = patch_is_secret(before, after, patches)
+    visibility: Visibility = dict(GM_ONLY if secret else VISIBLE_TO_ALL)  # type: ignore[assignment]
+    revealed = [] if secret else entities_revealed(before, after)
     return [
         NewEvent(
             "state_patch_requested",
             {"patch_id": patch_id, "reason": reason[:500], "patches": patches, **extra},
             "gm",
             by_user.id,
+            dict(visibility),  # type: ignore[arg-type]
         ),
         NewEvent(
             "state_patch_applied",
-            {"patch_id": patch_id, "patches": patches, **extra},
+            {"patch_id": patch_id, "patches": patches, **extra, "revealed": revealed},
             "gm",
             by_user.id,
+            dict(visibility),  # type: ignore[arg-type]
         ),
     ]
 
@@ -543,8 +603,15 @@ def gm_set_value(
     def build(state: dict[str, Any]) -> list[NewEvent]:
         op = "add" if _resolve(state, path) is _MISSING else "replace"
         patches = [{"op": op, "path": path, "value": value}]
-        patch_check(state, patches, actor="gm")
-        return _gm_patch_events(patches=patches, reason=reason or f"GM set {path}", by_user=by_user)
+        prelude = hidden_containers(state, patches)
+        after = patch_check(state, patches, actor="gm", prelude=prelude)
+        return _gm_patch_events(
+            patches=[*prelude, *patches],
+            reason=reason or f"GM set {path}",
+            by_user=by_user,
+            before=state,
+            after=after,
+        )
 
     return events_append(campaign_id=campaign_id, events=build, request_id=request_id)
 
@@ -594,13 +661,15 @@ def gm_revert_event(
                         f"{label} cannot be reverted: {where} changed since; set it directly"
                     )
         try:
-            patch_check(state, inverse, actor="gm")
+            patched = patch_check(state, inverse, actor="gm")
         except PatchRefused as exc:
             raise Conflict(f"{label} cannot be reverted: {exc.detail}") from None
         return _gm_patch_events(
             patches=inverse,
             reason=reason or f"GM revert of {label}",
             by_user=by_user,
+            before=state,
+            after=patched,
             extra={"reverts_seq": seq},
         )
 

@@ -13,6 +13,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db.models import Count, Min, Q, QuerySet, Sum
 
+from campaigns.selectors import hidden_entity_ids, snapshot_get
 from orchestrator.tokens import count_tokens
 
 from . import summaries
@@ -311,12 +312,20 @@ def npc_memories_of(
     reader_user_id: uuid.UUID | str | None = None,
 ) -> QuerySet[NpcMemory]:
     """A campaign's NPC memory edges (of one NPC). With `reader_user_id` (a player),
-    only those everyone knows and the secrets that player was told; without, all."""
+    only those everyone knows and the secrets that player was told, and none of an NPC
+    (or about an entity) the players have not discovered yet (hidden in the current
+    state); without, all."""
     qs = NpcMemory.objects.filter(campaign_id=campaign_id)
     if npc_id:
         qs = qs.filter(npc_id=npc_id)
     if reader_user_id is None:
         return qs
+    snapshot = snapshot_get(campaign_id=campaign_id)
+    hidden = sorted(hidden_entity_ids(snapshot.state)) if snapshot is not None else []
+    if hidden:
+        qs = qs.exclude(npc_id__in=hidden).exclude(
+            Q(target_id__in=hidden) & ~Q(target_kind=NpcMemory.TargetKind.CHARACTER)
+        )
     reader = str(reader_user_id)
     # known_by is a short list; matched in Python so that it works on every database.
     secret_ids = [

@@ -12,7 +12,10 @@ not yet known gets a `create_entity`; a fight starting gets a `trigger_audio` cu
 Looking for traps, listening at a door, eavesdropping or a perception check is a secret
 of the one who does it: a `roll` with `private_to` that player and a `narrate_private`
 telling them alone what they notice, while the public narration stays vague (such an
-action gets no public search roll).
+action gets no public search roll). An action that mentions a secret door (or a hidden
+passage) makes one the players have not discovered yet: a `create_entity` with
+`hidden: true`; searching for it once it exists reveals it (`apply_state_patch` replacing
+its `hidden` with false).
 """
 
 from __future__ import annotations
@@ -136,6 +139,9 @@ _PERCEIVE = re.compile(
     re.I,
 )
 _TRAP = re.compile(r"\b(traps?|trapped)\b", re.I)
+_SECRET_DOOR = re.compile(r"\b(?:secret|hidden) (?:door|doorway|passage)s?\b", re.I)
+SECRET_DOOR_NAME = "Secret door"
+SECRET_DOOR_DATA = {"description": "a narrow door behind the old bookshelf"}
 _END = r"(?=[.,!?;:]| and | then |$)"
 _TAKE = re.compile(
     r"\b(?:pick up|picks up|pick|picks|take|takes|grab|grabs|pocket|pockets|"
@@ -157,6 +163,7 @@ class _Plan:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     extra_options: list[str] = field(default_factory=list)
     fight: bool = False
+    secret_door: bool = False  # already made or revealed in this turn
 
 
 def _digest(*parts: Any) -> int:
@@ -267,6 +274,8 @@ def _plan_action(
                 }
             )
             plan.sentences.append(TAKE_LINES[h % len(TAKE_LINES)].format(who=who, item=item))
+    if _SECRET_DOOR.search(text) and not plan.secret_door:
+        _plan_secret_door(who, text, state, plan)
     meet = _MEET.search(text)
     if meet:
         what = " ".join(meet.group("who").split())[:60].strip()
@@ -289,6 +298,46 @@ def _plan_action(
                 MEET_LINES[h % len(MEET_LINES)].format(name=name, what=the_what, who=who)
             )
             plan.extra_options.append(f"Ask {name} what they know")
+
+
+def _plan_secret_door(who: str, text: str, state: dict[str, Any], plan: _Plan) -> None:
+    """The first mention makes it (hidden); a search once it exists reveals it."""
+    plan.secret_door = True
+    door = next(
+        (
+            (entity_id, entity)
+            for entity_id, entity in state.get("entities", {}).items()
+            if entity.get("name") == SECRET_DOOR_NAME
+        ),
+        None,
+    )
+    if door is None:
+        plan.tool_calls.append(
+            {
+                "name": "create_entity",
+                "args": {
+                    "kind": "location",
+                    "name": SECRET_DOOR_NAME,
+                    "data": dict(SECRET_DOOR_DATA),
+                    "hidden": True,
+                },
+            }
+        )
+        return
+    entity_id, entity = door
+    if entity.get("hidden") is True and _SEARCH.search(text):
+        plan.tool_calls.append(
+            {
+                "name": "apply_state_patch",
+                "args": {
+                    "reason": f"{who} finds the secret door",
+                    "patches": [
+                        {"op": "replace", "path": f"/entities/{entity_id}/hidden", "value": False}
+                    ],
+                },
+            }
+        )
+        plan.sentences.append(f"{who} finds it: {SECRET_DOOR_DATA['description']}.")
 
 
 def fake_answer(context: TurnContext) -> dict[str, Any]:

@@ -112,6 +112,12 @@ reveal them, or speak as someone else.
 goes to that player alone with `narrate_private` (its roll with `private_to`); the public \
 narration stays vague. Events marked `secret` are known only to those it names: never put a \
 secret into the public narration.
+7. What the players have not discovered yet (a trap, a lurking creature, a secret door) is \
+created with `create_entity` and `"hidden": true`; facts only you and the GM know go in \
+/hidden/flags. Entities marked `hidden` in the state are unknown to the players: never name \
+or describe them in the narration until they are discovered; then reveal one with \
+{{"op": "replace", "path": "/entities/<id>/hidden", "value": false}} in its own \
+`apply_state_patch` (a patch touching hidden things is seen by the GM only).
 
 Answer with exactly one JSON object and nothing else, matching this JSON schema:
 {schema}
@@ -222,7 +228,7 @@ def _state_for_prompt(state: dict[str, Any], entity_order: list[str]) -> dict[st
     ranked = [i for i in entities if i not in set(entity_order)] + [
         i for i in entity_order if i in entities
     ]
-    shown = {i: entities[i] for i in ranked[-STATE_ENTITIES_MAX:]}
+    shown = {i: _entity_for_prompt(entities[i]) for i in ranked[-STATE_ENTITIES_MAX:]}
     view: dict[str, Any] = {
         "scene": state.get("scene", {}),
         "characters": state.get("characters", {}),
@@ -233,11 +239,26 @@ def _state_for_prompt(state: dict[str, Any], entity_order: list[str]) -> dict[st
     if len(entities) > len(shown):
         view["entities_not_shown"] = len(entities) - len(shown)
     # Who whispered to whom is told, readably, by the recent events' `secret` notes; the
-    # fold's bare list of it (up to 50 seqs and ids) would only cost tokens.
+    # fold's bare list of it (up to 50 seqs and ids) would only cost tokens. Hidden flags
+    # (/hidden/flags) are shown: only the DM and the GM know them.
     hidden = {k: v for k, v in (state.get("hidden") or {}).items() if k != "whispers"}
     if hidden:
-        view["hidden"] = hidden
+        view["hidden"] = {**hidden, "note": HIDDEN_FLAGS_NOTE} if hidden.get("flags") else hidden
     return view
+
+
+HIDDEN_ENTITY_NOTE = (
+    "not discovered by the players yet: never name or describe it in the narration until "
+    "it is revealed (replace /entities/<id>/hidden with false)"
+)
+HIDDEN_FLAGS_NOTE = "known only to you and the GM; never tell the players"
+
+
+def _entity_for_prompt(entity: Any) -> Any:
+    """An entity as the DM sees it; a hidden one says what hidden means."""
+    if isinstance(entity, dict) and entity.get("hidden") is True:
+        return {**entity, "secret": HIDDEN_ENTITY_NOTE}
+    return entity
 
 
 def _problems(context: TurnContext) -> list[dict[str, Any]]:

@@ -63,6 +63,14 @@ class CreateEntityArgs(_Strict):
     kind: Literal["npc", "item", "location", "faction", "creature"]
     name: str = Field(min_length=1, max_length=80)
     data: dict[str, Any] = Field(default_factory=dict, description="Short facts: description, mood")
+    hidden: bool = Field(
+        default=False,
+        description=(
+            "true for what the players have not discovered yet: a trap, a lurking creature, "
+            "a secret door. Only the GM sees it until you reveal it with apply_state_patch "
+            '{"op": "replace", "path": "/entities/<id>/hidden", "value": false}'
+        ),
+    )
 
 
 class TriggerAudioArgs(_Strict):

@@ -400,6 +400,10 @@ function afterEvent(event) {
     case "entity_created":
       table.noteEntity(asText(asObject(p.entity).id), event.seq);
       break;
+    case "state_patch_applied":
+      // A reveal: players never saw the entity's creation; it is new to them now.
+      for (const entity of revealedOf(p)) table.noteEntity(asText(entity.id), event.seq);
+      break;
     case "dm_narration":
       setBanner("turn", null);
       if (live) announce(`The DM: ${plainText(p.text)}`);
@@ -604,6 +608,11 @@ function describePatch(patches) {
   return [...new Set(lines)].join("; ") || "The world changes";
 }
 
+/** The entities a state patch reveals (payload `revealed`), each with a name. */
+function revealedOf(p) {
+  return (Array.isArray(p.revealed) ? p.revealed : []).map(asObject).filter((e) => asText(e.name));
+}
+
 /** A roll's detail text, with dropped dice ("~~5~~") struck through. */
 function rollDetail(detail) {
   const node = el("span", { class: "roll-detail" });
@@ -757,7 +766,8 @@ const RENDERERS = {
   entity_created(event, p) {
     const entity = asObject(p.entity);
     const description = asText(asObject(entity.data).description);
-    const label = `${KIND_WORDS[entity.kind] || "New"}: ${asText(entity.name)}`;
+    const secretly = entity.hidden === true ? " (hidden from the players)" : "";
+    const label = `${KIND_WORDS[entity.kind] || "New"}: ${asText(entity.name)}${secretly}`;
     return el(
       "li",
       { class: "entry entry-system entry-entity" },
@@ -769,7 +779,19 @@ const RENDERERS = {
   state_patch_applied(event, p) {
     const reverts = Number.isInteger(p.reverts_seq) ? p.reverts_seq : null;
     const byGm = event.actor?.kind === "gm";
-    const text = reverts ? `GM undid event ${reverts}` : `${byGm ? "GM correction: " : ""}${describePatch(p.patches)}`;
+    const revealed = revealedOf(p);
+    if (revealed.length && !reverts) {
+      // Discovered: the entity comes whole with the event (the player never had it).
+      const label = revealed.map((e) => `${asText(e.name)}${asText(asObject(e.data).description) ? ` — ${asText(asObject(e.data).description)}` : ""}`).join("; ");
+      return el(
+        "li",
+        { class: "entry entry-system entry-entity entry-reveal" },
+        el("span", { class: "entry-text" }, el("strong", {}, "Discovered: "), label),
+        undoFor(event, `Discovered: ${revealed.map((e) => asText(e.name)).join(", ")}`),
+      );
+    }
+    const secretly = event.visibility?.kind === "gm" ? " (hidden from the players)" : "";
+    const text = reverts ? `GM undid event ${reverts}` : `${byGm ? "GM correction: " : ""}${describePatch(p.patches)}${secretly}`;
     let reason = reverts ? "" : asText(patchReasons.get(asText(p.patch_id)));
     if (byGm && /^GM (set|revert of) /.test(reason)) reason = ""; // the default reasons say nothing new
     return el(

@@ -2,7 +2,10 @@
 // people and places met so far, all read from the campaign's snapshot.
 //
 // The snapshot is re-read (debounced) after events that change it; a response older than
-// the one shown is dropped, so a slow answer never rolls the sheet back.
+// the one shown is dropped, so a slow answer never rolls the sheet back. A player's
+// snapshot leaves out what they have not discovered (hidden entities); a reveal is a
+// public state_patch_applied, after which the re-read snapshot has the entity. A GM's
+// snapshot has everything: hidden entities are marked as such.
 
 import { api, asObject, asText, el } from "./dom.js";
 
@@ -213,14 +216,41 @@ export function createTable({ config, elements, onState }) {
               const description = asText(data.description);
               return el(
                 "li",
-                { "data-entity-id": entity.id },
+                { "data-entity-id": entity.id, class: entity.hidden === true ? "met-hidden" : null },
                 el("span", { class: "met-name" }, asText(entity.name)),
+                entity.hidden === true ? el("span", { class: "badge met-hidden-badge", title: "The players have not discovered it yet" }, "hidden") : null,
+                config.role === "gm" ? hideToggle(entity) : null,
                 description ? el("span", { class: "met-what" }, description.length > 120 ? `${description.slice(0, 119)}…` : description) : null,
               );
             }),
           ),
         ),
       ),
+    );
+  }
+
+  /** The GM's hide / reveal button: a GM correction of /entities/<id>/hidden. */
+  function hideToggle(entity) {
+    const hidden = entity.hidden === true;
+    const name = asText(entity.name);
+    return el(
+      "button",
+      {
+        type: "button",
+        class: "btn btn-ghost btn-tiny met-hide-toggle",
+        "aria-label": hidden ? `Reveal ${name} to the players` : `Hide ${name} from the players`,
+        onclick: async (event) => {
+          const button = event.currentTarget;
+          button.disabled = true;
+          const result = await api(`/api/campaigns/${config.campaignId}/gm/values`, {
+            method: "POST",
+            body: { path: `/entities/${entity.id}/hidden`, value: !hidden },
+          });
+          if (!result.ok) button.disabled = false;
+          refreshSoon();
+        },
+      },
+      hidden ? "Reveal" : "Hide",
     );
   }
 
