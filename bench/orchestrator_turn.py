@@ -176,7 +176,8 @@ async def _stream_latencies(port: int, campaign_id: str, session_key: str, serve
                     first_delta = time.monotonic()
                 if message["type"] == "event" and message["event"]["type"] == "dm_narration":
                     break
-            request = server.requests[before]
+            # The turn's streamed call (a summary of older turns may be asked first, unstreamed).
+            request = next(r for r in server.requests[before:] if r.body.get("stream"))
             # Frame 0 is the role chunk; frame 1 is the first with narration text.
             gaps.append((first_delta - request.frames_at[1]) * 1000)
     return gaps
