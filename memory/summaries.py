@@ -195,6 +195,13 @@ def _patch_lines(state: dict[str, Any], patches: list[dict[str, Any]]) -> list[t
     return lines
 
 
+def _entity_line(entity: dict[str, Any]) -> str:
+    data = entity.get("data") if isinstance(entity.get("data"), dict) else {}
+    what = data.get("description") or data.get("summary") or ""
+    text = f"New {entity.get('kind', 'entity')}: {entity.get('name')}"
+    return text + (f" ({_clip(what, 120)})." if what else ".")
+
+
 def story_lines(events: Sequence[Event], state: dict[str, Any]) -> list[Line]:
     """The public story in `events`, one line per thing that happened. Events not visible
     to every player are left out: a summary is read by everyone."""
@@ -220,15 +227,14 @@ def story_lines(events: Sequence[Event], state: dict[str, Any]) -> list[Line]:
                 Line(event.seq, "roll", f"Roll for {_clip(reason, 80)}: {p.get('detail')}")
             )
         elif event.type == "entity_created":
-            entity = p.get("entity") or {}
-            data = entity.get("data") or {}
-            what = data.get("description") or data.get("summary") or ""
-            text = f"New {entity.get('kind', 'entity')}: {entity.get('name')}"
-            text += f" ({_clip(what, 120)})." if what else "."
-            lines.append(Line(event.seq, "entity", text))
+            lines.append(Line(event.seq, "entity", _entity_line(p.get("entity") or {})))
         elif event.type == "state_patch_applied":
             for kind, text in _patch_lines(state, p.get("patches") or []):
                 lines.append(Line(event.seq, kind, text))
+            # A reveal: the players now know an entity whose creation they never saw.
+            for entity in (p.get("revealed") or [])[:8]:
+                if isinstance(entity, dict):
+                    lines.append(Line(event.seq, "entity", _entity_line(entity)))
         elif event.type in ("player_joined", "player_left"):
             verb = "joins" if event.type == "player_joined" else "leaves"
             lines.append(Line(event.seq, "table", f"{p.get('display_name')} {verb} the table."))

@@ -234,3 +234,51 @@ def test_a_real_model_writes_the_summary_over_http(campaign, alice, settings):
     assert "long-term memory" in sent[0]["content"]
     logged = [json.loads(line) for line in sent[1]["content"].split("\n")[1:-2]]
     assert "Alice: I search the cellar for the smuggler's map." in logged
+
+
+def test_a_hidden_entity_enters_the_story_when_it_is_revealed(campaign, alice):
+    from campaigns.selectors import snapshot_get
+    from campaigns.tools import turn_commit
+
+    def turn(*calls: dict) -> None:
+        turn_commit(
+            campaign_id=campaign.id,
+            turn_id=str(uuid.uuid4()),
+            narration="The crypt is quiet.",
+            options=["Go on"],
+            tool_calls=list(calls),
+            through_seq=0,
+        )
+
+    turn(
+        {
+            "name": "create_entity",
+            "args": {
+                "kind": "creature",
+                "name": "Grave-Ghoul Vesk",
+                "data": {"description": "a ghoul lurking in the ossuary"},
+                "hidden": True,
+            },
+        }
+    )
+    state = snapshot_get(campaign_id=campaign.id).state
+    [ghoul_id] = [i for i, e in state["entities"].items() if e["name"] == "Grave-Ghoul Vesk"]
+
+    def story() -> str:
+        events = Event.objects.filter(campaign=campaign).order_by("seq")
+        state = snapshot_get(campaign_id=campaign.id).state
+        return " ".join(line.text for line in story_lines(events, state))
+
+    assert "Vesk" not in story()  # hidden: the summary, read by everyone, never names it
+    turn(
+        {
+            "name": "apply_state_patch",
+            "args": {
+                "reason": "the ghoul lunges",
+                "patches": [
+                    {"op": "replace", "path": f"/entities/{ghoul_id}/hidden", "value": False}
+                ],
+            },
+        }
+    )
+    assert "New creature: Grave-Ghoul Vesk (a ghoul lurking in the ossuary)." in story()
