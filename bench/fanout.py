@@ -102,7 +102,7 @@ async def _ours_once(ports: list[int], n: int) -> dict[str, float]:
         sockets += await asyncio.gather(
             *(open_room(ports[j % 2], campaign_id, keys[j]) for j in range(i, min(i + 25, n)))
         )
-    await asyncio.sleep(1)  # presence updates settle
+    await asyncio.sleep(float(os.environ.get("BENCH_FANOUT_SETTLE", "1")))  # presence settles
     latencies: list[float] = []
     last: list[float] = []
     collectors = [

@@ -88,6 +88,35 @@ def main() -> None:
     lines += ["", *fanout.markdown(_separately("fanout"))]
     lines += ["", *turns.markdown(_separately("turns"))]
     lines += ["", *memory_per_connection.markdown(_separately("memory_per_connection"))]
+    voice = {}
+    voice.update(_separately("voice_latency"))
+    voice.update(_separately("voice_latency", "--services"))
+    lines += [
+        "",
+        "## Voice: narration to first audio (piper)",
+        "",
+        "From the `dm_narration` event reaching a WebSocket client to the first `dm_audio_ready`"
+        " (the first sentence spoken and stored), and to the last segment; milliseconds, "
+        "median of the warm runs. The first run of each setup is shown apart: an embedded "
+        "server loads the voice at its first turn, Celery workers load it as they start.",
+        "",
+        "| setup | first audio p50 | first audio max | first run | all segments p50 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, r in voice.items():
+        lines.append(
+            f"| {label} | {r['first_p50']:.0f} | {r['first_max']:.0f} | "
+            f"{r['first_cold']:.0f} | {r['all_p50']:.0f} |"
+        )
+    lines += [
+        "",
+        "## Prompt size over a long campaign",
+        "",
+        "`python -m bench.memory_prompt_tokens` (2,000 turns, several minutes; not part of "
+        "`make bench`) plots the DM prompt's tokens turn by turn with layered summaries "
+        "against the whole history: see [memory.md](memory.md) and "
+        "![prompt tokens](memory_prompt_tokens.png).",
+    ]
     out = ROOT / "docs" / "benchmarks.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")

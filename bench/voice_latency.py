@@ -167,4 +167,6 @@ def run(services: bool | None = None) -> dict[str, dict[str, float]]:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    run()
+    result = run(services="--services" in sys.argv or None)
+    if "--json" in sys.argv:  # bench/run.py runs each benchmark in its own process
+        print("BENCH_JSON " + json.dumps(result))
