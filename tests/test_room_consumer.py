@@ -302,3 +302,27 @@ async def test_a_member_whose_server_died_leaves_the_list_on_the_next_ping(
     shown = (await me.recv_until(lambda m: m["type"] == "presence"))[-1]
     assert [u["user_id"] for u in shown["users"]] == [str(alice.id)]
     await me.close()
+
+
+async def test_a_crowd_coming_in_makes_a_few_presence_broadcasts_not_one_each(
+    campaign, alice, make_user, join
+):
+    """Each join used to broadcast the whole list to the whole room: n joins, n lists of
+    up to n users to n sockets. Joins close together now make one broadcast."""
+    watcher = Room(campaign.id, alice)
+    await watcher.open()
+    await watcher.hello(0)
+    await watcher.recv_until(lambda m: m["type"] == "presence")
+    crowd = []
+    for i in range(12):
+        user = await sync_to_async(make_user)(f"spectator{i}")
+        await sync_to_async(join)(user, f"Spectator {i}")
+        crowd.append(Room(campaign.id, user))
+    for room in crowd:
+        await room.open()
+    seen = await watcher.recv_until(lambda m: m["type"] == "presence" and len(m["users"]) == 13)
+    lists = [m for m in seen if m["type"] == "presence"]
+    assert len(lists) <= 3, [len(m["users"]) for m in lists]
+    for room in crowd:
+        await room.close()
+    await watcher.close()
