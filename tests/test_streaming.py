@@ -3,7 +3,6 @@ batched `narration.delta` messages before the `dm_narration` event that replaces
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 import uuid
@@ -195,11 +194,10 @@ async def test_deltas_stream_to_the_room_batched_before_the_narration(
     deltas = [(at, m) for at, m in seen if m["type"] == "narration.delta"]
     narration = seen[-1][1]["event"]["payload"]
     assert len(deltas) >= 3
-    # Batched: far fewer messages than chunks, and spaced by the interval.
+    # Batched: far fewer messages than chunks. (Their spacing by the interval is checked
+    # with a fake clock above: arrival times at a client jitter with the machine's load.)
     chunks = len(json.dumps(answer)) // 8
     assert len(deltas) < chunks / 4
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(deltas)]
-    assert all(gap > 0.1 for gap in gaps[:-1])
     # Each carries only the new text; together they are the narration; same turn.
     assert "".join(m["text"] for _, m in deltas).strip() == narration["text"]
     assert {m["turn_id"] for _, m in deltas} == {narration["turn_id"]}
