@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
-from rest_framework.test import APIClient
 
 from campaigns import selectors
 from campaigns.services import player_action_submit
@@ -22,6 +21,7 @@ from orchestrator.prompt import prompt_build
 from orchestrator.receivers import turns_deferred
 from orchestrator.schema import answer_parse
 from orchestrator.selectors import turn_context_get, turn_owed
+from tests.reads import api_as, events_seen_by, snapshot_seen_by
 from tests.ws import Room, events_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,22 +37,8 @@ def table(campaign, join, make_user, gm):
     return {"gm": gm, "alice": alice, "alice_m": join(alice, "Alice")}
 
 
-def _api(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-def _events(campaign, user) -> list[dict]:
-    response = _api(user).get(f"/api/campaigns/{campaign.id}/events?limit=1000")
-    assert response.status_code == 200
-    return response.json()
-
-
 def _state(campaign, user) -> dict:
-    response = _api(user).get(f"/api/campaigns/{campaign.id}/snapshot")
-    assert response.status_code == 200
-    return response.json()["state"]
+    return snapshot_seen_by(campaign, user)["state"]
 
 
 def _turn(campaign, *calls: dict, narration: str = "The crypt is quiet.") -> list:
@@ -109,10 +95,12 @@ async def test_a_hidden_entity_reaches_the_gm_only_on_the_socket_the_api_and_the
     assert created["payload"]["entity"]["name"] == GHOUL
     assert created["payload"]["entity"]["hidden"] is True
 
-    alice_events = await sync_to_async(_events)(campaign, table["alice"])
+    alice_events = await sync_to_async(events_seen_by)(campaign, table["alice"])
     assert GHOUL not in json.dumps(alice_events)
     assert created["seq"] not in {e["seq"] for e in alice_events}
-    assert created["seq"] in {e["seq"] for e in await sync_to_async(_events)(campaign, table["gm"])}
+    assert created["seq"] in {
+        e["seq"] for e in await sync_to_async(events_seen_by)(campaign, table["gm"])
+    }
     alice_state = await sync_to_async(_state)(campaign, table["alice"])
     assert GHOUL not in json.dumps(alice_state) and alice_state["entities"] == {}
     gm_state = await sync_to_async(_state)(campaign, table["gm"])
@@ -164,7 +152,7 @@ def test_patches_of_a_hidden_entity_and_hidden_flags_are_for_the_gm_alone(campai
     alice_state = _state(campaign, table["alice"])
     assert "hidden" not in alice_state and ghoul_id not in alice_state["entities"]
     assert alice_state["characters"][character_id]["hp"] == 5
-    alice_text = json.dumps(_events(campaign, table["alice"]))
+    alice_text = json.dumps(events_seen_by(campaign, table["alice"]))
     for secret in ("ravenous", "ossuary_cursed", "since the plague", ghoul_id, GHOUL):
         assert secret not in alice_text
     # Re-folding the log gives the same state (the recorded patches are whole).
@@ -244,7 +232,7 @@ def test_the_gm_hides_reveals_and_sets_hidden_flags_through_gm_values(campaign, 
     )
     aldo = next(iter(selectors.snapshot_get(campaign_id=campaign.id).state["entities"]))
     url = f"/api/campaigns/{campaign.id}/gm/values"
-    gm = _api(table["gm"])
+    gm = api_as(table["gm"])
 
     hide = gm.post(url, {"path": f"/entities/{aldo}/hidden", "value": True}, format="json")
     assert hide.status_code == 201, hide.content
@@ -256,7 +244,7 @@ def test_the_gm_hides_reveals_and_sets_hidden_flags_through_gm_values(campaign, 
     assert flag.status_code == 201, flag.content
     assert {e["visibility"]["kind"] for e in flag.json()["events"]} == {"gm"}
     assert _state(campaign, table["gm"])["hidden"]["flags"] == {"aldo_is_the_killer": True}
-    assert "aldo_is_the_killer" not in json.dumps(_events(campaign, table["alice"]))
+    assert "aldo_is_the_killer" not in json.dumps(events_seen_by(campaign, table["alice"]))
 
     reveal = gm.post(url, {"path": f"/entities/{aldo}/hidden", "value": False}, format="json")
     assert reveal.status_code == 201, reveal.content
@@ -275,7 +263,7 @@ def test_the_gm_hides_reveals_and_sets_hidden_flags_through_gm_values(campaign, 
         assert refused.json()["code"] == "patch_rejected"
     # A player may not use it at all.
     assert (
-        _api(table["alice"])
+        api_as(table["alice"])
         .post(url, {"path": f"/entities/{aldo}/hidden", "value": True}, format="json")
         .status_code
         == 403
@@ -284,7 +272,7 @@ def test_the_gm_hides_reveals_and_sets_hidden_flags_through_gm_values(campaign, 
 
 def test_the_gm_undoing_a_hidden_creation_stays_hidden(campaign, table):
     [created, _narration] = _turn(campaign, _ghoul())
-    response = _api(table["gm"]).post(
+    response = api_as(table["gm"]).post(
         f"/api/campaigns/{campaign.id}/gm/reverts", {"seq": created.seq}, format="json"
     )
     assert response.status_code == 201, response.content
@@ -373,7 +361,7 @@ def test_players_do_not_read_the_memories_of_a_hidden_npc(campaign, table):
     url = f"/api/campaigns/{campaign.id}/npc_memories"
 
     def names(user) -> set[str]:
-        response = _api(user).get(url)
+        response = api_as(user).get(url)
         assert response.status_code == 200, response.content
         return {e["npc_name"] for e in response.json()}
 
@@ -384,7 +372,7 @@ def test_players_do_not_read_the_memories_of_a_hidden_npc(campaign, table):
         for i, e in selectors.snapshot_get(campaign_id=campaign.id).state["entities"].items()
         if e["name"] == "Vesna"
     )
-    assert _api(table["alice"]).get(url + f"?npc_id={spy_id}").json() == []
+    assert api_as(table["alice"]).get(url + f"?npc_id={spy_id}").json() == []
     _turn(campaign, _patch({"op": "replace", "path": f"/entities/{spy_id}/hidden", "value": False}))
     assert "Vesna" in names(table["alice"])
 
@@ -402,11 +390,13 @@ def test_the_fake_dm_hides_a_secret_door_until_it_is_searched_for(campaign, tabl
     [(door_id, door)] = gm_state["entities"].items()
     assert door["name"] == "Secret door" and door["hidden"] is True
     assert door_id not in _state(campaign, table["alice"])["entities"]
-    assert "Secret door" not in json.dumps(_events(campaign, table["alice"]))
+    assert "Secret door" not in json.dumps(events_seen_by(campaign, table["alice"]))
 
     act("I search the shelves for the secret door")
     assert _state(campaign, table["alice"])["entities"][door_id]["name"] == "Secret door"
-    reveal = next(e for e in _events(campaign, table["alice"]) if e["payload"].get("revealed"))
+    reveal = next(
+        e for e in events_seen_by(campaign, table["alice"]) if e["payload"].get("revealed")
+    )
     assert reveal["type"] == "state_patch_applied"
 
 

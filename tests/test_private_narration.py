@@ -10,7 +10,6 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
 from django.test import Client
-from rest_framework.test import APIClient
 
 from campaigns import selectors
 from campaigns.services import player_action_submit
@@ -22,6 +21,7 @@ from orchestrator.schema import answer_parse
 from orchestrator.selectors import turn_context_get
 from rpgai.errors import DomainError
 from rpgai.tasks import wait_idle
+from tests.reads import events_seen_by, snapshot_seen_by
 from tests.ws import Room, events_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,24 +40,6 @@ def table(campaign, join, make_user, gm):
         "alice_m": join(alice, "Alice"),
         "bob_m": join(bob, "Bob"),
     }
-
-
-def _api(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-def _events_via_api(campaign, user) -> list[dict]:
-    response = _api(user).get(f"/api/campaigns/{campaign.id}/events?limit=1000")
-    assert response.status_code == 200
-    return response.json()
-
-
-def _snapshot_via_api(campaign, user) -> dict:
-    response = _api(user).get(f"/api/campaigns/{campaign.id}/snapshot")
-    assert response.status_code == 200
-    return response.json()
 
 
 def _through(campaign) -> int:
@@ -102,12 +84,12 @@ async def test_a_trap_search_gets_a_private_roll_and_words_only_the_searcher_see
 
     secret_seqs = {e["seq"] for e in private}
     for who in ("alice", "gm"):
-        got = {e["seq"] for e in await sync_to_async(_events_via_api)(campaign, table[who])}
+        got = {e["seq"] for e in await sync_to_async(events_seen_by)(campaign, table[who])}
         assert secret_seqs <= got
-    bob_events = await sync_to_async(_events_via_api)(campaign, table["bob"])
+    bob_events = await sync_to_async(events_seen_by)(campaign, table["bob"])
     assert not secret_seqs & {e["seq"] for e in bob_events}
     assert secret_text not in json.dumps(bob_events)
-    bob_state = await sync_to_async(_snapshot_via_api)(campaign, table["bob"])
+    bob_state = await sync_to_async(snapshot_seen_by)(campaign, table["bob"])
     assert secret_text not in json.dumps(bob_state)
     # Bob's late catch-up does not carry it either.
     late = Room(campaign.id, table["bob"])
@@ -193,9 +175,9 @@ def test_a_model_answer_with_narrate_private_goes_through_the_schema(campaign, t
     )
     assert result.rejections == []
     assert [e.type for e in result.events][-2:] == ["whisper", "dm_narration"]
-    alice_view = json.dumps(_events_via_api(campaign, table["alice"]))
+    alice_view = json.dumps(events_seen_by(campaign, table["alice"]))
     assert "The host is lying." not in alice_view
-    assert "The host is lying." in json.dumps(_events_via_api(campaign, table["bob"]))
+    assert "The host is lying." in json.dumps(events_seen_by(campaign, table["bob"]))
     # The model is told the tool exists, with what its arguments mean.
     with pytest.raises(ValueError, match="to"):
         answer_parse(

@@ -12,13 +12,13 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async as sync_to_async
 from django.conf import settings
-from rest_framework.test import APIClient
 
 from campaigns import selectors
 from campaigns.tools import turn_commit
 from campaigns.whispers import whisper_send
 from rpgai.errors import DomainError
 from tests.processes import daphne, free_port
+from tests.reads import events_seen_by, snapshot_seen_by
 from tests.ws import Room, _session_cookie, events_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,22 +36,8 @@ def table(campaign, join, make_user, gm):
     }
 
 
-def _api(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
 def _event_seqs_via_api(campaign, user) -> set[int]:
-    response = _api(user).get(f"/api/campaigns/{campaign.id}/events?limit=1000")
-    assert response.status_code == 200
-    return {e["seq"] for e in response.json()}
-
-
-def _snapshot_via_api(campaign, user) -> dict:
-    response = _api(user).get(f"/api/campaigns/{campaign.id}/snapshot")
-    assert response.status_code == 200
-    return response.json()
+    return {e["seq"] for e in events_seen_by(campaign, user)}
 
 
 def test_a_whisper_to_the_gm_reaches_only_the_sender_and_the_gm(campaign, table):
@@ -62,9 +48,9 @@ def test_a_whisper_to_the_gm_reaches_only_the_sender_and_the_gm(campaign, table)
     assert event.seq in _event_seqs_via_api(campaign, table["gm"])
     assert event.seq not in _event_seqs_via_api(campaign, table["bob"])
     # Who was told what stays in the hidden part of the fold: the GM's snapshot only.
-    assert "hidden" in _snapshot_via_api(campaign, table["gm"])["state"]
+    assert "hidden" in snapshot_seen_by(campaign, table["gm"])["state"]
     for player in ("alice", "bob"):
-        state = _snapshot_via_api(campaign, table[player])["state"]
+        state = snapshot_seen_by(campaign, table[player])["state"]
         assert "hidden" not in state and "ruby" not in json.dumps(state)
 
 
@@ -178,7 +164,7 @@ async def test_a_private_roll_is_hidden_from_the_rest_and_visible_to_the_gm(camp
     assert roll_seqs <= await sync_to_async(_event_seqs_via_api)(campaign, table["alice"])
     assert not roll_seqs & await sync_to_async(_event_seqs_via_api)(campaign, table["bob"])
     total = str(rolls[-1].payload["detail"])
-    bob_state = await sync_to_async(_snapshot_via_api)(campaign, table["bob"])
+    bob_state = await sync_to_async(snapshot_seen_by)(campaign, table["bob"])
     assert total not in json.dumps(bob_state)
 
 
