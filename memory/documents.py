@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -159,58 +160,49 @@ def passages_split(text: str, *, max_chars: int | None = None) -> list[PassageDr
     return passages
 
 
-def _pack(paragraphs: list[str], max_chars: int) -> list[str]:
-    pieces: list[str] = []
+def _join_greedy(pieces: Iterable[str], separator: str, max_chars: int) -> list[str]:
+    """Join pieces (each at most `max_chars`) with `separator` into as few runs of at
+    most `max_chars` as their order allows."""
+    runs: list[str] = []
     current = ""
-    for paragraph in paragraphs:
-        for part in _cut(paragraph, max_chars):
-            if current and len(current) + 2 + len(part) > max_chars:
-                pieces.append(current)
-                current = part
-            else:
-                current = f"{current}\n\n{part}" if current else part
+    for piece in pieces:
+        if current and len(current) + len(separator) + len(piece) > max_chars:
+            runs.append(current)
+            current = piece
+        else:
+            current = f"{current}{separator}{piece}" if current else piece
     if current:
-        pieces.append(current)
-    return pieces
+        runs.append(current)
+    return runs
+
+
+def _pack(paragraphs: list[str], max_chars: int) -> list[str]:
+    """Paragraphs into passages: whole paragraphs where they fit, cut at sentences where not."""
+    parts = (part for paragraph in paragraphs for part in _cut(paragraph, max_chars))
+    return _join_greedy(parts, "\n\n", max_chars)
 
 
 def _cut(paragraph: str, max_chars: int) -> list[str]:
     if len(paragraph) <= max_chars:
         return [paragraph]
-    parts: list[str] = []
-    current = ""
-    for sentence in _SENTENCE_END.split(paragraph):
-        for piece in _words(sentence, max_chars):
-            if current and len(current) + 1 + len(piece) > max_chars:
-                parts.append(current)
-                current = piece
-            else:
-                current = f"{current} {piece}" if current else piece
-    if current:
-        parts.append(current)
-    return parts
+    pieces = (
+        piece
+        for sentence in _SENTENCE_END.split(paragraph)
+        for piece in _words(sentence, max_chars)
+    )
+    return _join_greedy(pieces, " ", max_chars)
 
 
 def _words(sentence: str, max_chars: int) -> list[str]:
     if len(sentence) <= max_chars:
         return [sentence]
-    parts: list[str] = []
-    current = ""
-    for word in sentence.split():
-        while len(word) > max_chars:  # one "word" longer than a passage: cut it hard
-            if current:
-                parts.append(current)
-                current = ""
-            parts.append(word[:max_chars])
-            word = word[max_chars:]
-        if current and len(current) + 1 + len(word) > max_chars:
-            parts.append(current)
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    if current:
-        parts.append(current)
-    return parts
+    # A "word" longer than a passage is cut hard.
+    pieces = (
+        word[start : start + max_chars]
+        for word in sentence.split()
+        for start in range(0, len(word), max_chars)
+    )
+    return _join_greedy(pieces, " ", max_chars)
 
 
 def _title_from(text: str, filename: str) -> str:
