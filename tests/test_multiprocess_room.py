@@ -2,41 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
 import pytest
-import websockets
-from channels.db import database_sync_to_async as sync_to_async
-from django.conf import settings
 
 from tests.processes import celery_worker, daphne, free_port
-from tests.ws import _session_cookie
+from tests.ws import connect, until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
-
-
-async def _connect(port: int, campaign_id, user) -> websockets.ClientConnection:
-    key = await sync_to_async(_session_cookie)(user)
-    ws = await websockets.connect(
-        f"ws://127.0.0.1:{port}/ws/campaigns/{campaign_id}/",
-        origin=f"http://127.0.0.1:{port}",
-        additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={key}"},
-    )
-    await ws.send(json.dumps({"type": "client.hello", "last_seq": 0}))
-    await _until(ws, lambda m: m["type"] == "server.ready")
-    return ws
-
-
-async def _until(ws, predicate, timeout: float = 20) -> list[dict]:
-    seen = []
-    async with asyncio.timeout(timeout):
-        while True:
-            message = json.loads(await ws.recv())
-            seen.append(message)
-            if predicate(message):
-                return seen
 
 
 def _is_event(kind: str):
@@ -44,16 +18,16 @@ def _is_event(kind: str):
 
 
 async def _play_across(port_a: int, port_b: int, campaign, alice, bob) -> None:
-    ws_a = await _connect(port_a, campaign.id, alice)
-    ws_b = await _connect(port_b, campaign.id, bob)
+    ws_a = await connect(port_a, campaign.id, alice)
+    ws_b = await connect(port_b, campaign.id, bob)
     try:
         action_id = str(uuid.uuid4())
         text = f"I ring the bell ({action_id[:8]})"
         await ws_a.send(
             json.dumps({"type": "client.player_action", "action_id": action_id, "text": text})
         )
-        ack = (await _until(ws_a, lambda m: m["type"] == "server.ack"))[-1]
-        seen_by_b = await _until(ws_b, _is_event("dm_narration"))
+        ack = (await until(ws_a, lambda m: m["type"] == "server.ack"))[-1]
+        seen_by_b = await until(ws_b, _is_event("dm_narration"))
         events = [m["event"] for m in seen_by_b if m["type"] == "event"]
         [action] = [e for e in events if e["type"] == "player_action"]
         assert action["seq"] == ack["seq"] and action["payload"]["text"] == text

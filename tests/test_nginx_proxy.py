@@ -26,13 +26,10 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
-import websockets
-from channels.db import database_sync_to_async as sync_to_async
-from django.conf import settings
 
 from tests import processes
 from tests.processes import ROOT, _wait_for_port, free_port
-from tests.ws import _session_cookie
+from tests.ws import connect, until
 
 pytestmark = [
     pytest.mark.services,
@@ -142,28 +139,6 @@ def stack(tmp_path):
         }
 
 
-async def _connect(port: int, campaign_id, user) -> websockets.ClientConnection:
-    key = await sync_to_async(_session_cookie)(user)
-    ws = await websockets.connect(
-        f"ws://127.0.0.1:{port}/ws/campaigns/{campaign_id}/",
-        origin=f"http://127.0.0.1:{port}",
-        additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={key}"},
-    )
-    await ws.send(json.dumps({"type": "client.hello", "last_seq": 0}))
-    await _until(ws, lambda m: m["type"] == "server.ready")
-    return ws
-
-
-async def _until(ws, predicate, timeout: float = 20) -> list[dict]:
-    seen = []
-    async with asyncio.timeout(timeout):
-        while True:
-            message = json.loads(await ws.recv())
-            seen.append(message)
-            if predicate(message):
-                return seen
-
-
 @pytest.fixture
 def players(campaign, join, make_user):
     alice, bob = make_user("alice"), make_user("bob")
@@ -175,8 +150,8 @@ def players(campaign, join, make_user):
 async def test_a_room_works_across_both_web_processes_through_nginx(stack, campaign, players):
     alice, bob = players
     # Round robin: the two sockets land on different web processes.
-    ws_a = await _connect(stack["port"], campaign.id, alice)
-    ws_b = await _connect(stack["port"], campaign.id, bob)
+    ws_a = await connect(stack["port"], campaign.id, alice)
+    ws_b = await connect(stack["port"], campaign.id, bob)
     try:
         for name, log in stack["logs"].items():
             assert "WSCONNECT" in await asyncio.to_thread(wait_for_line, log, "WSCONNECT"), (
@@ -186,8 +161,8 @@ async def test_a_room_works_across_both_web_processes_through_nginx(stack, campa
         await ws_a.send(
             json.dumps({"type": "client.player_action", "action_id": action_id, "text": "I knock"})
         )
-        ack = (await _until(ws_a, lambda m: m["type"] == "server.ack"))[-1]
-        seen = await _until(
+        ack = (await until(ws_a, lambda m: m["type"] == "server.ack"))[-1]
+        seen = await until(
             ws_b, lambda m: m["type"] == "event" and m["event"]["type"] == "dm_narration"
         )
         events = [m["event"] for m in seen if m["type"] == "event"]

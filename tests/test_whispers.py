@@ -4,14 +4,11 @@ processes on Redis)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
 import pytest
-import websockets
 from channels.db import database_sync_to_async as sync_to_async
-from django.conf import settings
 
 from campaigns import selectors
 from campaigns.tools import turn_commit
@@ -19,7 +16,7 @@ from campaigns.whispers import whisper_send
 from rpgai.errors import DomainError
 from tests.processes import daphne, free_port
 from tests.reads import events_seen_by, snapshot_seen_by
-from tests.ws import Room, _session_cookie, events_of
+from tests.ws import Room, connect, events_of, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -185,39 +182,17 @@ def test_a_private_roll_for_a_stranger_is_refused(campaign, table):
 # --- Across two daphne processes on Redis ---------------------------------------------------
 
 
-async def _connect(port: int, campaign_id, user) -> websockets.ClientConnection:
-    key = await sync_to_async(_session_cookie)(user)
-    ws = await websockets.connect(
-        f"ws://127.0.0.1:{port}/ws/campaigns/{campaign_id}/",
-        origin=f"http://127.0.0.1:{port}",
-        additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={key}"},
-    )
-    await ws.send(json.dumps({"type": "client.hello", "last_seq": 0}))
-    await _until(ws, lambda m: m["type"] == "server.ready")
-    return ws
-
-
-async def _until(ws, predicate, timeout: float = 20) -> list[dict]:
-    seen = []
-    async with asyncio.timeout(timeout):
-        while True:
-            message = json.loads(await ws.recv())
-            seen.append(message)
-            if predicate(message):
-                return seen
-
-
 @pytest.mark.services
 async def test_a_whisper_never_crosses_to_another_player_on_another_process(campaign, table):
     port_a, port_b = free_port(), free_port()
     with daphne(port_a, TASKS_IN_PROCESS="1"), daphne(port_b, TASKS_IN_PROCESS="1"):
-        alice = await _connect(port_a, campaign.id, table["alice"])
-        bob = await _connect(port_b, campaign.id, table["bob"])
-        gm = await _connect(port_b, campaign.id, table["gm"])
+        alice = await connect(port_a, campaign.id, table["alice"])
+        bob = await connect(port_b, campaign.id, table["bob"])
+        gm = await connect(port_b, campaign.id, table["gm"])
         try:
             await alice.send(json.dumps({"type": "client.whisper", "to": "gm", "text": "ruby"}))
-            ack = (await _until(alice, lambda m: m["type"] == "server.ack"))[-1]
-            seen = await _until(
+            ack = (await until(alice, lambda m: m["type"] == "server.ack"))[-1]
+            seen = await until(
                 gm, lambda m: m["type"] == "event" and m["event"]["seq"] == ack["seq"]
             )
             assert seen[-1]["event"]["type"] == "whisper"
@@ -227,7 +202,7 @@ async def test_a_whisper_never_crosses_to_another_player_on_another_process(camp
                     {"type": "client.player_action", "action_id": str(uuid.uuid4()), "text": "hi"}
                 )
             )
-            seen = await _until(
+            seen = await until(
                 bob, lambda m: m["type"] == "event" and m["event"]["type"] == "player_action"
             )
             assert all(m["event"]["type"] != "whisper" for m in seen if m["type"] == "event")

@@ -90,3 +90,32 @@ class Room:
 
 def events_of(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m["event"] for m in messages if m["type"] == "event"]
+
+
+# --- A real WebSocket to a real server process (daphne, or nginx in front of it) -----------
+
+
+async def connect(port: int, campaign_id: Any, user: Any) -> Any:
+    """Open the room on 127.0.0.1:`port` as `user` (session cookie) and wait for ready."""
+    import websockets
+
+    key = await sync_to_async(_session_cookie)(user)
+    ws = await websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/campaigns/{campaign_id}/",
+        origin=f"http://127.0.0.1:{port}",
+        additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={key}"},
+    )
+    await ws.send(json.dumps({"type": "client.hello", "last_seq": 0}))
+    await until(ws, lambda m: m["type"] == "server.ready")
+    return ws
+
+
+async def until(ws: Any, predicate: Any, timeout: float = 20) -> list[dict]:
+    """Messages from a real WebSocket up to and including the first that matches."""
+    seen = []
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await ws.recv())
+            seen.append(message)
+            if predicate(message):
+                return seen
