@@ -73,27 +73,26 @@ def daphne(port: int, **env: str) -> Iterator[subprocess.Popen]:
 
 
 @contextlib.contextmanager
-def celery_worker(queues: str = "default,turns", **env: str) -> Iterator[subprocess.Popen]:
+def celery_worker(
+    queues: str = "default,turns",
+    *,
+    log_file: Path | None = None,
+    loglevel: str = "WARNING",
+    **env: str,
+) -> Iterator[subprocess.Popen]:
+    """A Celery worker (solo pool) on this test run's database; its output goes to
+    `log_file` when given (a test reads the worker's log lines there)."""
+    out = log_file.open("wb") if log_file is not None else None
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "rpgai",
-            "worker",
-            "-Q",
-            queues,
-            "-P",
-            "solo",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
+            *(sys.executable, "-m", "celery", "-A", "rpgai", "worker", "-Q", queues),
+            *("-P", "solo", "--loglevel", loglevel),
+            *("--without-gossip", "--without-mingle", "--without-heartbeat"),
         ],
         cwd=ROOT,
         env=test_env(**env),
+        stdout=out,
+        stderr=subprocess.STDOUT if out is not None else None,
     )
     try:
         time.sleep(0.5)
@@ -106,6 +105,8 @@ def celery_worker(queues: str = "default,turns", **env: str) -> Iterator[subproc
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if out is not None:
+            out.close()
 
 
 # --- A private Redis -------------------------------------------------------------------------

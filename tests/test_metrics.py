@@ -222,8 +222,6 @@ def test_a_bad_allowed_address_stops_startup():
 @pytest.mark.services
 @pytest.mark.celery_worker
 def test_a_worker_serves_metrics_of_the_turns_it_runs(campaign, alice, tmp_path):
-    import subprocess
-    import sys
     import time
     import urllib.request
 
@@ -231,70 +229,41 @@ def test_a_worker_serves_metrics_of_the_turns_it_runs(campaign, alice, tmp_path)
 
     port = processes.free_port()
     log_file = tmp_path / "worker.log"
-    with log_file.open("wb") as out:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "rpgai",
-                "worker",
-                "-Q",
-                "default,turns",
-                "-P",
-                "solo",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=processes.ROOT,
-            env=processes.test_env(
-                TASKS_IN_PROCESS="0",
-                TTS_PROVIDER="none",
-                METRICS_WORKER_PORT=str(port),
-                METRICS_WORKER_ADDR="127.0.0.1",
-            ),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
+    with processes.celery_worker(
+        log_file=log_file,
+        TASKS_IN_PROCESS="0",
+        TTS_PROVIDER="none",
+        METRICS_WORKER_PORT=str(port),
+        METRICS_WORKER_ADDR="127.0.0.1",
+    ) as worker:
 
-            def worker_samples() -> dict | None:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                        return _samples(r.read().decode())
-                except OSError:
-                    return None
-
-            deadline = time.monotonic() + 30
-            while worker_samples() is None:
-                assert time.monotonic() < deadline, log_file.read_text()[-3000:]
-                assert worker.poll() is None, log_file.read_text()[-3000:]
-                time.sleep(0.2)
-
-            client = Client()
-            client.force_login(alice)
-            response = client.post(
-                f"/api/campaigns/{campaign.id}/actions",
-                {"action_id": str(uuid.uuid4()), "text": "I ring the bell"},
-                content_type="application/json",
-            )
-            assert response.status_code == 202
-            while True:
-                samples = worker_samples() or {}
-                if _value(samples, "rpgai_events_appended_total", type="dm_narration") >= 1:
-                    break
-                assert time.monotonic() < deadline, log_file.read_text()[-3000:]
-                time.sleep(0.2)
-            assert _value(samples, "rpgai_events_appended_total", type="dm_narration") == 1
-            assert _value(samples, "rpgai_turn_latency_seconds_count", outcome="ok") == 1
-            assert _value(samples, "rpgai_turn_tokens_count", kind="output") == 1
-        finally:
-            worker.terminate()
+        def worker_samples() -> dict | None:
             try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    return _samples(r.read().decode())
+            except OSError:
+                return None
+
+        deadline = time.monotonic() + 30
+        while worker_samples() is None:
+            assert time.monotonic() < deadline, log_file.read_text()[-3000:]
+            assert worker.poll() is None, log_file.read_text()[-3000:]
+            time.sleep(0.2)
+
+        client = Client()
+        client.force_login(alice)
+        response = client.post(
+            f"/api/campaigns/{campaign.id}/actions",
+            {"action_id": str(uuid.uuid4()), "text": "I ring the bell"},
+            content_type="application/json",
+        )
+        assert response.status_code == 202
+        while True:
+            samples = worker_samples() or {}
+            if _value(samples, "rpgai_events_appended_total", type="dm_narration") >= 1:
+                break
+            assert time.monotonic() < deadline, log_file.read_text()[-3000:]
+            time.sleep(0.2)
+        assert _value(samples, "rpgai_events_appended_total", type="dm_narration") == 1
+        assert _value(samples, "rpgai_turn_latency_seconds_count", outcome="ok") == 1
+        assert _value(samples, "rpgai_turn_tokens_count", kind="output") == 1

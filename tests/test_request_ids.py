@@ -7,8 +7,6 @@ import io
 import json
 import logging
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -182,76 +180,50 @@ async def test_a_websocket_action_id_reaches_its_events_the_narration_and_the_lo
 @pytest.mark.celery_worker
 def test_a_celery_worker_runs_the_turn_under_the_actions_id(campaign, alice, tmp_path: Path):
     log_file = tmp_path / "worker.log"
-    with log_file.open("wb") as out:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "rpgai",
-                "worker",
-                "-Q",
-                "default,turns",
-                "-P",
-                "solo",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=processes.ROOT,
-            env=processes.test_env(TASKS_IN_PROCESS="0", LOG_FORMAT="json", TTS_PROVIDER="none"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
+    with processes.celery_worker(
+        log_file=log_file,
+        loglevel="INFO",
+        TASKS_IN_PROCESS="0",
+        LOG_FORMAT="json",
+        TTS_PROVIDER="none",
+    ):
+        client = Client()
+        client.force_login(alice)
+        request_id = f"celery-{uuid.uuid4().hex[:12]}"
+        before = Event.objects.filter(campaign_id=campaign.id).count()
+        response = client.post(
+            f"/api/campaigns/{campaign.id}/actions",
+            {"action_id": str(uuid.uuid4()), "text": "I ring the bell"},
+            content_type="application/json",
+            HTTP_X_REQUEST_ID=request_id,
         )
-        try:
-            client = Client()
-            client.force_login(alice)
-            request_id = f"celery-{uuid.uuid4().hex[:12]}"
-            before = Event.objects.filter(campaign_id=campaign.id).count()
-            response = client.post(
-                f"/api/campaigns/{campaign.id}/actions",
-                {"action_id": str(uuid.uuid4()), "text": "I ring the bell"},
-                content_type="application/json",
-                HTTP_X_REQUEST_ID=request_id,
+        assert response.status_code == 202
+        deadline = time.monotonic() + 30
+        narration = None
+        while narration is None and time.monotonic() < deadline:
+            narration = (
+                Event.objects.filter(campaign_id=campaign.id, seq__gt=before, type="dm_narration")
+                .order_by("seq")
+                .first()
             )
-            assert response.status_code == 202
-            deadline = time.monotonic() + 30
-            narration = None
-            while narration is None and time.monotonic() < deadline:
-                narration = (
-                    Event.objects.filter(
-                        campaign_id=campaign.id, seq__gt=before, type="dm_narration"
-                    )
-                    .order_by("seq")
-                    .first()
-                )
-                time.sleep(0.2)
-            assert narration is not None, log_file.read_text()[-3000:]
-            assert narration.request_id == request_id
+            time.sleep(0.2)
+        assert narration is not None, log_file.read_text()[-3000:]
+        assert narration.request_id == request_id
 
-            # The worker's own log lines for the turn carry the id from the message headers.
-            def finished_lines() -> list[dict]:
-                found = []
-                for raw in log_file.read_text().splitlines():
-                    try:
-                        line = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if line.get("event") == "turn.finished":
-                        found.append(line)
-                return found
+        # The worker's own log lines for the turn carry the id from the message headers.
+        def finished_lines() -> list[dict]:
+            found = []
+            for raw in log_file.read_text().splitlines():
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                if line.get("event") == "turn.finished":
+                    found.append(line)
+            return found
 
-            while not finished_lines() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert [line.get("request_id") for line in finished_lines()] == [request_id], (
-                log_file.read_text()[-3000:]
-            )
-        finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        while not finished_lines() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [line.get("request_id") for line in finished_lines()] == [request_id], (
+            log_file.read_text()[-3000:]
+        )
