@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 # A database outage (a restart, a failover) is waited out, however long it lasts: the
 # task retries with backoff up to this many seconds apart. Giving up would leave the
 # actions unanswered, and the turn lock held by this task until it went stale.
+DB_RETRIES_MAX = 30
 RETRY_BACKOFF_MAX_SECONDS = 30
 
 
@@ -26,7 +27,10 @@ RETRY_BACKOFF_MAX_SECONDS = 30
     # limits travel in each message, from the sender's settings.
     soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
     time_limit=settings.CELERY_TASK_TIME_LIMIT,
-    max_retries=None,  # only database errors are retried (below)
+    # Only database errors are retried (below): 2, 4, 8, 16 s, then every 30 s, for about
+    # a quarter of an hour. A fault that lasts longer (or never clears: a schema error is
+    # an OperationalError too) is given up, not paid for in model calls forever.
+    max_retries=DB_RETRIES_MAX,
 )
 def run_turn(self: Task, campaign_id: str) -> int:
     """Answer every player action since the last narration (no-op when none is owed).
@@ -51,6 +55,13 @@ def run_turn(self: Task, campaign_id: str) -> int:
     except (OperationalError, InterfaceError) as exc:
         if self.request.called_directly:
             raise
+        if self.request.retries >= DB_RETRIES_MAX:
+            log.error(
+                "the turn of campaign %s gave up after %d database errors; the next action "
+                "(or the turn lock's expiry) starts it again: %s",
+                *(campaign_id, self.request.retries + 1, exc),
+            )
+            return 0
         countdown = min(2 ** (self.request.retries + 1), RETRY_BACKOFF_MAX_SECONDS)
         log.warning(
             "the turn of campaign %s hit a database error (try %d), retrying in %d s: %s",
