@@ -215,16 +215,15 @@ class _Executor:
             parsed = RollArgs.model_validate(args)
         except ValidationError as exc:
             raise ToolRefused(_args_problem(exc)) from None
-        shared = self.visibility
+        visibility = self.visibility
         if parsed.private_to is not None:
             private_to = self.member_id(parsed.private_to, "private_to")
-            self.visibility = {"kind": "users", "user_ids": [private_to]}
+            visibility = {"kind": "users", "user_ids": [private_to]}
         try:
-            self.roll(formula=parsed.formula, reason=parsed.reason, requested_by="dm")
+            with self.seen_by(visibility):
+                self.roll(formula=parsed.formula, reason=parsed.reason, requested_by="dm")
         except FormulaError as exc:
             raise ToolRefused(exc.detail) from None
-        finally:
-            self.visibility = shared
 
     def tool_apply_state_patch(self, args: dict[str, Any]) -> str | None:
         """Always recorded: requested, then applied or rejected. Returns the refusal.
@@ -290,9 +289,10 @@ class _Executor:
                 name
             ):
                 if entity.get("hidden") is True:
+                    # Not even "one exists": the players would learn of a hidden one.
                     raise ToolRefused(
-                        f"a {parsed.kind} of that name already exists (see the state's "
-                        "entities); change it with apply_state_patch"
+                        "this entity cannot be created; look at the state's entities "
+                        "and change one with apply_state_patch"
                     )
                 raise ToolRefused(
                     f"a {parsed.kind} named {entity.get('name')!r} already exists "
@@ -326,12 +326,8 @@ class _Executor:
         problem = text_problem(text)
         if problem:
             raise ToolRefused(problem)
-        shared = self.visibility
-        self.visibility = {"kind": "users", "user_ids": [to]}
-        try:
+        with self.seen_by({"kind": "users", "user_ids": [to]}):
             self.add("whisper", {"to": to, "to_user_id": to, "text": text, "from_user_id": None})
-        finally:
-            self.visibility = shared
 
     def tool_trigger_audio(self, args: dict[str, Any]) -> None:
         try:
@@ -354,7 +350,8 @@ class _Executor:
             name = name[:64]
             if name not in TOOL_NAMES:
                 raise ToolRefused(
-                    f"unknown tool {call.get('name')!r}; the tools are {', '.join(TOOL_NAMES)}"
+                    f"unknown tool {repr(call.get('name'))[:80]}; "
+                    f"the tools are {', '.join(TOOL_NAMES)}"
                 )
             args = call.get("args", {})
             if args is None:

@@ -27,6 +27,7 @@ from campaigns.models import Membership
 from campaigns.tools import roll_make
 from campaigns.whispers import whisper_send
 from rpgai import metrics
+from rpgai.db_outage import CLOSE_TRY_AGAIN
 from rpgai.errors import DATABASE_UNAVAILABLE, DomainError
 from rpgai.request_id import reset_request_id, set_request_id
 
@@ -59,9 +60,8 @@ CONTRACT_ERROR_CODES = frozenset(
 )
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-# The database is unavailable and this socket cannot start streaming: reconnect later.
-# (An application may only send 1000 or 3000-4999; 1013 "try again later" is not allowed.)
-CLOSE_TRY_AGAIN = 4503
+# The database is unavailable and this socket cannot start streaming: reconnect later
+# (rpgai.db_outage.CLOSE_TRY_AGAIN, 4503, also sent before a consumer exists).
 
 
 class CampaignConsumer(AsyncWebsocketConsumer):
@@ -85,32 +85,41 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        membership = await database_sync_to_async(selectors.membership_get)(
-            campaign_id=self.campaign_id, user_id=user.id
-        )
-        if membership is None:
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        self.membership = membership
-        metrics.websocket_opened()
-        self.viewer = selectors.Viewer.of(membership)
-        self.group = selectors.group_name(self.campaign_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await database_sync_to_async(presence.presence_enter)(
-            channel_name=self.channel_name, membership=membership
-        )
-        self.last_touch = time.monotonic()
-        await self._broadcast_presence()
-        await self._recheck_round()
+        try:
+            membership = await database_sync_to_async(selectors.membership_get)(
+                campaign_id=self.campaign_id, user_id=user.id
+            )
+            if membership is None:
+                await self.close(code=CLOSE_FORBIDDEN)
+                return
+            self.membership = membership
+            metrics.websocket_opened()
+            self.viewer = selectors.Viewer.of(membership)
+            self.group = selectors.group_name(self.campaign_id)
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            await database_sync_to_async(presence.presence_enter)(
+                channel_name=self.channel_name, membership=membership
+            )
+            self.last_touch = time.monotonic()
+            await self._broadcast_presence()
+            await self._recheck_round()
+        except (OperationalError, InterfaceError) as exc:
+            # Accepted already, so rpgai.db_outage cannot answer for us: try again later.
+            log.warning("database unavailable as a socket opened; closing with 4503: %s", exc)
+            await self.close(code=CLOSE_TRY_AGAIN)
 
     async def disconnect(self, code: int) -> None:
         if self.membership is None:
             return
         metrics.websocket_closed()
         await self.channel_layer.group_discard(self.group, self.channel_name)
-        await database_sync_to_async(presence.presence_leave)(channel_name=self.channel_name)
-        await self._broadcast_presence()
-        await self._recheck_round()
+        try:
+            await database_sync_to_async(presence.presence_leave)(channel_name=self.channel_name)
+            await self._broadcast_presence()
+            await self._recheck_round()
+        except (OperationalError, InterfaceError) as exc:
+            # The row goes stale and drops out of the list (PRESENCE_TTL_SECONDS).
+            log.warning("database unavailable as a socket closed: %s", exc)
         self.membership = None
 
     # --- Client messages -----------------------------------------------------------------
@@ -326,7 +335,10 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         return snapshot.version if snapshot else 0
 
     async def _recheck_round(self) -> None:
-        """Presence changed: a round-based campaign re-checks its open round (rounds.py)."""
+        """A player came or went: a round-based campaign re-checks its open round
+        (rounds.py). Only players are waited for, so GMs and others change nothing."""
+        if self.membership is None or self.membership.role != Membership.Role.PLAYER:
+            return
         from orchestrator.rounds import round_recheck
 
         await database_sync_to_async(round_recheck)(campaign_id=self.campaign_id)

@@ -15,7 +15,9 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError
 
-CLOSE_TRY_AGAIN = 4503  # realtime.consumers.CLOSE_TRY_AGAIN: daphne allows 1000, 3000-4999
+from rpgai.errors import RETRY_AFTER_SECONDS
+
+CLOSE_TRY_AGAIN = 4503  # try again later (daphne allows 1000 and 3000-4999 only)
 
 log = logging.getLogger(__name__)
 
@@ -76,5 +78,5 @@ class DatabaseOutageMiddleware:
 
         log.warning("database unavailable for %s %s", request.method, request.path)
         response = HttpResponse(render_to_string("503.html"), status=503)
-        response["Retry-After"] = "5"
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response

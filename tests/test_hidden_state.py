@@ -286,7 +286,7 @@ def test_a_second_entity_named_like_a_hidden_one_is_refused_without_naming_it(ca
     narration = events[-1]
     [error] = narration.payload["tool_errors"]
     assert GHOUL not in error["reason"] and _ghoul_id(campaign) not in error["reason"]
-    assert "already exists" in error["reason"]
+    assert "cannot be created" in error["reason"] and "exists" not in error["reason"]
 
 
 def test_the_model_schema_takes_hidden_and_the_prompt_marks_hidden_things(campaign, table):
