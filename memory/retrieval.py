@@ -50,6 +50,7 @@ class PassageHit:
     text: str
     tokens: int
     score: float
+    gm_only: bool = False  # from a document the players may not read
 
     @property
     def source(self) -> str:
@@ -108,6 +109,7 @@ def passages_search(
                 text=passage.text,
                 tokens=passage.tokens,
                 score=round(float(score), 4),
+                gm_only=passage.document.visibility != Document.Visibility.ALL,
             )
         )
     return hits

@@ -136,7 +136,14 @@ def passages_for_prompt(
         if cost > room:
             continue
         room -= cost
-        items.append({"source": hit.source, "score": hit.score, "text": hit.text})
+        item: dict[str, Any] = {"source": hit.source, "score": hit.score, "text": hit.text}
+        if hit.gm_only:
+            # As hidden entities are marked: the DM uses it, the room never hears it.
+            item["secret"] = (
+                "GM-only lore: the players have not read it; use it, but never quote it, "
+                "name its source or reveal it in the narration"
+            )
+        items.append(item)
     return items
 
 

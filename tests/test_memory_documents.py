@@ -214,7 +214,10 @@ def test_gm_only_documents_are_kept_from_players_but_not_from_the_dm(campaign, g
     player_action_submit(
         membership=membership, action_id=uuid.uuid4(), text="I ask about the lich Vorghast"
     )
-    assert "in disguise" in _lore(campaign)[0]["text"]
+    [lore] = _lore(campaign)
+    assert "in disguise" in lore["text"]
+    # The DM is told the players have not read it, as with hidden entities.
+    assert "GM-only lore" in lore["secret"]
 
 
 # --- Passages in the prompt -------------------------------------------------------------------
