@@ -91,10 +91,14 @@ def test_campaign_pages_show_counts_members_and_the_snapshot(admin_client, table
     assert inline.has_add_permission is False
     assert inline.has_change_permission is False
     assert inline.has_delete_permission is False
-    # View-only: a POST cannot rename the campaign behind the log's back.
-    admin_client.post(
-        reverse("admin:campaigns_campaign_change", args=[table.pk]), {"name": "Renamed"}
-    )
+    # A valid POST (the turn settings are editable) still cannot rename the campaign
+    # behind the log's back: the name is read-only.
+    data = {"turn_mode": "free", "round_seconds": 120, "name": "Renamed"}
+    for formset in page.context["inline_admin_formsets"]:
+        management = formset.formset.management_form
+        data.update({management.add_prefix(k): v for k, v in management.initial.items()})
+    saved = admin_client.post(reverse("admin:campaigns_campaign_change", args=[table.pk]), data)
+    assert saved.status_code == 302, saved.content.decode()[:2000]
     table.refresh_from_db()
     assert table.name == "The Sunken Crown"
     assert admin_client.get(reverse("admin:campaigns_campaign_add")).status_code == 403

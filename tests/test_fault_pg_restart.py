@@ -454,6 +454,7 @@ async def test_postgres_down_for_half_a_minute_in_the_middle_of_a_turn(pg: Postg
 
             ending = await client.until_answered(ack["seq"], timeout=60)
             assert ending["type"] == "dm_narration", ending
+            assert len(model.requests) >= 2, "the outage did not interrupt the turn"
             await asyncio.to_thread(wait_turn_lock_free, pg, campaign_id, 30)
             log = await asyncio.to_thread(log_of, pg, campaign_id)
             assert_log_sound(log)

@@ -305,10 +305,11 @@ async def test_a_member_whose_server_died_leaves_the_list_on_the_next_ping(
 
 
 async def test_a_crowd_coming_in_makes_a_few_presence_broadcasts_not_one_each(
-    campaign, alice, make_user, join
+    campaign, alice, make_user, join, settings
 ):
     """Each join used to broadcast the whole list to the whole room: n joins, n lists of
     up to n users to n sockets. Joins close together now make one broadcast."""
+    settings.PRESENCE_COALESCE_SECONDS = 1  # wide enough for a loaded machine
     watcher = Room(campaign.id, alice)
     await watcher.open()
     await watcher.hello(0)
