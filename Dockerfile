@@ -17,9 +17,9 @@ RUN pip install -c constraints.txt . && rm -rf build *.egg-info
 # Collected with DEBUG off, so that whitenoise gets its hashed, compressed manifest.
 # These keys exist only for this build step; the running container must be given real ones.
 RUN DEBUG=0 \
-    SECRET_KEY=collectstatic-only-build-key-0000000000000000 \
-    JWT_SIGNING_KEY=collectstatic-only-build-key-1111111111111111 \
-    INTERNAL_TOOLS_SECRET=collectstatic-only-build-key-2222222222222222 \
+    SECRET_KEY=collectstatic-only-build-key-000000000000000000000000 \
+    JWT_SIGNING_KEY=collectstatic-only-build-key-111111111111111111111111 \
+    INTERNAL_TOOLS_SECRET=collectstatic-only-build-key-222222222222222222222222 \
     python manage.py collectstatic --noinput \
     && mkdir -p /app/media \
     && chown -R rpgai:rpgai /app/media

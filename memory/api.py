@@ -89,7 +89,12 @@ class DocumentListCreateApi(APIView):
         responses={
             201: DocumentOutput,
             200: OpenApiResponse(DocumentOutput, description="the same text was already there"),
-            400: OpenApiResponse(description="not text or Markdown, not UTF-8, or empty"),
+            400: OpenApiResponse(
+                description=(
+                    "not text or Markdown, not UTF-8, empty, or over "
+                    "MEMORY_DOCUMENT_MAX_PASSAGES passages"
+                )
+            ),
             413: OpenApiResponse(description="over MEMORY_DOCUMENT_MAX_BYTES"),
         },
     )

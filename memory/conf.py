@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "MEMORY_DOCUMENT_MAX_BYTES": 1024 * 1024,
     "MEMORY_DOCUMENTS_MAX_PER_CAMPAIGN": 100,
     "MEMORY_PASSAGE_MAX_CHARS": 1200,
+    # Passages one document may make: a file of 60,000 one-line sections would make as
+    # many rows (and token counts) in one request. Refused while splitting, before any work.
+    "MEMORY_DOCUMENT_MAX_PASSAGES": 2000,
 }
 
 

@@ -50,6 +50,16 @@ class DocumentInvalid(DomainError):
     code = "invalid_document"
 
 
+class TooManyPassages(DocumentInvalid):
+    code = "too_many_passages"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"this document makes more than {limit:,} passages, the most one document may "
+            "have: split it into smaller documents or use fewer headings"
+        )
+
+
 @dataclass(frozen=True)
 class PassageDraft:
     heading: str
@@ -105,10 +115,17 @@ def size_check(size: int) -> None:
 # --- Cutting text into passages -------------------------------------------------------------
 
 
-def passages_split(text: str, *, max_chars: int | None = None) -> list[PassageDraft]:
+def passages_split(
+    text: str, *, max_chars: int | None = None, max_passages: int | None = None
+) -> list[PassageDraft]:
     """Passages of at most `max_chars`, never across a heading: paragraphs of one section
     are joined while they fit, a paragraph too long is cut between sentences (or words).
-    Each passage carries its heading path ("Combat / Grappling")."""
+    Each passage carries its heading path ("Combat / Grappling"). More than `max_passages`
+    raises TooManyPassages as soon as the count passes it (the rest is not split).
+
+    Short sections are not merged with their neighbours: a passage is named by its one
+    heading path when it is quoted to players and the DM, and a glossary of one-line
+    entries is best retrieved entry by entry. A heading with no text makes no passage."""
     max_chars = max_chars or setting("MEMORY_PASSAGE_MAX_CHARS")
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     headings: list[tuple[int, str]] = []
@@ -130,6 +147,8 @@ def passages_split(text: str, *, max_chars: int | None = None) -> list[PassageDr
         for piece in _pack(section, max_chars):
             passages.append(PassageDraft(heading=heading[:500], text=piece))
         section.clear()
+        if max_passages is not None and len(passages) > max_passages:
+            raise TooManyPassages(max_passages)
 
     def set_heading(level: int, title: str) -> None:
         end_section()
@@ -249,7 +268,9 @@ def document_create(
     if "\x00" in text:
         raise DocumentInvalid("text must not contain NUL characters", code="unsupported_type")
     title = " ".join((title or "").split())[:TITLE_MAX_CHARS] or _title_from(text, filename)
-    drafts = [d for d in passages_split(text) if d.text.strip()]
+    # Counted while splitting: a refused document costs no token counts and no rows.
+    max_passages = setting("MEMORY_DOCUMENT_MAX_PASSAGES")
+    drafts = [d for d in passages_split(text, max_passages=max_passages) if d.text.strip()]
     if not drafts:
         raise DocumentInvalid("the document has no text", code="empty_document")
     digest = hashlib.sha256(data).hexdigest()

@@ -11,6 +11,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from rpgai.body_limit import BODY_ERRORS, body_error_logged, body_error_payload
 from rpgai.ratelimit import ratelimited_response
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,14 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return ratelimited_response(exc)
     if isinstance(exc, DomainError):
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.http_status)
+    if isinstance(exc, BODY_ERRORS):
+        # Django's refusal of a body over its limits (DRF reads JSON and forms through
+        # request.body): 413 `too_large` or 400, as for plain views (rpgai.body_limit).
+        request = context.get("request")
+        if request is not None:
+            body_error_logged(getattr(request, "_request", request), exc)
+        status_code, payload = body_error_payload(exc)
+        return Response(payload, status=status_code)
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database is down or restarting (or cut the connection): a 503 the client
         # may retry, not a 500. The connection is replaced at the next request.

@@ -27,20 +27,40 @@ DEV_INTERNAL_TOOLS_SECRET = "dev-only-internal-tools-secret"
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
+# Former SECRET_KEYs (comma-separated), still accepted for what they signed: browser
+# sessions survive a rotation while the old key is listed here. Drop it once
+# SESSION_COOKIE_AGE (two weeks) has passed. JWT_SIGNING_KEY has no such list: rotating it
+# refuses every API token signed with the old one (their holders log in again).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 JWT_SIGNING_KEY = env.str("JWT_SIGNING_KEY", default=DEV_JWT_SIGNING_KEY)
 INTERNAL_TOOLS_SECRET = env.str("INTERNAL_TOOLS_SECRET", default=DEV_INTERNAL_TOOLS_SECRET)
 
+# What `manage.py check --deploy` asks of SECRET_KEY (security.W009), held for all three.
+SECRET_MIN_CHARS = 50
+SECRET_MIN_UNIQUE_CHARS = 5
+
 if not DEBUG:
-    _dev_keys = {
-        "SECRET_KEY": (SECRET_KEY, DEV_SECRET_KEY),
-        "JWT_SIGNING_KEY": (JWT_SIGNING_KEY, DEV_JWT_SIGNING_KEY),
-        "INTERNAL_TOOLS_SECRET": (INTERNAL_TOOLS_SECRET, DEV_INTERNAL_TOOLS_SECRET),
+    _dev_values = {DEV_SECRET_KEY, DEV_JWT_SIGNING_KEY, DEV_INTERNAL_TOOLS_SECRET}
+    _secrets = {
+        "SECRET_KEY": SECRET_KEY,
+        "JWT_SIGNING_KEY": JWT_SIGNING_KEY,
+        "INTERNAL_TOOLS_SECRET": INTERNAL_TOOLS_SECRET,
+        # A fallback still verifies signatures: it must be as strong as the key.
+        **{f"SECRET_KEY_FALLBACKS[{n}]": key for n, key in enumerate(SECRET_KEY_FALLBACKS)},
     }
-    _bad = [name for name, (value, dev) in _dev_keys.items() if value == dev or len(value) < 32]
+    _bad = [
+        name
+        for name, value in _secrets.items()
+        if value in _dev_values
+        or len(value) < SECRET_MIN_CHARS
+        or len(set(value)) < SECRET_MIN_UNIQUE_CHARS
+    ]
     if _bad:
         raise ImproperlyConfigured(
-            "DEBUG is off but these secrets are unset, development values or shorter than "
-            f"32 characters: {', '.join(_bad)}. Set them in the environment."
+            "DEBUG is off but these secrets are unset, development values, shorter than "
+            f"{SECRET_MIN_CHARS} characters or made of fewer than {SECRET_MIN_UNIQUE_CHARS} "
+            f"different characters: {', '.join(_bad)}. Set them in the environment, e.g. "
+            "from: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
         )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
@@ -74,6 +94,9 @@ MIDDLEWARE = [
     "rpgai.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before CsrfViewMiddleware, which reads page forms: a body over Django's limits is a
+    # JSON 413 (or 400) for the API and a short page for pages, not an HTML 400.
+    "rpgai.body_limit.RequestBodyErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -234,6 +257,9 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("TASKS_IN_PROCESS", default=EMBEDDED)
 # --- The game ------------------------------------------------------------------------------
 DM_MODEL_PROVIDER = env.str("DM_MODEL_PROVIDER", default="fake")
 DM_MODEL = env.str("DM_MODEL", default="gpt-4o-mini")
+# The models a GM may choose for a campaign (comma-separated); DM_MODEL is always allowed,
+# and with this blank it is the only one. A GM asking for another is refused.
+DM_MODELS_ALLOWED = env.list("DM_MODELS_ALLOWED", default=[])
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
 # The DM orchestrator (orchestrator/): `chat` (Chat Completions; most compatible servers
@@ -297,8 +323,13 @@ BILLING_DEFAULT_PRICE_CHARACTERS = env.str("BILLING_DEFAULT_PRICE_CHARACTERS", d
 # A new campaign's cap on spend over the last 24 hours, and whether it is a hard stop.
 BILLING_DEFAULT_DAILY_CAP_USD = env.str("BILLING_DEFAULT_DAILY_CAP_USD", default="1.00")
 BILLING_DEFAULT_HARD_STOP = env.bool("BILLING_DEFAULT_HARD_STOP", default=True)
-# Every user's cap across campaigns, unless set per user in the admin; blank: none.
-BILLING_USER_DAILY_CAP_USD = env.str("BILLING_USER_DAILY_CAP_USD", default="")
+# Every user's cap across campaigns (the turns and speech their actions start), unless set
+# per user in the admin; blank: none. On by default: anyone who signs up spends the
+# operator's key.
+BILLING_USER_DAILY_CAP_USD = env.str("BILLING_USER_DAILY_CAP_USD", default="5.00")
+# The most a GM may set as a campaign's daily cap (the budget API refuses more); staff may
+# set any figure in the admin. The operator's ceiling on what one table can spend.
+BILLING_MAX_DAILY_CAP_USD = env.str("BILLING_MAX_DAILY_CAP_USD", default="10.00")
 # The GM is warned (a `budget_warning` event only GMs see) at these percentages of the cap.
 BILLING_WARN_AT_PERCENT = [
     int(p) for p in env.list("BILLING_WARN_AT_PERCENT", default=["80", "100"])

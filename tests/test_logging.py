@@ -139,9 +139,9 @@ def test_production_processes_write_json_lines_without_secrets():
     )
     env = processes.test_env(
         DEBUG="0",
-        SECRET_KEY="s" * 40,
-        JWT_SIGNING_KEY="j" * 40,
-        INTERNAL_TOOLS_SECRET="i" * 40,
+        SECRET_KEY="s" * 40 + "-0123456789",
+        JWT_SIGNING_KEY="j" * 40 + "-0123456789",
+        INTERNAL_TOOLS_SECRET="i" * 40 + "-0123456789",
     )
     env.pop("LOG_FORMAT", None)
     result = subprocess.run(

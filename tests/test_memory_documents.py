@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from campaigns.selectors import membership_get
 from campaigns.services import player_action_submit
 from memory.documents import passages_split
+from memory.models import Document, Passage
 from orchestrator.prompt import prompt_build
 from orchestrator.selectors import turn_context_get, turn_owed
 from tests.auth_tools import isolate_limits
@@ -189,6 +190,37 @@ def test_a_document_over_the_size_limit_is_413(campaign, gm, settings):
     )
     assert as_json.status_code == 413
     assert upload(gm, campaign, text="word " * 100, name="small.txt").status_code == 201
+
+
+def test_a_document_of_60000_headings_is_refused_before_anything_is_stored(campaign, gm):
+    """One 650 KB file of 60,000 one-line sections would have made 60,000 passages (and
+    token counts) in one request: it is refused while being split, and leaves nothing."""
+    text = "".join(f"# E{n}\nx\n" for n in range(60_000))
+    assert len(text.encode()) < 1024 * 1024
+    refused = upload(gm, campaign, text=text, name="glossary.md")
+    assert refused.status_code == 400, refused.content[:300]
+    body = refused.json()
+    assert body["code"] == "too_many_passages"
+    assert "more than 2,000 passages" in body["detail"] and "fewer headings" in body["detail"]
+    assert not Document.objects.exists() and not Passage.objects.exists()
+    as_json = client_for(gm).post(
+        f"/api/campaigns/{campaign.id}/documents",
+        {"title": "Glossary", "text": text},
+        format="json",
+    )
+    assert as_json.status_code == 400 and as_json.json()["code"] == "too_many_passages"
+    assert not Document.objects.exists() and not Passage.objects.exists()
+
+
+def test_the_passage_limit_is_a_setting_and_a_document_at_it_is_stored(campaign, gm, settings):
+    settings.MEMORY_DOCUMENT_MAX_PASSAGES = 5  # RULES makes exactly 5 passages
+    stored = upload(gm, campaign)
+    assert stored.status_code == 201 and stored.json()["passages"] == 5
+    settings.MEMORY_DOCUMENT_MAX_PASSAGES = 4
+    refused = upload(gm, campaign, text=RULES + "\n## Ships\n\nThey sink.\n", name="more.md")
+    assert refused.status_code == 400 and refused.json()["code"] == "too_many_passages"
+    assert "more than 4 passages" in refused.json()["detail"]
+    assert Document.objects.count() == 1 and Passage.objects.count() == 5
 
 
 def test_uploads_and_searches_are_rate_limited(campaign, gm, alice, settings):
