@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import (
     BooleanField,
@@ -136,8 +137,37 @@ class ModelUsageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return response
 
 
+def is_operator(request: HttpRequest) -> bool:
+    """Staff run the server and pay for it: in /admin/ they may set a campaign's cap above
+    BILLING_MAX_DAILY_CAP_USD. Anyone else (a GM in their own admin) may not."""
+    return bool(getattr(request.user, "is_staff", False))
+
+
+class CampaignBudgetForm(forms.ModelForm):
+    """The cap a non-operator may set stops at BILLING_MAX_DAILY_CAP_USD, said as a form
+    error rather than a failed save (the service refuses it as well)."""
+
+    operator = False  # set per request by CampaignBudgetAdmin.get_form
+
+    class Meta:
+        model = CampaignBudget
+        fields = ("campaign", "daily_cap_usd", "hard_stop")
+
+    def clean_daily_cap_usd(self) -> Decimal:
+        cap: Decimal = self.cleaned_data["daily_cap_usd"]
+        ceiling = selectors.max_daily_cap()
+        current = self.instance.daily_cap_usd if self.instance.pk else ZERO
+        if not self.operator and cap > ceiling and cap > current:
+            raise forms.ValidationError(
+                f"The most a campaign may spend a day on this server is ${usd_str(ceiling)}.",
+                code="cap_too_high",
+            )
+        return cap
+
+
 @admin.register(CampaignBudget)
 class CampaignBudgetAdmin(admin.ModelAdmin):
+    form = CampaignBudgetForm
     list_display = ("campaign", "daily_cap_usd", "hard_stop", "spent_24h", "percent", "degraded")
     list_select_related = ("campaign",)
     search_fields = ("campaign__name",)
@@ -148,6 +178,12 @@ class CampaignBudgetAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return ("campaign", *self.readonly_fields) if obj is not None else self.readonly_fields
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"operator": is_operator(request)})
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CampaignBudget]:
         # The spend of each listed budget from annotations: no query per row.
@@ -183,7 +219,10 @@ class CampaignBudgetAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: CampaignBudget, form: Any, change: Any) -> None:
         services.budget_set(
-            campaign_id=obj.campaign_id, daily_cap_usd=obj.daily_cap_usd, hard_stop=obj.hard_stop
+            campaign_id=obj.campaign_id,
+            daily_cap_usd=obj.daily_cap_usd,
+            hard_stop=obj.hard_stop,
+            by_operator=is_operator(request),
         )
 
 

@@ -166,7 +166,8 @@ class BudgetApi(APIView):
             min_value=0,
             max_value=services.CAP_MAX_USD,
             required=False,
-            help_text='USD, a decimal string such as "2.50"',
+            help_text='USD, a decimal string such as "2.50"; at most the server\'s '
+            "BILLING_MAX_DAILY_CAP_USD (above it: 400 `cap_too_high`)",
         )
         hard_stop = serializers.BooleanField(required=False)
 

@@ -1,13 +1,20 @@
-"""The `budget_warning` event type, registered by billing: the GM's notice that the
-campaign's spend over the last 24 hours reached a threshold of its daily cap.
+"""Billing's event types: notices of money, for GMs.
 
-Appended with visibility `{"kind": "gm"}`: players never see it. It changes nothing in
-the story, so its reducer leaves the state alone.
+`budget_warning`: the campaign's spend over the last 24 hours reached a threshold of its
+daily cap. Appended with visibility `{"kind": "gm"}`: players never see it.
+
+`budget_refused`: a call was refused because it could pass a hard cap, with the figures
+that the public `turn_failed` beside it leaves out (CONTRACTS §7: players are told no
+money). Visibility `{"kind": "gm"}` for the campaign's cap; for a user's own allowance,
+`{"kind": "users"}` naming that user (GMs see every event as well).
+
+Neither changes anything in the story, so their reducers leave the state alone.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,4 +33,22 @@ class BudgetWarning(Payload):
 
 @event_type("budget_warning", BudgetWarning)
 def _budget_warning(state: dict[str, Any], event: FoldedEvent) -> None:
+    pass
+
+
+class BudgetRefused(Payload):
+    scope: Literal["campaign", "user"]  # whose cap: the campaign's, or a user's allowance
+    turn_id: uuid.UUID | None = None
+    purpose: str = Field(default="", max_length=40)  # dm_turn, repair, ...
+    user_id: uuid.UUID | None = None  # whose allowance (scope `user`)
+    spent_usd: str = Field(max_length=40)  # settled in the window
+    reserved_usd: str = Field(max_length=40)  # held for calls in flight
+    cap_usd: str = Field(max_length=40)
+    call_usd: str = Field(max_length=40)  # the refused call's worst case
+    window_hours: int = Field(default=24, ge=1)
+    detail: str = Field(default="", max_length=500)
+
+
+@event_type("budget_refused", BudgetRefused)
+def _budget_refused(state: dict[str, Any], event: FoldedEvent) -> None:
     pass

@@ -1,6 +1,7 @@
 """Billing's hold on every DM model call, through the orchestrator's two signals
 (orchestrator/signals.py): reserve before the call (raising BudgetExceeded refuses it,
-and the turn ends with `turn_failed` `budget_exceeded` without calling the model),
+and the turn ends with `turn_failed` `budget_exceeded` without calling the model, in
+plain words for the table, with the figures in a GM-only `budget_refused` beside it),
 settle after it with the usage the adapter reported, release when it failed."""
 
 from __future__ import annotations

@@ -110,6 +110,11 @@ def budget_defaults() -> tuple[Decimal, bool]:
     )
 
 
+def max_daily_cap() -> Decimal:
+    """The most a GM may set as a campaign's daily cap (BILLING_MAX_DAILY_CAP_USD)."""
+    return Decimal(str(settings.BILLING_MAX_DAILY_CAP_USD).strip())
+
+
 def budget_status(*, campaign_id: uuid.UUID | str, now: datetime | None = None) -> BudgetStatus:
     now = now or timezone.now()
     budget = CampaignBudget.objects.filter(campaign_id=campaign_id).first()

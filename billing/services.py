@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -25,7 +26,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import status
 
-from campaigns.events import NewEvent
+from campaigns.events import NewEvent, Visibility
 from campaigns.selectors import campaign_get
 from campaigns.services import events_append
 from rpgai.errors import Conflict, DomainError, NotFound
@@ -41,11 +42,107 @@ log = logging.getLogger(__name__)
 CAP_MAX_USD = Decimal("100000")
 
 
+# What players are told (CONTRACTS §7): plain words, no money figures, caps or anyone's
+# spend. `turn_failed` is seen by the whole table, so the user's case names nobody.
+CAMPAIGN_CAP_REACHED = "The DM has reached today's budget for this campaign; the GM has been told."
+USER_CAP_REACHED = (
+    "The DM cannot answer this now: a player's daily allowance for the DM on this server "
+    "is used up. It frees up over the next 24 hours; the GM has been told."
+)
+
+
 class BudgetExceeded(DomainError):
-    """The call could pass a hard daily cap; it is not made."""
+    """The call could pass a hard daily cap; it is not made.
+
+    `detail` is for everyone who may see the refusal (a `turn_failed` reaches every
+    player): it carries no money. The figures are in `figures` and `gm_detail`, for the
+    GM-only (or user-only) `budget_refused` event that `refusal_event` builds."""
 
     code = "budget_exceeded"
     http_status = status.HTTP_402_PAYMENT_REQUIRED
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        campaign_id: uuid.UUID | str,
+        purpose: str,
+        spent: Decimal,
+        reserved: Decimal,
+        cap: Decimal,
+        amount: Decimal,
+        user_id: uuid.UUID | str | None = None,
+    ) -> None:
+        super().__init__(CAMPAIGN_CAP_REACHED if scope == "campaign" else USER_CAP_REACHED)
+        self._kwargs = {
+            "scope": scope,
+            "campaign_id": campaign_id,
+            "purpose": purpose,
+            "spent": spent,
+            "reserved": reserved,
+            "cap": cap,
+            "amount": amount,
+            "user_id": user_id,
+        }
+        self.scope = scope
+        self.campaign_id = campaign_id
+        self.user_id = user_id
+        self.purpose = purpose
+        self.figures = {
+            "spent_usd": usd_str(spent),
+            "reserved_usd": usd_str(reserved),
+            "cap_usd": usd_str(cap),
+            "call_usd": usd_str(amount),
+        }
+        held = f" (${usd_str(reserved)} more held for calls in flight)" if reserved else ""
+        if scope == "campaign":
+            self.gm_detail = (
+                f"The campaign's daily budget would be passed: ${usd_str(spent)} of its "
+                f"${usd_str(cap)} cap used in the last 24 hours{held}, and this call could "
+                f"cost up to ${usd_str(amount)}. Raise the daily cap or turn hard stop off."
+            )
+        else:
+            self.gm_detail = (
+                f"This player's daily allowance across campaigns would be passed: "
+                f"${usd_str(spent)} of ${usd_str(cap)} used in the last 24 hours{held}, and "
+                f"this call could cost up to ${usd_str(amount)}. It frees up as the spend "
+                "leaves the 24-hour window; an operator can change the allowance in /admin/."
+            )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only: rebuilt from its keywords (pickled by a task, copied by a test).
+        return (_budget_exceeded_rebuild, (self._kwargs,))
+
+    def refusal_event(self, *, turn_id: str | None = None) -> NewEvent:
+        """The `budget_refused` event with the figures: GM-only for the campaign's cap;
+        for a user's allowance, that user's (the GMs see every event as well)."""
+        visibility: Visibility = {"kind": "gm"}
+        if self.scope == "user" and self.user_id is not None:
+            visibility = {"kind": "users", "user_ids": [str(self.user_id)]}
+        return NewEvent(
+            "budget_refused",
+            {
+                "scope": self.scope,
+                "turn_id": turn_id,
+                "purpose": self.purpose[:40],
+                "user_id": str(self.user_id) if self.scope == "user" and self.user_id else None,
+                **self.figures,
+                "window_hours": selectors.WINDOW_HOURS,
+                "detail": self.gm_detail[:500],
+            },
+            "system",
+            visibility=visibility,
+        )
+
+
+def _budget_exceeded_rebuild(kwargs: dict[str, Any]) -> BudgetExceeded:
+    return BudgetExceeded(**kwargs)
+
+
+class CapTooHigh(DomainError):
+    """A GM asked for a daily cap above the operator's BILLING_MAX_DAILY_CAP_USD."""
+
+    code = "cap_too_high"
 
 
 # --- Locks ------------------------------------------------------------------------------------
@@ -114,25 +211,27 @@ def budget_reserve(
                 reserved = selectors.campaign_reserved(campaign_id=campaign_id, now=now)
                 if spent + reserved + amount_usd > budget.daily_cap_usd:
                     raise BudgetExceeded(
-                        f"the campaign's daily budget would be passed: ${usd_str(spent)} of its "
-                        f"${usd_str(budget.daily_cap_usd)} cap used in the last 24 hours"
-                        + (
-                            f" (${usd_str(reserved)} more held for calls in flight)"
-                            if reserved
-                            else ""
-                        )
-                        + f", and this call could cost up to ${usd_str(amount_usd)}. "
-                        "The GM can raise the daily cap or turn hard stop off."
+                        scope="campaign",
+                        campaign_id=campaign_id,
+                        purpose=purpose,
+                        spent=spent,
+                        reserved=reserved,
+                        cap=budget.daily_cap_usd,
+                        amount=amount_usd,
                     )
             if user_cap is not None:
                 spent = selectors.user_spent(user_id=user_id, now=now)  # type: ignore[arg-type]
                 reserved = selectors.user_reserved(user_id=user_id, now=now)  # type: ignore[arg-type]
                 if spent + reserved + amount_usd > user_cap:
                     raise BudgetExceeded(
-                        f"this player's daily budget across campaigns would be passed: "
-                        f"${usd_str(spent + reserved)} of ${usd_str(user_cap)} used or held in "
-                        f"the last 24 hours, and this call could cost up to "
-                        f"${usd_str(amount_usd)}. Try again later."
+                        scope="user",
+                        campaign_id=campaign_id,
+                        user_id=user_id,
+                        purpose=purpose,
+                        spent=spent,
+                        reserved=reserved,
+                        cap=user_cap,
+                        amount=amount_usd,
                     )
             return Reservation.objects.create(
                 key=key,
@@ -318,12 +417,22 @@ def budget_set(
     campaign_id: uuid.UUID | str,
     daily_cap_usd: Decimal | str | None = None,
     hard_stop: bool | None = None,
+    by_operator: bool = False,
 ) -> CampaignBudget:
-    """Change a campaign's daily cap and/or hard stop (None: unchanged)."""
+    """Change a campaign's daily cap and/or hard stop (None: unchanged).
+
+    The operator's key pays: a GM may not raise a cap above BILLING_MAX_DAILY_CAP_USD
+    (CapTooHigh), though they may keep or lower a cap the operator set above it. Only
+    an operator (staff in /admin/: `by_operator`) sets any figure up to CAP_MAX_USD."""
     cap = None if daily_cap_usd is None else _cap_value(daily_cap_usd)
     with transaction.atomic():
         budget = _campaign_budget_locked(campaign_id)
         assert budget is not None
+        ceiling = selectors.max_daily_cap()
+        if cap is not None and not by_operator and cap > ceiling and cap > budget.daily_cap_usd:
+            raise CapTooHigh(
+                f"The most a campaign may spend a day on this server is ${usd_str(ceiling)}."
+            )
         if cap is not None and cap != budget.daily_cap_usd:
             budget.daily_cap_usd = cap
             budget.warned_percent = 0  # the thresholds of the new cap are announced afresh
@@ -372,7 +481,7 @@ def speech_reserve(*, campaign_id: uuid.UUID | str, characters: int) -> bool:
             amount_usd=cost,
         )
     except BudgetExceeded as exc:
-        log.info("speech of campaign %s refused: %s", campaign_id, exc.detail)
+        log.info("speech of campaign %s refused: %s", campaign_id, exc.gm_detail)
         return False
     return True
 

@@ -28,6 +28,9 @@ EVENT_TEXT_MAX_CHARS = 600
 STATE_ENTITIES_MAX = 40
 # Events that tell the DM nothing about the story.
 SKIPPED_EVENT_TYPES = {
+    # Money is for the GM alone: a figure in the prompt could be read out to the table.
+    "budget_refused",
+    "budget_warning",
     "dice_seed_committed",
     "dice_seed_revealed",
     "dm_audio_ready",

@@ -6,6 +6,8 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from campaigns import selectors as campaign_selectors
 from memory.selectors import TurnMemory, turn_memory_get
 
@@ -24,9 +26,20 @@ class DMConfig:
     model: str
 
 
+def dm_models_allowed() -> list[str]:
+    """The models a GM may choose: DM_MODEL first, then the operator's DM_MODELS_ALLOWED."""
+    names = [settings.DM_MODEL, *settings.DM_MODELS_ALLOWED]
+    return list(dict.fromkeys(n.strip() for n in names if n and n.strip()))
+
+
 def dm_config_get(*, campaign_id: uuid.UUID | str) -> DMConfig:
     row = DMSettings.objects.filter(campaign_id=campaign_id).first()
-    return DMConfig(provider=row.provider, model=row.model) if row else DMConfig("", "")
+    if row is None:
+        return DMConfig("", "")
+    # A model chosen before the operator narrowed DM_MODELS_ALLOWED is not used any more:
+    # the operator's list is the ceiling, whatever is stored.
+    model = row.model if row.model in dm_models_allowed() else ""
+    return DMConfig(provider=row.provider, model=model)
 
 
 def turn_owed(*, campaign_id: uuid.UUID | str) -> tuple[int, int] | None:

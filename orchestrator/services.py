@@ -24,6 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.selectors import budget_model_choice
+from billing.services import BudgetExceeded
 from campaigns.events import NewEvent
 from campaigns.selectors import campaign_get, player_actions_between
 from campaigns.services import events_append
@@ -63,16 +64,31 @@ FALLBACK_OPTIONS = ["Try the same thing again", "Look around", "Wait and listen"
 # --- Per-campaign model settings ---------------------------------------------------------
 
 
-def dm_settings_set(
-    *, campaign_id: uuid.UUID | str, provider: str = "", model: str = ""
-) -> DMSettings:
-    """Choose the campaign's DM provider and model (blank: the settings' defaults)."""
+def dm_settings_check(*, provider: str = "", model: str = "") -> tuple[str, str]:
+    """The provider and model, stripped, if a GM may choose them; else a DomainError."""
     provider = (provider or "").strip()
     model = (model or "").strip()
     if provider and provider not in PROVIDERS:
         raise DomainError(f"unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
     if len(model) > 100:
         raise DomainError("a model name has at most 100 characters")
+    allowed = selectors.dm_models_allowed()
+    if model and model not in allowed:
+        raise DomainError(
+            f"That model is not offered on this server. Choose one of: {', '.join(allowed)}.",
+            code="model_not_allowed",
+        )
+    return provider, model
+
+
+def dm_settings_set(
+    *, campaign_id: uuid.UUID | str, provider: str = "", model: str = ""
+) -> DMSettings:
+    """Choose the campaign's DM provider and model (blank: the settings' defaults).
+
+    The operator's key pays for the model, so a GM picks only among the models the
+    operator allows (`dm_models_allowed`); blank means DM_MODEL, always allowed."""
+    provider, model = dm_settings_check(provider=provider, model=model)
     if campaign_get(campaign_id=campaign_id) is None:
         raise NotFound("no such campaign")
     row, _ = DMSettings.objects.update_or_create(
@@ -307,7 +323,7 @@ def _turn_play(turn: _Turn, on_delta: Callable[[str], None] | None) -> TurnOutco
             adapter, prompt.messages, purpose="dm_turn", stream=stream, input_tokens=prompt.tokens
         )
     except DomainError as exc:  # a ModelError, or refused before the call (a budget, say)
-        return _turn_fail(turn, exc.code, exc.detail)
+        return _turn_fail(turn, exc.code, exc.detail, notices=_failure_notices(exc, turn))
     finally:
         if stream is not None:
             stream.close()  # the last deltas go before the narration event
@@ -375,9 +391,23 @@ def _fallback_options(context: TurnContext) -> list[str]:
     return list(FALLBACK_OPTIONS)
 
 
-def _turn_fail(turn: _Turn, code: str, detail: str) -> TurnOutcome:
+def _failure_notices(exc: DomainError, turn: _Turn) -> list[NewEvent]:
+    """What only some may know of a failure, appended beside the public `turn_failed`:
+    a budget refusal's figures go to the GMs (or the user whose allowance it was), never
+    to the table (CONTRACTS §7)."""
+    if isinstance(exc, BudgetExceeded):
+        return [exc.refusal_event(turn_id=turn.outcome.turn_id)]
+    return []
+
+
+def _turn_fail(
+    turn: _Turn, code: str, detail: str, *, notices: list[NewEvent] | None = None
+) -> TurnOutcome:
     """End the turn with `turn_failed`: the room shows the code, the actions count as
-    answered (the players may act again), and a retry of the task changes nothing."""
+    answered (the players may act again), and a retry of the task changes nothing.
+
+    `detail` is read by every player: plain words, no money or game state. `notices`
+    (events with narrower visibility) are appended with it, in the same transaction."""
     through = turn.outcome.through_seq
 
     def not_yet_answered(state: dict[str, Any]) -> None:
@@ -399,7 +429,8 @@ def _turn_fail(turn: _Turn, code: str, detail: str) -> TurnOutcome:
                     "through_seq": through,
                 },
                 "system",
-            )
+            ),
+            *(notices or []),
         ],
     )
     log.warning("turn %s failed: %s (%s)", turn.outcome.turn_id, code, detail)

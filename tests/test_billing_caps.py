@@ -14,7 +14,12 @@ from django.utils import timezone
 
 from billing import selectors
 from billing.models import ModelUsage, Reservation
-from billing.services import budget_set, user_budget_set
+from billing.services import (
+    CAMPAIGN_CAP_REACHED,
+    USER_CAP_REACHED,
+    budget_set,
+    user_budget_set,
+)
 from campaigns.models import Event
 from campaigns.selectors import SYSTEM_VIEWER, Viewer, events_after, membership_get
 from campaigns.services import campaign_create, campaign_delete, campaign_join, player_action_submit
@@ -104,9 +109,18 @@ def test_a_turn_over_a_hard_cap_makes_no_model_call(campaign, alice, settings):
     failed = answer_to(campaign, action)
     assert failed.type == "turn_failed"
     assert failed.payload["code"] == "budget_exceeded"
-    assert "daily budget" in failed.payload["detail"]
-    assert "$0.0001 cap" in failed.payload["detail"]
     assert failed.visibility == {"kind": "all"}  # the room shows it to everyone
+    # ... in plain words without money; the figures are in an event only GMs see.
+    assert failed.payload["detail"] == CAMPAIGN_CAP_REACHED
+    [refusal] = [
+        e
+        for e in events_after(campaign_id=campaign.id, after_seq=action.seq)
+        if e.type == "budget_refused"
+    ]
+    assert refusal.visibility == {"kind": "gm"}
+    assert refusal.payload["scope"] == "campaign" and refusal.payload["cap_usd"] == "0.0001"
+    assert refusal.payload["turn_id"] == failed.payload["turn_id"]
+    assert "$0.0001 cap" in refusal.payload["detail"]
     assert outcome.usage == []
     assert not ModelUsage.objects.exists() and not Reservation.objects.exists()
 
@@ -226,7 +240,7 @@ def test_a_players_own_cap_holds_across_campaigns(gm, make_user):
     user_budget_set(user_id=alice.id, daily_cap_usd=a_little_more_than(spent))
     refused = play(two, alice)
     assert refused.payload["code"] == "budget_exceeded"
-    assert "this player's daily budget" in refused.payload["detail"]
+    assert refused.payload["detail"] == USER_CAP_REACHED  # names nobody, says no figure
     # Bob has no cap of his own; the campaign's cap is far away.
     assert play(two, bob).type == "dm_narration"
     assert selectors.user_spent(user_id=bob.id) > 0
@@ -235,7 +249,7 @@ def test_a_players_own_cap_holds_across_campaigns(gm, make_user):
     # Deleting a campaign does not erase what was spent in it.
     campaign_delete(campaign_id=one.id)
     assert selectors.user_spent(user_id=alice.id) == spent
-    user_budget_set(user_id=alice.id, daily_cap_usd=None)  # back to the setting: no cap
+    user_budget_set(user_id=alice.id, daily_cap_usd=None)  # back to the setting's 5.00
     assert play(two, alice).type == "dm_narration"
 
 

@@ -215,6 +215,7 @@ def test_a_refused_summary_appends_nothing_and_is_tried_again_later(campaign, al
 
 def test_a_real_model_writes_the_summary_over_http(campaign, alice, settings):
     play(campaign, alice, 12)
+    settings.DM_MODELS_ALLOWED = ["test-model"]
     with serving(settings) as server:
         dm_settings_set(campaign_id=campaign.id, provider="openai", model="test-model")
         answer = {

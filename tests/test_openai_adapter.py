@@ -100,6 +100,7 @@ def test_the_provider_and_model_are_chosen_per_campaign(
     campaign, alice, gm, settings, openai_server
 ):
     settings.DM_MODEL_PROVIDER = "fake"
+    settings.DM_MODELS_ALLOWED = ["campaign-model"]
     dm_settings_set(campaign_id=campaign.id, provider="openai", model="campaign-model")
     _, events = play(campaign, alice)
     assert events[-1].payload["text"] == GOOD_ANSWER["narration"]

@@ -250,7 +250,8 @@ def test_usage_is_reported_after_each_model_call(campaign, alice):
 
 
 @pytest.mark.django_db
-def test_dm_settings_are_validated(campaign):
+def test_dm_settings_are_validated(campaign, settings):
+    settings.DM_MODELS_ALLOWED = ["llama3.1:8b"]
     with pytest.raises(DomainError):
         dm_settings_set(campaign_id=campaign.id, provider="skynet")
     with pytest.raises(NotFound):
@@ -262,8 +263,9 @@ def test_dm_settings_are_validated(campaign):
 
 @pytest.mark.django_db
 def test_the_dm_settings_are_set_in_the_admin_by_staff_only(
-    client, campaign, make_user, django_user_model
+    client, campaign, make_user, django_user_model, settings
 ):
+    settings.DM_MODELS_ALLOWED = ["qwen2.5"]
     url = reverse("admin:orchestrator_dmsettings_add")
     client.force_login(make_user("outsider"))
     assert client.get(url).status_code == 302  # to the admin login

@@ -224,7 +224,7 @@ export function createGmTools({ config, table, notify }) {
       renderCharacters();
     },
     onEvent(event) {
-      if (["dm_narration", "turn_failed", "dm_audio_ready", "budget_warning", "summary_created"].includes(event.type)) {
+      if (["dm_narration", "turn_failed", "dm_audio_ready", "budget_warning", "budget_refused", "summary_created"].includes(event.type)) {
         spendSoon();
       }
     },

@@ -188,8 +188,10 @@ function turnFailedBanner(code, detail) {
     setBanner("turn", {
       tone: "budget",
       role: "alert",
-      title: "The DM has stopped: this campaign's budget is spent.",
-      text: `${detail ? `${detail} ` : ""}${isGm ? "Raise the daily cap in the admin to continue." : "Your actions are kept; ask your GM to raise the daily cap."}`,
+      // The server's words carry no money (CONTRACTS §7); the figures reach the GM in
+      // the GM-only budget_refused event and the spend meter.
+      title: "The DM has stopped: today's budget is spent.",
+      text: `${detail ? `${detail} ` : ""}${isGm ? "The budget notice in the log says which cap was reached, with the figures." : ""}`.trim(),
       actions: [dismissButton("turn")],
     });
   } else {
