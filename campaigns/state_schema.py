@@ -13,10 +13,17 @@ exactly as they were.
 Hidden state (`hidden_containers`, `patch_is_secret`, `entities_revealed`): entities
 marked `hidden` and the flags under `/hidden/flags` are for the GMs (and the DM) only;
 these say which patches must be recorded GM-only and what a reveal brings to the players.
+
+Errors (issue 16): a refusal's text names the operation and the reason in our own words,
+never the state. No repr of a value from the state, no exception text from jsonpatch,
+jsonpointer or pydantic (theirs quote the document: a missing key prints its whole
+parent, every hidden entity included). Pydantic errors become `loc: plain words` from
+the error's type and the schema's own limits (`validation_problems`), never its input.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Annotated, Any, Literal
 
@@ -37,7 +44,7 @@ from pydantic import (
 
 from rpgai.errors import DomainError
 
-from .tool_events import PatchOperation, patches_apply
+from .tool_events import PatchOperation
 
 UUID_TEXT = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 UuidText = Annotated[str, StringConstraints(strict=True, pattern=UUID_TEXT)]
@@ -47,6 +54,9 @@ Condition = Annotated[str, StringConstraints(strict=True, min_length=1, max_leng
 
 MAX_PATCH_OPERATIONS = 32
 MAX_STATE_BYTES = 512 * 1024
+# The messages of our own validators: they quote no value, so refusals may repeat them.
+HP_ABOVE_MAX = "hp is above max_hp"
+OWN_VALIDATOR_MESSAGES = frozenset({HP_ABOVE_MAX})
 
 
 class _Strict(BaseModel):
@@ -75,7 +85,7 @@ class CharacterState(_Strict):
     @model_validator(mode="after")
     def _hp_within_max(self) -> CharacterState:
         if self.hp > self.max_hp:
-            raise ValueError(f"hp {self.hp} is above max_hp {self.max_hp}")
+            raise ValueError(HP_ABOVE_MAX)
         return self
 
 
@@ -142,13 +152,65 @@ class PatchRefused(DomainError):
     code = "patch_rejected"
 
 
-def _pydantic_problems(exc: ValidationError, limit: int = 5) -> str:
+# Plain words for pydantic's error types. Only the schema's own limits (from the error's
+# `ctx`) may be filled in; the input never is: it may be a copy of hidden state.
+_TYPE_WORDS: dict[str, str] = {
+    "missing": "is required",
+    "extra_forbidden": "is not allowed here",
+    "string_type": "must be text",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "list_type": "must be a list",
+    "none_required": "must be null",
+    "string_pattern_mismatch": "is not in the expected form",
+    "uuid_type": "must be an id",
+    "uuid_parsing": "must be an id",
+    "string_too_short": "must have at least {min_length} characters",
+    "string_too_long": "must have at most {max_length} characters",
+    "too_short": "must have at least {min_length} items",
+    "too_long": "must have at most {max_length} items",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "literal_error": "must be one of {expected}",
+}
+_SCHEMA_CTX = ("min_length", "max_length", "ge", "gt", "le", "lt", "expected")
+
+
+def _problem_words(error: Any) -> str:
+    kind = error.get("type", "")
+    if kind == "value_error":
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        return message if message in OWN_VALIDATOR_MESSAGES else "is not valid"
+    words = _TYPE_WORDS.get(kind)
+    if words is None:
+        return "is not valid"
+    ctx = error.get("ctx") or {}
+    try:
+        return words.format(**{key: ctx[key] for key in _SCHEMA_CTX if key in ctx})
+    except (KeyError, IndexError, ValueError):
+        return "is not valid"
+
+
+def validation_problems(exc: ValidationError, *, limit: int = 5, sep: str = "/") -> str:
+    """`where: what` for each of the first `limit` errors, in plain words: the location
+    (keys the proposer wrote, or the schema's) and the error's type, never its input."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=True)
     parts = []
-    for error in exc.errors(include_url=False)[:limit]:
-        where = "/".join(str(p) for p in error["loc"]) or "state"
-        message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    more = len(exc.errors()) - limit
+    for error in errors[:limit]:
+        where = sep.join(str(p)[:80] for p in error["loc"]) or "state"
+        parts.append(f"{where}: {_problem_words(error)}")
+    more = len(errors) - limit
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
@@ -158,7 +220,7 @@ def state_validate(state: dict[str, Any]) -> None:
         CampaignState.model_validate(state)
     except ValidationError as exc:
         raise PatchRefused(
-            f"the result breaks the state schema: {_pydantic_problems(exc)}"
+            f"the result breaks the state schema: {validation_problems(exc)}"
         ) from None
 
 
@@ -213,8 +275,11 @@ def _matches(pattern: tuple[str, ...], parts: list[str]) -> bool:
 def _pointer_parts(path: str) -> list[str]:
     try:
         return list(jsonpointer.JsonPointer(path).parts)
-    except jsonpointer.JsonPointerException as exc:
-        raise PatchRefused(f"{path!r} is not a JSON pointer ({exc})") from None
+    except (jsonpointer.JsonPointerException, TypeError, ValueError):
+        # jsonpointer's text is not ours to repeat (rule in the module's docstring).
+        raise PatchRefused(
+            f"{path[:300]} is not a JSON pointer (it starts with /, ~ is written ~0, / is ~1)"
+        ) from None
 
 
 def path_allowed(path: str, op: str, *, actor: Literal["dm", "gm"]) -> bool:
@@ -263,6 +328,140 @@ def hidden_containers(state: dict[str, Any], patches: Any) -> list[dict[str, Any
     return []
 
 
+def _label(index: int, operation: dict[str, Any]) -> str:
+    """`operation 3 (move /a from /b)`: the proposer's own operation, never the state."""
+    source = f" from {str(operation['from'])[:300]}" if operation.get("from") is not None else ""
+    return f"operation {index} ({operation['op']} {str(operation['path'])[:300]}{source})"
+
+
+def _is_index(part: str) -> bool:
+    return part.isdigit() and (part == "0" or not part.startswith("0"))
+
+
+def _walk(document: Any, parts: list[str]) -> tuple[str | None, Any]:
+    """(None, the value at `parts`), or (why it is not there, None), in plain words."""
+    node = document
+    for part in parts:
+        if isinstance(node, dict):
+            if part not in node:
+                return "does not exist", None
+            node = node[part]
+        elif isinstance(node, list):
+            if not _is_index(part):
+                return "has a part that is not a list index", None
+            if int(part) >= len(node):
+                return "points past the end of a list", None
+            node = node[int(part)]
+        else:
+            return "goes through a value that is neither an object nor a list", None
+    return None, node
+
+
+def _why_not(document: Any, operation: dict[str, Any], exc: Exception) -> str:
+    """Why `operation` does not apply to `document`, from our own look at the pointers
+    (same words whatever the state holds around them)."""
+    op = operation["op"]
+    try:
+        path = list(jsonpointer.JsonPointer(operation["path"]).parts)
+        source = (
+            list(jsonpointer.JsonPointer(operation["from"]).parts)
+            if op in ("move", "copy")
+            else None
+        )
+    except (jsonpointer.JsonPointerException, TypeError, ValueError):
+        return "a pointer is not a JSON pointer"
+    if source is not None:
+        problem, _ = _walk(document, source)
+        if problem:
+            return f"the from location {problem}"
+        if op == "move" and len(path) > len(source) and path[: len(source)] == source:
+            return "a value cannot be moved into itself"
+    if op in ("remove", "replace", "test"):
+        problem, _ = _walk(document, path)
+        if problem:
+            return f"the path {problem}"
+        if isinstance(exc, jsonpatch.JsonPatchTestFailed):
+            return "the value at the path is not the tested value"
+        return "the operation does not apply here"
+    # add, and the second half of move and copy: the parent must be there.
+    problem, parent = _walk(document, path[:-1])
+    if problem:
+        return f"the path {problem}"
+    if isinstance(parent, list):
+        last = path[-1] if path else ""
+        if last != "-" and not _is_index(last):
+            return "the path has a part that is not a list index"
+        if last != "-" and int(last) > len(parent):
+            return "the path points past the end of a list"
+    elif not isinstance(parent, dict):
+        return "the path goes through a value that is neither an object nor a list"
+    return "the operation does not apply here"
+
+
+def _in_hidden(pointer: Any, hidden_ids: set[str]) -> bool:
+    parts = _loose_parts(pointer)
+    if parts is None:
+        return False
+    if not parts:
+        return True  # the whole state holds the hidden parts too
+    if parts[0] == "hidden":
+        return True
+    return parts[0] == "entities" and (len(parts) == 1 or parts[1] in hidden_ids)
+
+
+def _operations_apply(
+    state: dict[str, Any], prelude: list[dict[str, Any]], patches: list[dict[str, Any]]
+) -> Any:
+    """Apply the prelude, then each operation in turn; a failing one is refused in plain
+    words (`_why_not`). A `move` or `copy` out of hidden state (under /hidden, or an
+    entity hidden before, during or after the patch) must land in hidden state that is
+    still hidden after the patch: otherwise a GM-only patch would put a secret where the
+    players' snapshot shows it."""
+    document: Any = copy.deepcopy(state)
+    try:
+        document = jsonpatch.JsonPatch(copy.deepcopy(prelude)).apply(document, in_place=True)
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
+        raise PatchRefused("the hidden flags have no room to be written") from None
+    ever_hidden = _hidden_ids(state)
+    carried: list[tuple[int, dict[str, Any]]] = []
+    for index, operation in enumerate(patches):
+        op = operation["op"]
+        if op in ("move", "copy") and _in_hidden(
+            operation["from"], ever_hidden | _hidden_ids(document)
+        ):
+            carried.append((index, operation))
+        # A failing move may have removed its source before failing: keep the document whole.
+        in_place = op != "move"
+        try:
+            document = jsonpatch.JsonPatch([copy.deepcopy(operation)]).apply(
+                document, in_place=in_place
+            )
+        except (
+            jsonpatch.JsonPatchException,
+            jsonpointer.JsonPointerException,
+            TypeError,
+            ValueError,
+            KeyError,
+            IndexError,
+            AttributeError,
+        ) as exc:
+            raise PatchRefused(
+                f"the patch does not apply: {_label(index, operation)}: "
+                f"{_why_not(document, operation, exc)}"
+            ) from None
+        if isinstance(document, dict):
+            ever_hidden |= _hidden_ids(document)
+    hidden_after = _hidden_ids(document) if isinstance(document, dict) else set()
+    for index, operation in carried:
+        if not _in_hidden(operation["path"], hidden_after):
+            raise PatchRefused(
+                f"{_label(index, operation)}: a hidden value cannot be "
+                f"{'moved' if operation['op'] == 'move' else 'copied'} "
+                "to where the players see it; reveal the entity instead"
+            )
+    return document
+
+
 def patch_check(
     state: dict[str, Any],
     patches: Any,
@@ -284,29 +483,30 @@ def patch_check(
         try:
             PatchOperation.model_validate(operation)
         except ValidationError as exc:
-            raise PatchRefused(f"operation {index}: {_pydantic_problems(exc, 2)}") from None
+            raise PatchRefused(f"operation {index}: {validation_problems(exc, limit=2)}") from None
         op, path = operation["op"], operation["path"]
         if op in SET_OPS and "value" not in operation:
             raise PatchRefused(f"operation {index} ({op} {path}) has no value")
         if op in ("move", "copy") and "from" not in operation:
             raise PatchRefused(f"operation {index} ({op} {path}) has no from")
-        if not path_allowed(path, op, actor=actor):
+        try:
+            allowed = path_allowed(path, op, actor=actor)
+            source_op = "remove" if op == "move" else "test"
+            source_allowed = op not in ("move", "copy") or path_allowed(
+                operation["from"], source_op, actor=actor
+            )
+        except PatchRefused as exc:  # not a JSON pointer
+            raise PatchRefused(f"operation {index}: {exc.detail}") from None
+        if not allowed:
             raise PatchRefused(
                 f"operation {index}: {op} {path} is not allowed; {who} may change {allowed_text}"
             )
-        if op in ("move", "copy"):
-            source_op = "remove" if op == "move" else "test"
-            if not path_allowed(operation["from"], source_op, actor=actor):
-                raise PatchRefused(
-                    f"operation {index}: {op} from {operation['from']} is not allowed; "
-                    f"{who} may change {allowed_text}"
-                )
-    try:
-        patched = patches_apply(state, [*(prelude or []), *patches])
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-        raise PatchRefused(f"the patch does not apply: {exc}") from None
-    except (TypeError, ValueError, KeyError, IndexError) as exc:
-        raise PatchRefused(f"the patch does not apply: {exc}") from None
+        if not source_allowed:
+            raise PatchRefused(
+                f"operation {index}: {op} from {operation['from']} is not allowed; "
+                f"{who} may change {allowed_text}"
+            )
+    patched = _operations_apply(state, prelude or [], patches)
     if not isinstance(patched, dict):
         raise PatchRefused("the patch would replace the whole state")
     state_validate(patched)
@@ -341,25 +541,37 @@ def _hidden_ids(state: dict[str, Any] | None) -> set[str]:
     }
 
 
+def _visible_ids(state: dict[str, Any] | None) -> set[str]:
+    entities = (state or {}).get("entities") or {}
+    if not isinstance(entities, dict):
+        return set()
+    return {
+        str(entity_id)
+        for entity_id, entity in entities.items()
+        if isinstance(entity, dict) and entity.get("hidden") is not True
+    }
+
+
 def patch_is_secret(before: dict[str, Any], after: dict[str, Any] | None, patches: Any) -> bool:
-    """Whether a patch's events are for the GMs only: an operation (its path or `from`)
-    touches /hidden, or an entity hidden after the patch (or, for a refused patch whose
-    `after` is None, hidden before it), or an entity hidden before that the patch
-    removes. A reveal (the entity is there and no longer hidden after) is public."""
+    """Whether a patch's events are for the GMs only. An operation (its path or `from`)
+    makes it so when it points at:
+    - /hidden or anything under it;
+    - the whole state or the whole of /entities (they hold the hidden parts);
+    - an entity the players cannot see: hidden after the patch, or seen neither before
+      nor after it. That covers an entity hidden before that the patch removes, and an
+      id that does not exist: a made-up id may be a hidden one's, and the players must
+      not tell the two apart (both are GM-only, with the same words; for a refused patch
+      `after` is None and only `before` counts).
+    A reveal (the entity is there and no longer hidden after) is public. Whether anything
+    is hidden at all never changes the answer for a pointer outside hidden state."""
     if not isinstance(patches, list):
         return False
-    hidden_before = _hidden_ids(before)
-    hidden_after = _hidden_ids(after) if after is not None else hidden_before
-    after_entities = (after or {}).get("entities") or {} if after is not None else {}
+    visible = _visible_ids(before) | (_visible_ids(after) if after is not None else set())
+    hidden_after = _hidden_ids(after if after is not None else before)
 
     def entity_secret(entity_id: str) -> bool:
-        if entity_id in hidden_after:
-            return True
-        if after is None:
-            return False
-        return entity_id in hidden_before and entity_id not in after_entities
+        return entity_id in hidden_after or entity_id not in visible
 
-    anything_hidden = bool(hidden_before or hidden_after or before.get("hidden"))
     for operation in patches:
         if not isinstance(operation, dict):
             continue
@@ -367,17 +579,10 @@ def patch_is_secret(before: dict[str, Any], after: dict[str, Any] | None, patche
             parts = _loose_parts(pointer)
             if parts is None:
                 continue
-            if not parts:
-                if anything_hidden:
-                    return True
-            elif parts[0] == "hidden":
+            if not parts or parts[0] == "hidden":
                 return True
-            elif parts[0] == "entities":
-                if len(parts) == 1:
-                    if hidden_before or hidden_after:
-                        return True
-                elif entity_secret(parts[1]):
-                    return True
+            if parts[0] == "entities" and (len(parts) == 1 or entity_secret(parts[1])):
+                return True
     return False
 
 

@@ -10,7 +10,12 @@ the narration's `tool_errors` (so the next prompt can tell the DM) and in the re
 
 Hidden state: `create_entity` with `hidden: true` makes an entity the players have not
 discovered (a GM-only `entity_created`); a patch touching hidden things is recorded
-GM-only, a reveal publicly with the revealed entities (`campaigns.state_schema`).
+GM-only, a reveal publicly with the revealed entities (`campaigns.state_schema`), and so
+is every patch aimed at an entity id the players cannot see, unknown ids included.
+
+Refusals (tool_errors, state_patch_rejected, the GM's errors) say which call or
+operation and why in our own words; they never quote the state (no stored value, no
+library exception text, no pydantic input): `campaigns.state_schema.validation_problems`.
 
 Also here: player and DM rolls outside a turn (`roll_make`), the GM's seed reveal
 (`dice_seed_reveal`) and the GM's corrections (`gm_set_value`, `gm_revert_event`).
@@ -51,7 +56,7 @@ from .events import (
     fold_all,
     validate_payload,
 )
-from .models import Campaign, DiceSeed, Event
+from .models import Campaign, DiceSeed, Event, Membership
 from .services import events_append
 from .state_schema import (
     PatchRefused,
@@ -59,6 +64,7 @@ from .state_schema import (
     hidden_containers,
     patch_check,
     patch_is_secret,
+    validation_problems,
 )
 from .tool_events import ENTITY_KINDS, EntityKind
 from .whispers import text_problem
@@ -124,11 +130,9 @@ class AudioArgs(_Args):
 
 
 def _args_problem(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False)[:3]:
-        where = ".".join(str(p) for p in error["loc"]) or "args"
-        parts.append(f"{where}: {error['msg']}")
-    return "bad arguments: " + "; ".join(parts)
+    # Plain words from the error's type, never its input (campaigns.state_schema's rule:
+    # a refusal lands in the public narration's tool_errors).
+    return "bad arguments: " + validation_problems(exc, limit=3, sep=".")
 
 
 def _name_key(name: str) -> str:
@@ -294,9 +298,11 @@ class _Executor:
                         "this entity cannot be created; look at the state's entities "
                         "and change one with apply_state_patch"
                     )
+                # The id of a visible entity (the players' snapshot has it), not its
+                # stored name: refusals never quote the state.
                 raise ToolRefused(
-                    f"a {parsed.kind} named {entity.get('name')!r} already exists "
-                    f"(id {entity_id}); change it with apply_state_patch"
+                    f"a {parsed.kind} of that name already exists (id {entity_id}); "
+                    "change it with apply_state_patch"
                 )
         try:
             json.dumps(parsed.data, allow_nan=False)
@@ -468,7 +474,9 @@ def roll_make(
     visibility: dict[str, Any] | None = None,
 ) -> list[Event]:
     """Roll with the server's dice: `roll_requested` + `roll_result` (FormulaError, a
-    DomainError with code `invalid_formula`, for a formula that is refused)."""
+    DomainError with code `invalid_formula`, for a formula that is refused). A player's
+    or GM's roll (`actor_user_id` set) needs them still a member under the log's lock
+    (PermissionDenied otherwise, nothing appended)."""
     formula_parse(formula)  # fail fast, before taking the campaign's lock
     if not isinstance(reason, str) or len(reason) > 500:
         raise DomainError("reason must be text of at most 500 characters", code="invalid_reason")
@@ -486,7 +494,18 @@ def roll_make(
         executor.roll(formula=formula, reason=reason, requested_by=requested_by)
         return executor.events
 
-    events = events_append(campaign_id=campaign_id, events=build, request_id=request_id)
+    def still_a_member(state: dict[str, Any]) -> None:
+        # Checked under the log's lock, as campaigns.services.player_action_submit does
+        # (its check is a closure there, so it is repeated here): a member removed a
+        # moment ago on another process, whose socket is still open, cannot roll.
+        if actor_kind not in ("player", "gm") or actor_user_id is None:
+            return
+        if not Membership.objects.filter(campaign_id=campaign_id, user_id=actor_user_id).exists():
+            raise PermissionDenied("you are no longer a member of this campaign")
+
+    events = events_append(
+        campaign_id=campaign_id, events=build, request_id=request_id, precondition=still_a_member
+    )
     return [e for e in events if e.type in ROLL_EVENT_TYPES]
 
 

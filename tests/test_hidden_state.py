@@ -413,3 +413,65 @@ def test_the_hidden_flags_may_be_written_whole_in_a_fresh_campaign(campaign, tab
         campaign, _patch({"op": "add", "path": "/hidden/flags", "value": ["not", "a", "map"]})
     )
     assert rejected.type == "state_patch_rejected" and rejected.visibility == GM_ONLY
+
+
+def test_a_patch_at_a_made_up_id_reads_as_one_at_a_hidden_id_and_is_for_the_gm_alone(
+    campaign, table
+):
+    """Issue 16: a rejected patch printed the whole of /entities (jsonpointer's text) to
+    everyone. Now the words are ours, the same for a hidden id and an unknown one, and
+    both are GM-only: the players cannot tell whether a hidden entity has that id."""
+    _turn(campaign, _ghoul())
+    ghoul_id, unknown_id = _ghoul_id(campaign), str(uuid.uuid4())
+    events = _turn(
+        campaign,
+        *[
+            _patch({"op": op, "path": f"/entities/{entity_id}/data/mood/now", "value": 1})
+            for entity_id in (ghoul_id, unknown_id)
+            for op in ("add", "replace")
+        ],
+        _patch({"op": "remove", "path": f"/entities/{unknown_id}"}),
+    )
+    rejected = [e for e in events if e.type == "state_patch_rejected"]
+    assert len(rejected) == 5
+    assert all(e.visibility == GM_ONLY for e in events if e.type.startswith("state_patch_"))
+    errors = [e.payload["error"] for e in rejected]
+    assert errors[0].replace(ghoul_id, "ID") == errors[2].replace(unknown_id, "ID")
+    assert errors[1].replace(ghoul_id, "ID") == errors[3].replace(unknown_id, "ID")
+    assert errors[0].endswith(f"(add /entities/{ghoul_id}/data/mood/now): the path does not exist")
+    for error in errors:
+        assert GHOUL not in error and "ossuary" not in error and "{" not in error
+    alice_text = json.dumps(events_seen_by(campaign, table["alice"]))
+    assert "state_patch" not in alice_text and GHOUL not in alice_text
+
+
+def test_a_hidden_value_is_not_copied_or_moved_where_the_players_look(campaign, table):
+    _turn(campaign, _ghoul())
+    _turn(campaign, _patch({"op": "add", "path": "/hidden/flags/heir", "value": "Brannoc"}))
+    ghoul_id = _ghoul_id(campaign)
+    description = f"/entities/{ghoul_id}/data/description"
+    events = _turn(
+        campaign,
+        _patch({"op": "copy", "from": description, "path": "/flags/leak"}),
+        _patch({"op": "move", "from": "/hidden/flags/heir", "path": "/scene/description"}),
+        # Revealing in the same patch does not launder it either: reveal first, then copy.
+        _patch(
+            {"op": "replace", "path": f"/entities/{ghoul_id}/hidden", "value": False},
+            {"op": "copy", "from": description, "path": "/flags/leak"},
+            {"op": "replace", "path": f"/entities/{ghoul_id}/hidden", "value": True},
+        ),
+        # Within hidden state it is fine.
+        _patch({"op": "copy", "from": description, "path": f"/entities/{ghoul_id}/data/lore"}),
+    )
+    types = [e.type for e in events if e.type.startswith("state_patch_")]
+    assert types == [
+        *("state_patch_requested", "state_patch_rejected") * 3,
+        *PATCH_TYPES,
+    ]
+    assert all(e.visibility == GM_ONLY for e in events if e.type.startswith("state_patch_"))
+    assert "where the players see it" in events[1].payload["error"]
+    alice_state = _state(campaign, table["alice"])
+    assert "leak" not in alice_state["flags"]
+    assert "Brannoc" not in json.dumps(alice_state) and "ossuary" not in json.dumps(alice_state)
+    gm_state = _state(campaign, table["gm"])
+    assert gm_state["entities"][ghoul_id]["data"]["lore"] == "a ghoul lurking in the ossuary"

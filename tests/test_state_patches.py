@@ -346,3 +346,42 @@ def test_stored_patches_replay_to_the_same_snapshot(campaign, hero):
     ]
     assert stored.payload["patches"][0]["value"] == {"rung": [1, 2]}
     assert services.snapshots_rebuild(campaign_id=campaign.id, fix=False)[1] == []
+
+
+# --- Refusals never quote the state (issue 16) ------------------------------------------
+
+MARK = "ZQXstoredvalue"
+
+
+@pytest.mark.parametrize(
+    ("make_patch", "words"),
+    [
+        (lambda h: [{"op": "test", "path": "/flags/mark", "value": 1}], "not the tested value"),
+        (lambda h: [{"op": "add", "path": "/flags/mark/deeper", "value": 1}], "neither"),
+        (lambda h: [{"op": "add", "path": "/flags/none/x", "value": 1}], "does not exist"),
+        (lambda h: [{"op": "remove", "path": "/flags/bag/5"}], "past the end"),
+        (lambda h: [{"op": "remove", "path": "/flags/bag/x"}], "not a list index"),
+        (lambda h: [{"op": "copy", "from": "/flags/nope", "path": "/flags/y"}], "from location"),
+        (lambda h: [{"op": "move", "from": "/flags/bag", "path": "/flags/bag/0"}], "into itself"),
+        (lambda h: [{"op": "replace", "path": "/scene/location", "value": {"a": MARK}}], "text"),
+        (lambda h: [{"op": "replace", "path": f"/characters/{h}/hp", "value": MARK}], "integer"),
+        (lambda h: [{"op": "replace", "path": "/~2", "value": 1}], "JSON pointer"),
+    ],
+)
+def test_a_refusal_names_the_operation_and_never_quotes_the_state(
+    campaign, hero, make_patch, words
+):
+    patch_turn(
+        campaign,
+        [
+            {"op": "add", "path": "/flags/mark", "value": MARK},
+            {"op": "add", "path": "/flags/bag", "value": [MARK]},
+        ],
+    )
+    result = patch_turn(campaign, make_patch(hero))
+    [rejected] = [e for e in result.events if e.type == "state_patch_rejected"]
+    error = rejected.payload["error"]
+    # An operation that does not apply is named; a result that breaks the schema is
+    # told by where (the keys the patch wrote) and what, in the schema's words.
+    assert words in error and ("operation 0" in error or "state schema" in error), error
+    assert MARK not in error and "{" not in error and "<class" not in error, error

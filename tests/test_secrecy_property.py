@@ -1,0 +1,585 @@
+"""Property (issue 16): whatever the DM model and the GM do, nothing a PLAYER can read
+holds a hidden entity's name or data values, or a hidden flag's name or value.
+
+Each example builds a campaign through the public seams (hidden entities made by the
+DM's `create_entity` with `hidden: true`, hidden flags set by the GM's
+`POST .../gm/values`), then runs random DM turns (through `/internal/tools/execute` or
+`campaigns.tools.turn_commit`, as a DM turn does) made of random tool calls: patches
+valid and invalid, into unknown ids and hidden ones, with bad pointers, moving and copying
+out of hidden state, with values that are objects; rolls, entities, private narration,
+audio cues, unknown tools; and random GM reverts. Every hidden name and value is a
+distinctive random token (`ZQX` + hex), so a substring search over the JSON of what a
+player reads is a sound check. Values a model writes where players look are other tokens
+(`PUB` + hex): the model publishing a secret on purpose is not what is tested.
+
+`PLAYER_READ_PATHS` is the registry of what a player can read. Every later issue that
+adds a path players can read adds that path to it: one function `(world) -> list of
+texts` that reads it as the player through its public seam (HTTP, WebSocket, page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from campaigns import selectors
+from campaigns.services import campaign_create, campaign_join
+from campaigns.tools import turn_commit
+from memory.npc_memory import npc_memories_extract
+from tests.reads import api_as
+from tests.ws import Room
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "test-internal-secret-0123456789abcdef-xyz"
+MAX_EXAMPLES = 50
+# The slow readers (a fork, a socket) run on fewer examples, in a test of their own.
+SLOW_EXAMPLES = 20
+
+
+def _secret_token() -> str:
+    return "ZQX" + secrets.token_hex(6)
+
+
+def _public_token() -> str:
+    return "PUB" + secrets.token_hex(6)
+
+
+@dataclass
+class World:
+    """One campaign as the example built it, and what must stay hidden in it."""
+
+    campaign: Any
+    gm: Any
+    player: Any
+    hidden_ids: list[str]
+    public_id: str
+    character_id: str
+    secrets: set[str] = field(default_factory=set)
+
+
+# --- The player read paths ---------------------------------------------------------------
+
+
+def _json(response: Any) -> str:
+    assert response.status_code == 200, (response.status_code, response.content[:300])
+    return response.content.decode()
+
+
+def read_events(world: World) -> list[str]:
+    """GET .../events, whole and in pages, from several after_seq."""
+    client = api_as(world.player)
+    url = f"/api/campaigns/{world.campaign.id}/events"
+    texts = [_json(client.get(url)), _json(client.get(url + "?limit=1000"))]
+    seq = 0
+    while True:  # pages of 3 to the end
+        response = client.get(f"{url}?after_seq={seq}&limit=3")
+        texts.append(_json(response))
+        page = response.json()
+        if not page:
+            break
+        seq = page[-1]["seq"]
+    last = selectors.snapshot_get(campaign_id=world.campaign.id).version
+    for after in (1, last // 2, max(last - 4, 0)):
+        texts.append(_json(client.get(f"{url}?after_seq={after}&limit=1")))
+    return texts
+
+
+def read_snapshot(world: World) -> list[str]:
+    return [_json(api_as(world.player).get(f"/api/campaigns/{world.campaign.id}/snapshot"))]
+
+
+def read_campaign(world: World) -> list[str]:
+    client = api_as(world.player)
+    return [
+        _json(client.get(f"/api/campaigns/{world.campaign.id}/")),
+        _json(client.get("/api/campaigns/")),
+    ]
+
+
+def read_pages(world: World) -> list[str]:
+    """The room page, the campaign list and the dice page, as the logged-in player."""
+    client = Client()
+    client.force_login(world.player)
+    return [
+        _json(client.get(path))
+        for path in (
+            f"/campaigns/{world.campaign.id}/",
+            "/campaigns/",
+            f"/campaigns/{world.campaign.id}/dice",
+        )
+    ]
+
+
+def read_npc_memories(world: World) -> list[str]:
+    npc_memories_extract(campaign_id=world.campaign.id)
+    client = api_as(world.player)
+    url = f"/api/campaigns/{world.campaign.id}/npc_memories"
+    texts = [_json(client.get(url))]
+    for entity_id in [*world.hidden_ids, world.public_id]:
+        texts.append(_json(client.get(f"{url}?npc_id={entity_id}")))
+    return texts
+
+
+def read_retrieval(world: World) -> list[str]:
+    """rag_search for the secrets themselves, and the documents list."""
+    client = api_as(world.player)
+    base = f"/api/campaigns/{world.campaign.id}"
+    query = " ".join(sorted(world.secrets))[:400] or "ghoul"
+    found = client.get(f"{base}/rag_search", {"q": query})
+    _json(found)
+    # The answer repeats the query (the secrets we asked for): only the results count.
+    return [json.dumps(found.json()["results"]), _json(client.get(f"{base}/documents"))]
+
+
+def read_gm_only_refusals(world: World) -> list[str]:
+    """What a player gets back from the GM's reads (usage, budget): a refusal, nothing more."""
+    client = api_as(world.player)
+    texts = []
+    for path in ("usage", "budget"):
+        response = client.get(f"/api/campaigns/{world.campaign.id}/{path}")
+        assert response.status_code == 403, (path, response.content[:300])
+        texts.append(response.content.decode())
+    return texts
+
+
+def read_fork(world: World) -> list[str]:
+    """A fork the GM makes at the last seq has the same members: the player reads it."""
+    last = selectors.snapshot_get(campaign_id=world.campaign.id).version
+    response = api_as(world.gm).post(
+        f"/api/campaigns/{world.campaign.id}/fork", {"at_seq": last}, format="json"
+    )
+    assert response.status_code == 201, response.content[:300]
+    fork = selectors.campaign_get(campaign_id=response.json()["id"])
+    forked = World(
+        fork, world.gm, world.player, world.hidden_ids, world.public_id, world.character_id
+    )
+    return [*read_events(forked), *read_snapshot(forked)]
+
+
+def read_socket_catch_up(world: World) -> list[str]:
+    """client.hello over the WebSocket, from 0 and from the middle of the log."""
+
+    async def hello(last_seq: int) -> str:
+        room = Room(world.campaign.id, world.player)
+        connected, _ = await room.open()
+        assert connected
+        try:
+            return json.dumps(await room.hello(last_seq))
+        finally:
+            await room.close()
+
+    last = selectors.snapshot_get(campaign_id=world.campaign.id).version
+    # On a thread of its own: asgiref remembers the calling loop on the thread that runs
+    # the consumer's database calls, and this test's later broadcasts must not find a
+    # stopped loop there.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return [pool.submit(asyncio.run, hello(seq)).result() for seq in (0, last // 2)]
+
+
+PLAYER_READ_PATHS: list[Callable[[World], list[str]]] = [
+    read_events,
+    read_snapshot,
+    read_campaign,
+    read_pages,
+    read_npc_memories,
+    read_retrieval,
+    read_gm_only_refusals,
+    read_fork,
+    read_socket_catch_up,
+]
+# Readers that cost a fork or a WebSocket per example: checked on SLOW_EXAMPLES only.
+SLOW_READ_PATHS = frozenset({read_fork, read_socket_catch_up})
+
+
+# --- Building a world ---------------------------------------------------------------------
+
+
+def _execute(world: World, calls: list[dict[str, Any]], *, via_http: bool) -> None:
+    narration = f"The torches gutter. {_public_token()}"
+    if via_http:
+        response = Client().post(
+            "/internal/tools/execute",
+            json.dumps(
+                {
+                    "campaign_id": str(world.campaign.id),
+                    "narration": narration,
+                    "options": ["Go on"],
+                    "tool_calls": calls,
+                }
+            ),
+            content_type="application/json",
+            HTTP_X_INTERNAL_SECRET=SECRET,
+        )
+        assert response.status_code == 201, response.content[:500]
+    else:
+        turn_commit(
+            campaign_id=world.campaign.id,
+            turn_id=str(uuid.uuid4()),
+            narration=narration,
+            options=["Go on"],
+            tool_calls=calls,
+            through_seq=0,
+        )
+
+
+def _entities(world: World) -> dict[str, Any]:
+    return selectors.snapshot_get(campaign_id=world.campaign.id).state["entities"]
+
+
+def _world(hidden_count: int, flag_count: int) -> World:
+    users = get_user_model().objects
+    gm = users.create_user(username=f"gm-{uuid.uuid4().hex[:10]}", password="pw-Secret-123")
+    player = users.create_user(username=f"pl-{uuid.uuid4().hex[:10]}", password="pw-Secret-123")
+    campaign = campaign_create(name="The Sunken Crown", edition="5e", creator=gm)
+    campaign_join(invite_code=campaign.invite_code, user=player, display_name="Alice")
+    state = selectors.snapshot_get(campaign_id=campaign.id).state
+    character_id = next(
+        cid for cid, c in state["characters"].items() if c["owner_user_id"] == str(player.id)
+    )
+    world = World(campaign, gm, player, [], "", character_id)
+    calls = [
+        {
+            "name": "create_entity",
+            "args": {"kind": "npc", "name": "Innkeeper Mott", "data": {"mood": _public_token()}},
+        }
+    ]
+    for _ in range(hidden_count):
+        name, value, nested = _secret_token(), _secret_token(), _secret_token()
+        world.secrets |= {name, value, nested}
+        calls.append(
+            {
+                "name": "create_entity",
+                "args": {
+                    "kind": "creature",
+                    "name": name,
+                    "data": {"lair": value, "deep": {"list": [nested, 7]}},
+                    "hidden": True,
+                },
+            }
+        )
+    _execute(world, calls, via_http=True)
+    for entity_id, entity in _entities(world).items():
+        if entity.get("hidden"):
+            world.hidden_ids.append(entity_id)
+        else:
+            world.public_id = entity_id
+    gm_client = api_as(gm)
+    for _ in range(flag_count):
+        name, value = _secret_token(), _secret_token()
+        world.secrets |= {name, value}
+        response = gm_client.post(
+            f"/api/campaigns/{campaign.id}/gm/values",
+            {"path": f"/hidden/flags/{name}", "value": {"note": value}},
+            format="json",
+        )
+        assert response.status_code == 201, response.content[:300]
+    return world
+
+
+# --- Random calls ---------------------------------------------------------------------------
+
+# A pointer is drawn as a kind, then made concrete against the world (`_pointer`).
+POINTER_KINDS = (
+    "hidden_data",
+    "hidden_data_new",
+    "hidden_deep",
+    "hidden_name",
+    "hidden_whole",
+    "unknown_entity",
+    "unknown_entity_whole",
+    "public_data",
+    "public_name",
+    "hidden_flag",
+    "hidden_flag_new",
+    "hidden_flags",
+    "hidden_root",
+    "flags_new",
+    "flags_deep",
+    "scene",
+    "hp",
+    "inventory_end",
+    "inventory_far",
+    "entities_root",
+    "root",
+    "no_slash",
+    "tilde",
+)
+# What is drawn: the made-up id (issue 16's finding) and plain public paths more often.
+POINTER_DRAWS = (*POINTER_KINDS, "unknown_entity", "unknown_entity", "public_data", "flags_new")
+GUESSED_KINDS = ("unknown_entity", "unknown_entity_whole", "hidden_data", "hidden_whole")
+# Pointers into hidden state: only there may a patch write a new secret value.
+HIDDEN_KINDS = frozenset(
+    {
+        "hidden_data",
+        "hidden_data_new",
+        "hidden_deep",
+        "hidden_name",
+        "hidden_whole",
+        "hidden_flag",
+        "hidden_flag_new",
+        "hidden_flags",
+        "hidden_root",
+    }
+)
+
+
+def _pointer(world: World, kind: str, pick: int) -> str:
+    hidden = (
+        world.hidden_ids[pick % len(world.hidden_ids)] if world.hidden_ids else str(uuid.uuid4())
+    )
+    flags = sorted(
+        (selectors.snapshot_get(campaign_id=world.campaign.id).state.get("hidden") or {}).get(
+            "flags"
+        )
+        or {"none": 0}
+    )
+    if kind == "hidden_flag_new":  # a new hidden flag's name is a secret too
+        name = _secret_token()
+        world.secrets.add(name)
+        return f"/hidden/flags/{name}"
+    return {
+        "hidden_data": f"/entities/{hidden}/data/lair",
+        "hidden_data_new": f"/entities/{hidden}/data/k{pick}",
+        "hidden_deep": f"/entities/{hidden}/data/deep/list/{pick % 3}",
+        "hidden_name": f"/entities/{hidden}/name",
+        "hidden_whole": f"/entities/{hidden}",
+        "unknown_entity": f"/entities/{uuid.uuid4()}/data/mood",
+        "unknown_entity_whole": f"/entities/{uuid.uuid4()}",
+        "public_data": f"/entities/{world.public_id}/data/mood",
+        "public_name": f"/entities/{world.public_id}/name",
+        "hidden_flag": f"/hidden/flags/{flags[pick % len(flags)]}",
+        "hidden_flags": "/hidden/flags",
+        "hidden_root": "/hidden",
+        "flags_new": f"/flags/f{pick}",
+        "flags_deep": f"/flags/f{pick}/deeper/still",
+        "scene": "/scene/location",
+        "hp": f"/characters/{world.character_id}/hp",
+        "inventory_end": f"/characters/{world.character_id}/inventory/-",
+        "inventory_far": f"/characters/{world.character_id}/inventory/{pick}",
+        "entities_root": "/entities",
+        "root": "",
+        "no_slash": "entities/x",
+        "tilde": f"/entities/{hidden}/data/~2",
+    }[kind]
+
+
+@st.composite
+def operations(draw: Any) -> dict[str, Any]:
+    op = draw(st.sampled_from(("add", "remove", "replace", "move", "copy", "test")))
+    operation: dict[str, Any] = {
+        "op": op,
+        "path": draw(st.sampled_from(POINTER_DRAWS)),
+        "pick": draw(st.integers(0, 5)),
+    }
+    if op in ("move", "copy"):
+        operation["from"] = draw(st.sampled_from(POINTER_DRAWS))
+    if op in ("add", "replace", "test") or draw(st.booleans()):
+        operation["value"] = draw(
+            st.sampled_from(("token", "int", "object", "list", "secret", "none"))
+        )
+    return operation
+
+
+@st.composite
+def tool_calls(draw: Any) -> dict[str, Any]:
+    name = draw(
+        st.sampled_from(
+            (
+                "apply_state_patch",
+                "apply_state_patch",
+                "guess",
+                "guess",
+                "roll",
+                "create_entity",
+                "narrate_private",
+                "trigger_audio",
+                "unknown",
+            )
+        )
+    )
+    if name == "apply_state_patch":
+        return {"name": name, "ops": draw(st.lists(operations(), min_size=1, max_size=3))}
+    if name == "guess":  # one operation at an id the model made up, or a hidden one
+        operation = draw(operations())
+        operation["path"] = draw(st.sampled_from(GUESSED_KINDS))
+        return {"name": "apply_state_patch", "ops": [operation]}
+    return {"name": name, "variant": draw(st.integers(0, 3))}
+
+
+def _value(world: World, kind: str, path_kind: str) -> Any:
+    if kind == "secret" and path_kind in HIDDEN_KINDS:
+        token = _secret_token()
+        world.secrets.add(token)
+        return {"note": token}
+    return {
+        "token": _public_token(),
+        "int": 3,
+        "object": {"a": _public_token(), "b": [1, {"c": _public_token()}]},
+        "list": [_public_token()],
+        "secret": _public_token(),  # only hidden paths get new secrets
+        "none": None,
+    }[kind]
+
+
+def _concrete(world: World, call: dict[str, Any]) -> dict[str, Any]:
+    name = call["name"]
+    if name == "apply_state_patch":
+        patches = []
+        for drawn in call["ops"]:
+            operation = {"op": drawn["op"], "path": _pointer(world, drawn["path"], drawn["pick"])}
+            if "from" in drawn:
+                operation["from"] = _pointer(world, drawn["from"], drawn["pick"] + 1)
+            if "value" in drawn:
+                operation["value"] = _value(world, drawn["value"], drawn["path"])
+            patches.append(operation)
+        return {"name": name, "args": {"reason": _public_token(), "patches": patches}}
+    variant = call["variant"]
+    if name == "roll":
+        formula = ("1d20+2", "2d6", "nonsense(", "1d20")[variant]
+        args: dict[str, Any] = {"formula": formula, "reason": _public_token()}
+        if variant == 3:
+            args["private_to"] = str(world.player.id)
+        return {"name": name, "args": args}
+    if name == "create_entity":
+        if variant == 0:  # a hidden one: new secrets
+            secret_name, secret_value = _secret_token(), _secret_token()
+            world.secrets |= {secret_name, secret_value}
+            return {
+                "name": name,
+                "args": {
+                    "kind": "npc",
+                    "name": secret_name,
+                    "data": {"x": secret_value},
+                    "hidden": True,
+                },
+            }
+        if variant == 1:  # the same kind and name as a hidden one: refused
+            entities = _entities(world)
+            hidden = [e for e in entities.values() if e.get("hidden")]
+            if hidden:
+                return {
+                    "name": name,
+                    "args": {"kind": hidden[0]["kind"], "name": hidden[0]["name"]},
+                }
+        if variant == 2:
+            return {"name": name, "args": {"kind": "dragon-god", "name": _public_token()}}
+        return {"name": name, "args": {"kind": "item", "name": _public_token(), "data": {}}}
+    if name == "narrate_private":
+        to = str(world.player.id) if variant < 2 else str(uuid.uuid4())
+        return {"name": name, "args": {"to": to, "text": _public_token()}}
+    if name == "trigger_audio":
+        cue = ("thunder", _public_token(), "rain", "")[variant]
+        return {"name": name, "args": {"cue": cue, "volume": (0.5, 2, 1, "x")[variant]}}
+    return {"name": _public_token(), "args": {"x": variant}}
+
+
+def _gm_revert(world: World, pick: int) -> None:
+    """The GM undoes a random event (refusals are the GM's own 4xx: not checked here)."""
+    last = selectors.snapshot_get(campaign_id=world.campaign.id).version
+    api_as(world.gm).post(
+        f"/api/campaigns/{world.campaign.id}/gm/reverts",
+        {"seq": 1 + pick % last},
+        format="json",
+    )
+
+
+def _leaks(world: World, readers: list[Callable[[World], list[str]]]) -> list[tuple[str, str]]:
+    found = []
+    for reader in readers:
+        for text in reader(world):
+            for secret in world.secrets:
+                if secret in text:
+                    at = text.index(secret)
+                    found.append((reader.__name__, text[max(0, at - 300) : at + 100]))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _internal_secret(settings: Any) -> None:
+    settings.INTERNAL_TOOLS_SECRET = SECRET
+    settings.RATELIMIT_ENABLE = False
+
+
+WORLDS = st.fixed_dictionaries(
+    {
+        "hidden_count": st.integers(1, 2),
+        "flag_count": st.integers(0, 2),
+        "turns": st.lists(
+            st.tuples(st.booleans(), st.lists(tool_calls(), min_size=1, max_size=5)),
+            min_size=1,
+            max_size=3,
+        ),
+        "reverts": st.lists(st.integers(0, 50), max_size=2),
+    }
+)
+
+
+def _played(drawn: dict[str, Any]) -> World:
+    """A world with hidden things, after the drawn DM turns and GM reverts."""
+    world = _world(drawn["hidden_count"], drawn["flag_count"])
+    for via_http, calls in drawn["turns"]:
+        _execute(world, [_concrete(world, call) for call in calls], via_http=via_http)
+    for pick in drawn["reverts"]:
+        _gm_revert(world, pick)
+    return world
+
+
+SETTINGS = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
+
+
+@settings(max_examples=MAX_EXAMPLES, **SETTINGS)
+@given(drawn=WORLDS)
+def test_no_player_read_path_shows_hidden_state(drawn: dict[str, Any]) -> None:
+    world = _played(drawn)
+    readers = [r for r in PLAYER_READ_PATHS if r not in SLOW_READ_PATHS]
+    assert _leaks(world, readers) == []
+
+
+@settings(max_examples=SLOW_EXAMPLES, **SETTINGS)
+@given(drawn=WORLDS)
+def test_no_slow_player_read_path_shows_hidden_state(drawn: dict[str, Any]) -> None:
+    world = _played(drawn)
+    assert _leaks(world, [r for r in PLAYER_READ_PATHS if r in SLOW_READ_PATHS]) == []
+
+
+def test_a_rejected_patch_into_an_unknown_id_shows_the_players_nothing() -> None:
+    """The finding's repro: `add /entities/<unknown uuid>/data/mood` once printed the whole
+    of /entities, hidden ones included, in a state_patch_rejected seen by everyone."""
+    world = _world(1, 1)
+    _execute(
+        world,
+        [
+            {
+                "name": "apply_state_patch",
+                "args": {
+                    "reason": "the mood shifts",
+                    "patches": [
+                        {"op": "add", "path": f"/entities/{uuid.uuid4()}/data/mood", "value": 1}
+                    ],
+                },
+            }
+        ],
+        via_http=True,
+    )
+    assert _leaks(world, PLAYER_READ_PATHS) == []
+    gm_events = api_as(world.gm).get(f"/api/campaigns/{world.campaign.id}/events").json()
+    [rejected] = [e for e in gm_events if e["type"] == "state_patch_rejected"]
+    assert rejected["visibility"] == {"kind": "gm"}
+    assert rejected["payload"]["error"].endswith("the path does not exist")
+    assert not any(secret in json.dumps(gm_events[-3:]) for secret in world.secrets)
