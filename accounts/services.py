@@ -22,6 +22,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 
+from realtime import services as realtime_services
 from rpgai.errors import Conflict, DomainError, PermissionDenied
 
 from .models import User
@@ -84,12 +85,16 @@ def token_refresh(*, refresh: str) -> dict[str, str]:
 
 
 def token_blacklist(*, refresh: str, user_id: uuid.UUID) -> None:
-    """Logout: the refresh token can no longer be used. Its access tokens live on until
-    they expire (15 minutes). Blacklisting twice is fine."""
+    """Logout: the refresh token can no longer be used. Its access tokens live on for the
+    HTTP API until they expire (15 minutes), but the user's room sockets opened with an
+    access token issued until now close, and such tokens open no new one
+    (realtime.services.token_sockets_revoke: simplejwt does not tie an access token to
+    its refresh token, so this cannot be narrower). Blacklisting twice is fine."""
     claims = _refresh_claims(refresh)
     if str(claims.get(api_settings.USER_ID_CLAIM)) != str(user_id):
         raise PermissionDenied("that refresh token belongs to another account")
     RefreshToken(refresh, verify=False).blacklist()
+    realtime_services.token_sockets_revoke(user_id=user_id)
 
 
 def _refresh_claims(raw: str) -> dict[str, Any]:

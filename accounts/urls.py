@@ -18,5 +18,5 @@ login_view = rate_limit("auth.login", key=client_ip_key, rate="login_ip")(
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("login/", login_view, name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
 ]

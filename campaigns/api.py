@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from rpgai.errors import NotFound, PermissionDenied
 
 from . import selectors, services
-from .models import Membership
+from .models import CampaignBan, Membership
 from .tools import roll_make
 
 
@@ -229,20 +229,69 @@ class RollCreateApi(APIView):
 
 
 class MemberKickApi(APIView):
-    """GM only: remove a member. Their open sockets close (4403) on every server process,
-    as every room connection closes on its own member's `player_left`."""
+    """GM only: remove a member, who is banned (CONTRACTS §7 "GM controls"). Their open
+    sockets close (4403) on every server process, as every room connection closes on its
+    own member's `player_left`; `join` refuses them until the ban is lifted."""
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, campaign_id: uuid.UUID, user_id: uuid.UUID) -> Response:
         membership_required(request, campaign_id, gm=True)
-        if selectors.membership_get(campaign_id=campaign_id, user_id=user_id) is None:
-            raise NotFound("no such member in this campaign")
-        services.membership_leave(
+        services.member_kick(
             campaign_id=campaign_id,
             user_id=user_id,
+            by_user=request.user,
             request_id=getattr(request, "request_id", ""),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BanOutput(serializers.Serializer):
+    user_id = serializers.UUIDField()
+    username = serializers.CharField()
+    display_name = serializers.CharField(help_text="their name in the campaign when kicked")
+    banned_at = serializers.DateTimeField()
+    by = serializers.UUIDField(allow_null=True, help_text="the GM who kicked them")
+
+
+def ban_summary(ban: CampaignBan) -> dict[str, Any]:
+    return {
+        "user_id": str(ban.user_id),
+        "username": ban.user.get_username(),
+        "display_name": ban.display_name or ban.user.get_username(),
+        "banned_at": ban.banned_at.isoformat().replace("+00:00", "Z"),
+        "by": str(ban.banned_by_id) if ban.banned_by_id else None,
+    }
+
+
+class BanListApi(APIView):
+    """GM only: who is kept out of the campaign."""
+
+    @extend_schema(responses=BanOutput(many=True), operation_id="campaigns_bans_list")
+    def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership_required(request, campaign_id, gm=True)
+        return Response([ban_summary(b) for b in selectors.bans_of(campaign_id=campaign_id)])
+
+
+class BanDeleteApi(APIView):
+    """GM only: lift a ban; the user may join again with the current invite code."""
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, campaign_id: uuid.UUID, user_id: uuid.UUID) -> Response:
+        membership_required(request, campaign_id, gm=True)
+        services.ban_lift(campaign_id=campaign_id, user_id=user_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InviteCodeRotateApi(APIView):
+    """GM only: a new invite code; the old one stops working at once."""
+
+    @extend_schema(
+        request=None,
+        responses={200: inline_serializer("InviteCode", {"invite_code": serializers.CharField()})},
+    )
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership_required(request, campaign_id, gm=True)
+        return Response({"invite_code": services.invite_code_rotate(campaign_id=campaign_id)})
 
 
 def _valid(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:

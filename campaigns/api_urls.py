@@ -15,4 +15,15 @@ urlpatterns = [
         api.MemberKickApi.as_view(),
         name="api-member-kick",
     ),
+    path("campaigns/<uuid:campaign_id>/bans", api.BanListApi.as_view(), name="api-bans"),
+    path(
+        "campaigns/<uuid:campaign_id>/bans/<uuid:user_id>",
+        api.BanDeleteApi.as_view(),
+        name="api-ban",
+    ),
+    path(
+        "campaigns/<uuid:campaign_id>/invite_code",
+        api.InviteCodeRotateApi.as_view(),
+        name="api-invite-code",
+    ),
 ]

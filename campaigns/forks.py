@@ -101,6 +101,8 @@ def campaign_fork(
             Membership(campaign=fork, user_id=m.user_id, role=m.role, display_name=m.display_name)
             for m in Membership.objects.filter(campaign_id=campaign_id)
         )
+        # Kicked players stay out of the copy too (CONTRACTS §7).
+        services.bans_copy(from_campaign_id=campaign_id, to_campaign_id=fork.id)
         batch: list[NewEvent] = []
         events = Event.objects.filter(campaign_id=campaign_id, seq__lte=at_seq).order_by("seq")
         for event in events.iterator(chunk_size=COPY_BATCH):

@@ -75,6 +75,31 @@ class Membership(models.Model):
         return self.role == self.Role.GM
 
 
+class CampaignBan(models.Model):
+    """A member the GM kicked: `join` refuses them (403 `banned`) whatever the invite
+    code, until a GM lifts the ban. The name they had is kept for the GM's list, as their
+    membership is gone."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="bans")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="campaign_bans"
+    )
+    display_name = models.CharField(max_length=60, blank=True, default="")
+    banned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    banned_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "user"], name="campaign_ban_unique_user")
+        ]
+        ordering = ["banned_at"]
+
+    def __str__(self) -> str:
+        return f"{self.display_name or self.user_id} banned from {self.campaign_id}"
+
+
 class Event(models.Model):
     """One entry of a campaign's log. Never updated or deleted (database triggers)."""
 

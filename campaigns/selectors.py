@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from .events import FoldedEvent, copy_state
-from .models import Campaign, Event, Membership, Snapshot
+from .models import Campaign, CampaignBan, Event, Membership, Snapshot
 
 EVENTS_PAGE_MAX = 1000
 
@@ -52,6 +52,19 @@ def campaigns_for_user(*, user_id: uuid.UUID) -> QuerySet[Membership]:
 
 def members_of(*, campaign_id: uuid.UUID | str) -> list[Membership]:
     return list(Membership.objects.filter(campaign_id=campaign_id).select_related("user"))
+
+
+def bans_of(*, campaign_id: uuid.UUID | str) -> list[CampaignBan]:
+    """The users kicked from the campaign and not let back in, oldest ban first."""
+    return list(
+        CampaignBan.objects.filter(campaign_id=campaign_id).select_related("user", "banned_by")
+    )
+
+
+def member_exists(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str) -> bool:
+    """Whether the user is a member now (no row loaded: writers re-check under the log's
+    lock, and the room re-checks after joining its group)."""
+    return Membership.objects.filter(campaign_id=campaign_id, user_id=user_id).exists()
 
 
 def event_visible(visibility: dict[str, Any], viewer: Viewer) -> bool:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, get_args
 
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
@@ -33,7 +33,7 @@ from .events import (
     validate_payload,
 )
 from .immutability import purge_window
-from .models import Campaign, Event, Membership, Snapshot
+from .models import Campaign, CampaignBan, Event, Membership, Snapshot, new_invite_code
 from .signals import events_committed
 
 log = logging.getLogger(__name__)
@@ -221,6 +221,10 @@ def campaign_join(
     request_id: str = "",
 ) -> Membership:
     """Join the campaign with this invite code as a player, with a new character."""
+    # A banned user is told so whatever code they send (CONTRACTS §7 "GM controls"):
+    # a kick is not undone by pasting the invite link again.
+    if campaign_id is not None:
+        _refuse_if_banned(campaign_id=campaign_id, user_id=user.id)
     code = (invite_code or "").strip().upper()
     campaign = Campaign.objects.filter(invite_code=code).first() if code else None
     if campaign is None or (campaign_id is not None and str(campaign.id) != str(campaign_id)):
@@ -230,6 +234,8 @@ def campaign_join(
         existing = Membership.objects.filter(campaign=campaign, user=user).first()
         if existing is not None:
             return existing
+        # Again inside the transaction: a kick committed since the first look wins.
+        _refuse_if_banned(campaign_id=campaign.id, user_id=user.id)
         membership = Membership.objects.create(
             campaign=campaign, user=user, role=Membership.Role.PLAYER, display_name=name
         )
@@ -287,6 +293,84 @@ def membership_leave(
         membership.delete()
 
 
+def _refuse_if_banned(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str) -> None:
+    if CampaignBan.objects.filter(campaign_id=campaign_id, user_id=user_id).exists():
+        raise PermissionDenied("you were removed from this campaign by its GM", code="banned")
+
+
+def member_kick(
+    *, campaign_id: uuid.UUID | str, user_id: uuid.UUID, by_user: Any, request_id: str = ""
+) -> CampaignBan:
+    """The GM removes a member, who is banned: their sockets close (they see their own
+    `player_left`) and `campaign_join` refuses them until `ban_lift`. The caller checks
+    that `by_user` is a GM of the campaign."""
+    with transaction.atomic():
+        membership = Membership.objects.filter(campaign_id=campaign_id, user_id=user_id).first()
+        if membership is None:
+            raise NotFound("no such member in this campaign")
+        display_name = membership.display_name
+        membership_leave(campaign_id=campaign_id, user_id=user_id, request_id=request_id)
+        ban, _ = CampaignBan.objects.update_or_create(
+            campaign_id=campaign_id,
+            user_id=user_id,
+            defaults={"display_name": display_name, "banned_by_id": getattr(by_user, "id", None)},
+        )
+    return ban
+
+
+def ban_lift(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str) -> None:
+    """The GM lets a banned user join again (with the current invite code)."""
+    deleted, _ = CampaignBan.objects.filter(campaign_id=campaign_id, user_id=user_id).delete()
+    if not deleted:
+        raise NotFound("no such ban in this campaign")
+
+
+def bans_copy(*, from_campaign_id: uuid.UUID | str, to_campaign_id: uuid.UUID | str) -> int:
+    """A fork keeps its original's bans (CONTRACTS §7): kicked players stay out of the
+    copy too. Returns how many were copied."""
+    copies = [
+        CampaignBan(
+            campaign_id=to_campaign_id,
+            user_id=ban.user_id,
+            display_name=ban.display_name,
+            banned_by_id=ban.banned_by_id,
+        )
+        for ban in CampaignBan.objects.filter(campaign_id=from_campaign_id)
+    ]
+    CampaignBan.objects.bulk_create(copies, ignore_conflicts=True)
+    return len(copies)
+
+
+def invite_code_rotate(*, campaign_id: uuid.UUID | str) -> str:
+    """A new invite code for the campaign; the old one stops opening it at once."""
+    for _ in range(5):
+        code = new_invite_code()
+        try:
+            with transaction.atomic():
+                updated = Campaign.objects.filter(id=campaign_id).update(invite_code=code)
+        except IntegrityError:
+            continue  # another campaign holds that code (1 in 32**10): draw again
+        if not updated:
+            raise NotFound("no such campaign")
+        return code
+    raise Conflict("no free invite code was found; try again")
+
+
+def still_a_member(membership: Membership) -> Precondition:
+    """A precondition for `events_append`: the member's write is refused if they are no
+    longer a member. Checked under the log's lock, so a member removed a moment ago (on
+    any process, whose socket may not have closed yet) cannot act, whisper or roll any
+    more: a kick commits its `player_left` under the same lock."""
+
+    def check(state: dict[str, Any]) -> None:
+        if not selectors.member_exists(
+            campaign_id=membership.campaign_id, user_id=membership.user_id
+        ):
+            raise PermissionDenied("you are no longer a member of this campaign")
+
+    return check
+
+
 def player_action_submit(
     *,
     membership: Membership,
@@ -308,18 +392,10 @@ def player_action_submit(
     if character_id is not None:
         payload["character_id"] = str(character_id)
 
-    def still_a_member(state: dict[str, Any]) -> None:
-        # Checked under the log's lock: a member removed on another process a moment ago
-        # (whose socket has not closed yet) cannot act any more.
-        if not Membership.objects.filter(
-            campaign_id=membership.campaign_id, user_id=membership.user_id
-        ).exists():
-            raise PermissionDenied("you are no longer a member of this campaign")
-
     [event] = events_append(
         campaign_id=membership.campaign_id,
         request_id=request_id,
-        precondition=still_a_member,
+        precondition=still_a_member(membership),
         events=[
             NewEvent(
                 "player_action",
@@ -540,6 +616,8 @@ def fold_events(events: Iterable[Event]) -> dict[str, Any]:
 __all__ = [
     "FoldedEvent",
     "NewEvent",
+    "ban_lift",
+    "bans_copy",
     "broadcast_events",
     "broadcast_room",
     "campaign_create",
@@ -549,7 +627,10 @@ __all__ = [
     "campaign_join",
     "events_append",
     "fold_events",
+    "invite_code_rotate",
+    "member_kick",
     "membership_leave",
     "player_action_submit",
     "snapshots_rebuild",
+    "still_a_member",
 ]

@@ -137,6 +137,8 @@ def whisper_send(
     [event] = services.events_append(
         campaign_id=membership.campaign_id,
         request_id=request_id,
+        # Like actions: a sender kicked a moment ago (socket not closed yet) is refused.
+        precondition=services.still_a_member(membership),
         events=[
             NewEvent(
                 "whisper",

@@ -34,6 +34,8 @@ class JWTAuthMiddleware(BaseMiddleware):
             user = await _active_user(claims[api_settings.USER_ID_CLAIM]) if claims else None
             scope["user"] = user or AnonymousUser()
             scope["token_exp"] = claims["exp"] if user else None
+            # When it was issued: an API logout revokes the user's tokens issued until then.
+            scope["token_iat"] = int(claims.get("iat") or 0) if user else None
         return await super().__call__(scope, receive, send)
 
 
@@ -59,6 +61,7 @@ def access_claims(raw: str) -> dict[str, Any] | None:
     try:
         uuid.UUID(str(claims.get(api_settings.USER_ID_CLAIM)))
         int(claims["exp"])
+        int(claims.get("iat") or 0)
     except (ValueError, TypeError, KeyError):
         return None
     return claims

@@ -5,6 +5,12 @@ drop or reorder: each connection remembers the last seq it delivered, drops what
 older, and reads any gap from the database before sending what is newer. Live events
 are not sent before the client's `client.hello`; the hello reads the backlog after
 the group is joined, so nothing falls between the backlog and the live stream.
+
+A socket also listens to the end of its login (realtime.services: the session's group or
+the user's token group): a logout closes it with 4401 on whichever process it lives.
+Membership and login are read once more after the groups are joined: a kick or a logout
+committed between the first read and the join sent its message before this socket
+listened, and would otherwise be missed (the socket would stream on).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -36,6 +43,11 @@ from . import services as presence
 from .messages import MESSAGE_MODELS, Hello, Ping, PlayerAction, Roll, Whisper
 
 log = logging.getLogger(__name__)
+
+# A seam for tests (tests/test_kick_race.py): when set, awaited in `connect` between the
+# membership read and the group join, the window in which a kick or a logout would
+# otherwise go unheard. Always None in production; tests set it with monkeypatch.
+before_group_join: Callable[[CampaignConsumer], Awaitable[None]] | None = None
 
 # (event loop, campaign) -> the broadcast of its presence waiting to go out from here.
 _presence_pending: dict[tuple[int, str], asyncio.Task[None]] = {}
@@ -69,6 +81,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
     viewer: selectors.Viewer
     campaign_id: str
     group: str = ""
+    login_group: str = ""
     ready: bool = False
     last_sent: int = 0
     last_touch: float = 0.0
@@ -92,11 +105,22 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             if membership is None:
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
+            if before_group_join is not None:
+                await before_group_join(self)
+            self.group = selectors.group_name(self.campaign_id)
+            self.login_group = self._login_group(user.id)
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            await self.channel_layer.group_add(self.login_group, self.channel_name)
+            # Listening now: anything that ended this socket's right to be here before
+            # this point is seen by this read, anything after by the group messages.
+            refused = await database_sync_to_async(self._refusal_now)(user.id)
+            if refused is not None:
+                await self._leave_groups()
+                await self.close(code=refused)
+                return
             self.membership = membership
             metrics.websocket_opened()
             self.viewer = selectors.Viewer.of(membership)
-            self.group = selectors.group_name(self.campaign_id)
-            await self.channel_layer.group_add(self.group, self.channel_name)
             await database_sync_to_async(presence.presence_enter)(
                 channel_name=self.channel_name, membership=membership
             )
@@ -106,13 +130,43 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         except (OperationalError, InterfaceError) as exc:
             # Accepted already, so rpgai.db_outage cannot answer for us: try again later.
             log.warning("database unavailable as a socket opened; closing with 4503: %s", exc)
+            if self.membership is None:
+                await self._leave_groups()
             await self.close(code=CLOSE_TRY_AGAIN)
+
+    def _login_group(self, user_id: uuid.UUID) -> str:
+        """The group told when this socket's login ends (realtime.services)."""
+        if self.scope.get("token_exp") is not None:
+            return presence.user_tokens_group(user_id)
+        return presence.session_group(self.scope["session"].session_key or "")
+
+    def _refusal_now(self, user_id: uuid.UUID) -> int | None:
+        """The close code if this socket may not stay (sync: two small reads at connect,
+        never per message): its login ended (4401) or its membership did (4403). A
+        logged-out session is one its store no longer has (the database backend, ours;
+        the signed-cookie backend could not say, and is not supported here)."""
+        iat = self.scope.get("token_iat")
+        if self.scope.get("token_exp") is not None:
+            if iat is not None and presence.token_revoked(user_id=user_id, issued_at=iat):
+                return CLOSE_UNAUTHENTICATED
+        else:
+            session = self.scope["session"]
+            if not session.session_key or not session.exists(session.session_key):
+                return CLOSE_UNAUTHENTICATED
+        if not selectors.member_exists(campaign_id=self.campaign_id, user_id=user_id):
+            return CLOSE_FORBIDDEN
+        return None
+
+    async def _leave_groups(self) -> None:
+        for group in (self.group, self.login_group):
+            if group:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         if self.membership is None:
             return
         metrics.websocket_closed()
-        await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self._leave_groups()
         try:
             await database_sync_to_async(presence.presence_leave)(channel_name=self.channel_name)
             await self._broadcast_presence()
@@ -277,6 +331,16 @@ class CampaignConsumer(AsyncWebsocketConsumer):
                 return
             await self._deliver(envelope)
 
+    async def auth_ended(self, message: dict[str, Any]) -> None:
+        """The session this socket came in with was logged out (on any process)."""
+        await self._end(CLOSE_UNAUTHENTICATED)
+
+    async def auth_tokens_revoked(self, message: dict[str, Any]) -> None:
+        """An API logout of this user: tokens issued until then no longer hold a socket."""
+        iat = self.scope.get("token_iat")
+        if iat is not None and iat <= message["issued_through"]:
+            await self._end(CLOSE_UNAUTHENTICATED)
+
     async def room_presence(self, message: dict[str, Any]) -> None:
         if self.ready and message["users"] != self.presence_shown:
             await self._send_presence(message["users"])
@@ -313,8 +377,14 @@ class CampaignConsumer(AsyncWebsocketConsumer):
 
     async def _removed(self) -> None:
         """This member left or was kicked (on whichever process): stop serving them now."""
-        await self.disconnect(CLOSE_FORBIDDEN)
-        await self.close(code=CLOSE_FORBIDDEN)
+        await self._end(CLOSE_FORBIDDEN)
+
+    async def _end(self, code: int) -> None:
+        """Stop serving this socket at once: later messages are ignored, then it closes."""
+        if self.membership is None:
+            return
+        await self.disconnect(code)
+        await self.close(code=code)
 
     async def _send_missing(self, *, through_seq: int) -> None:
         while self.last_sent < through_seq:

@@ -87,17 +87,22 @@ class TokenRoom(Room):
     ],
 )
 @pytest.mark.django_db(transaction=True)
-async def test_a_foreign_or_missing_origin_is_refused_even_with_a_valid_token(
+async def test_a_foreign_or_missing_origin_may_not_use_the_cookie_but_a_token_may(
     campaign, alice, origin
 ):
+    """A browser sends the cookie to any page's socket; only our own pages may use it. A
+    token is never sent by a browser on its own, so it may come from anywhere, or from a
+    client that sends no Origin (CONTRACTS §7 "Origins and sessions")."""
     token = await sync_to_async(access_for)(alice)
     headers = [] if origin is None else [(b"origin", origin)]
     token_room = TokenRoom(campaign.id, token, headers)
     connected, _ = await token_room.open()
-    assert not connected
+    assert connected
+    assert (await token_room.hello(0))[-1]["type"] == "server.ready"
     cookie_room = Room(campaign.id, alice, headers=headers)
     connected, _ = await cookie_room.open()
-    assert not connected
+    assert connected
+    assert await cookie_room.closed_with() == 4403
     for room in (token_room, cookie_room):
         await room.close()
 

@@ -34,6 +34,10 @@ ANY_USER = {("POST", "/api/campaigns/{campaign_id}/join")}
 # documents, model choice, corrections, dice seed reveal, kicking a member, forks).
 GM_ONLY = {
     ("POST", "/api/campaigns/{campaign_id}/members/{user_id}/kick"),
+    # GM controls (CONTRACTS §7): bans and a new invite code.
+    ("GET", "/api/campaigns/{campaign_id}/bans"),
+    ("DELETE", "/api/campaigns/{campaign_id}/bans/{user_id}"),
+    ("POST", "/api/campaigns/{campaign_id}/invite_code"),
     ("GET", "/api/campaigns/{campaign_id}/usage"),
     ("GET", "/api/campaigns/{campaign_id}/budget"),
     ("PUT", "/api/campaigns/{campaign_id}/budget"),
@@ -94,6 +98,9 @@ def _call(client: APIClient, op: tuple[str, str], campaign_id: Any, user_id: Any
 
 def test_the_schema_lists_the_operations_this_module_checks():
     assert ("POST", "/api/campaigns/{campaign_id}/members/{user_id}/kick") in GM_OPERATIONS
+    assert ("GET", "/api/campaigns/{campaign_id}/bans") in GM_OPERATIONS
+    assert ("DELETE", "/api/campaigns/{campaign_id}/bans/{user_id}") in GM_OPERATIONS
+    assert ("POST", "/api/campaigns/{campaign_id}/invite_code") in GM_OPERATIONS
     assert ("GET", "/api/campaigns/{campaign_id}/events") in IN_CAMPAIGN
     assert ("POST", "/api/auth/logout") in PROTECTED
 

@@ -46,7 +46,9 @@ async def test_unknown_campaign_is_closed_with_4403(alice):
 async def test_foreign_origin_is_refused(campaign, alice):
     room = Room(campaign.id, alice, headers=[(b"origin", b"https://evil.example")])
     connected, _ = await room.open()
-    assert not connected
+    # Accepted, then closed with 4403: a browser sees that code, not a bare 1006.
+    assert connected
+    assert await room.closed_with() == 4403
 
 
 async def test_hello_returns_every_event_then_ready(campaign, alice):
