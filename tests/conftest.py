@@ -124,3 +124,18 @@ def join(campaign: Any) -> Callable[..., Any]:
         return campaign_join(invite_code=campaign.invite_code, user=user, display_name=name)
 
     return do_join
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., Any], join: Callable[..., Any]) -> Any:
+    """A player of `campaign` (older modules still define their own; issue 24 merges them)."""
+    user = make_user("alice")
+    join(user, "Alice")
+    return user
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., Any], join: Callable[..., Any]) -> Any:
+    user = make_user("bob")
+    join(user, "Bob")
+    return user

@@ -25,13 +25,6 @@ def _isolated(settings):
     isolate_limits(settings)
 
 
-@pytest.fixture
-def alice(make_user, join):
-    user = make_user("alice")
-    join(user, "Alice")
-    return user
-
-
 def _join(user: Any, campaign_id: Any, code: str) -> Any:
     return api_as(user).post(
         f"/api/campaigns/{campaign_id}/join", {"invite_code": code}, format="json"

@@ -35,13 +35,6 @@ def _isolated(settings):
     isolate_limits(settings)
 
 
-@pytest.fixture
-def alice(make_user, join):
-    user = make_user("alice")
-    join(user, "Alice")
-    return user
-
-
 def _writes_by(campaign_id: Any, user_id: Any, after_seq: int) -> list[str]:
     return list(
         Event.objects.filter(

@@ -34,13 +34,6 @@ def _isolated(settings):
     isolate_limits(settings)
 
 
-@pytest.fixture
-def alice(make_user, join):
-    user = make_user("alice")
-    join(user, "Alice")
-    return user
-
-
 class SessionRoom(Room):
     """A room client whose session key the test knows (to log that session out); given
     a key, it opens with that session (another tab of the same browser)."""

@@ -43,20 +43,6 @@ def prices(settings, tmp_path):
     settings.MODEL_CALLS_PER_CAMPAIGN_PER_MINUTE = 1000
 
 
-@pytest.fixture
-def alice(make_user, join):
-    user = make_user("alice")
-    join(user, "Alice")
-    return user
-
-
-@pytest.fixture
-def bob(make_user, join):
-    user = make_user("bob")
-    join(user, "Bob")
-    return user
-
-
 def spent_today(campaign: Any, usd: str, user: Any = None) -> None:
     """Spend recorded an hour ago (in this campaign, charged to `user` if given)."""
     ModelUsage.objects.create(

@@ -28,13 +28,6 @@ def _isolated(settings):
     isolate_limits(settings)
 
 
-@pytest.fixture
-def alice(make_user, join):
-    user = make_user("alice")
-    join(user, "Alice")
-    return user
-
-
 async def _outcome(
     campaign_id,
     user,
