@@ -2,9 +2,25 @@
 
 `OPENAI_BASE_URL` and `DM_MODEL` point it at OpenAI, vLLM, Ollama or llama.cpp's server.
 `OPENAI_API_STYLE` picks the API: `chat` (Chat Completions, which most compatible servers
-speak) or `responses`. `DM_OUTPUT_MODE` picks how the answer's shape is enforced:
-`json_schema` (structured output) or `tool` (one forced function, `dm_turn`, whose
-arguments are the answer). Either way the answer is the same JSON object, streamed.
+speak) or `responses`. `DM_OUTPUT_MODE` picks how the answer's shape is enforced (the
+prompt always carries the schema too):
+
+- `json_schema`: structured output (`response_format` `json_schema`);
+- `json_object`: `response_format` `json_object` with the schema in its `schema` field
+  (llama-cpp-python compiles it into a grammar), or without it where that is refused;
+- `tool`: one forced function, `dm_turn`, whose arguments are the answer;
+- `prompt`: no `response_format` at all: the schema in the prompt is all there is;
+- `auto` (the default): the first of json_schema, json_object with schema, json_object,
+  prompt that the server accepts. A refusal of the request shape (HTTP 400 or 422, or a
+  5xx whose body names `response_format`, as llama-cpp-python answers `json_schema`) moves
+  to the next shape at once and is never retried as if transient. What worked is kept per
+  server, model and API in the Django cache (Redis: every process shares it) for
+  `DM_OUTPUT_MODE_CACHE_SECONDS`, so the refused shape costs one request per server, not
+  one per turn.
+
+Either way the answer is the same JSON object, streamed. Reasoning (`reasoning_content`,
+`reasoning`, Responses' reasoning items) is never read; `<think>` blocks in the content
+are dropped by the stream's filter and by `answer_parse`.
 
 Retries are ours, not the SDK's (it is built with `max_retries=0`): 429, 5xx and
 connection failures are retried with exponential backoff (honouring `Retry-After`)
@@ -14,6 +30,7 @@ either, since a server that hung once will keep the players waiting again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -23,9 +40,10 @@ from typing import Any
 import openai
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.core.cache import cache
 
 from .adapters import ModelError, ModelReply, ModelRequest, StreamSink, Usage
-from .schema import ANSWER_TOOL_NAME, answer_json_schema
+from .schema import ANSWER_TOOL_NAME, answer_json_schema, answer_json_schema_portable
 from .tokens import count_message_tokens, count_tokens
 
 log = logging.getLogger(__name__)
@@ -33,6 +51,23 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_MAX_SECONDS = 30.0
 ANSWER_FORMAT_NAME = "dm_answer"
 ANSWER_TOOL_DESCRIPTION = "Give your whole answer to the players' turn."
+
+# The request shapes, most structured first. "json_object+schema" is llama-cpp-python's
+# {"type": "json_object", "schema": {...}}; "prompt" sends no response_format.
+SHAPE_JSON_SCHEMA = "json_schema"
+SHAPE_JSON_OBJECT_SCHEMA = "json_object+schema"
+SHAPE_JSON_OBJECT = "json_object"
+SHAPE_PROMPT = "prompt"
+SHAPE_TOOL = "tool"
+OUTPUT_MODES = ("auto", "json_schema", "json_object", "tool", "prompt")
+_LADDERS: dict[str, tuple[str, ...]] = {
+    "auto": (SHAPE_JSON_SCHEMA, SHAPE_JSON_OBJECT_SCHEMA, SHAPE_JSON_OBJECT, SHAPE_PROMPT),
+    "json_schema": (SHAPE_JSON_SCHEMA,),
+    "json_object": (SHAPE_JSON_OBJECT_SCHEMA, SHAPE_JSON_OBJECT),
+    "tool": (SHAPE_TOOL,),
+    "prompt": (SHAPE_PROMPT,),
+}
+_CACHE_PREFIX = "dm:output-shape:"
 
 _clients: dict[tuple[str | None, str], openai.OpenAI] = {}
 _clients_lock = threading.Lock()
@@ -108,6 +143,44 @@ def _classify(exc: Exception) -> ModelError | _Retry:
     return ModelError(f"the model call failed: {str(exc)[:200]}", code="model_error")
 
 
+def _error_text(exc: openai.APIStatusError) -> str:
+    try:
+        return exc.response.text[:4000]
+    except Exception:  # a streamed response whose body was not read
+        return str(exc.body or exc.message)[:4000]
+
+
+def _shape_refused(exc: Exception) -> bool:
+    """Whether the server refused the request's shape rather than failed: 400 and 422 are
+    about the request; llama-cpp-python answers a `response_format` it does not know with
+    a 500 naming it. Retrying the same request would get the same answer."""
+    if not isinstance(exc, openai.APIStatusError):
+        return False
+    if exc.status_code in (400, 422):
+        return True
+    return exc.status_code >= 500 and "response_format" in _error_text(exc)
+
+
+def _shape_key(*, base_url: str | None, model: str, api_style: str, mode: str) -> str:
+    server = base_url.rstrip("/") if base_url else "openai"
+    digest = hashlib.sha256(f"{server}|{model}|{api_style}|{mode}".encode()).hexdigest()[:32]
+    return _CACHE_PREFIX + digest
+
+
+def output_shapes_forget(*, base_url: str | None, model: str) -> None:
+    """Forget which request shape a server and model accept (after an upgrade, say): the
+    next call tries the most structured shape again."""
+    keys = [
+        _shape_key(base_url=base_url, model=model, api_style=style, mode=mode)
+        for style in ("chat", "responses")
+        for mode in OUTPUT_MODES
+    ]
+    try:
+        cache.delete_many(keys)
+    except Exception:
+        log.warning("could not clear the remembered output shapes", exc_info=True)
+
+
 def _get(obj: Any, name: str, default: Any = None) -> Any:
     """A field of an SDK object or a plain dict (compatible servers add or omit fields)."""
     if obj is None:
@@ -137,10 +210,39 @@ class OpenAIModel:
         self.output_mode = output_mode or settings.DM_OUTPUT_MODE
         if self.api_style not in ("chat", "responses"):
             raise ModelError(f"OPENAI_API_STYLE must be chat or responses, not {self.api_style!r}")
-        if self.output_mode not in ("json_schema", "tool"):
+        if self.output_mode not in OUTPUT_MODES:
             raise ModelError(
-                f"DM_OUTPUT_MODE must be json_schema or tool, not {self.output_mode!r}"
+                f"DM_OUTPUT_MODE must be one of {', '.join(OUTPUT_MODES)}, not {self.output_mode!r}"
             )
+        ladder = _LADDERS[self.output_mode]
+        if self.api_style == "responses":
+            # The Responses API's text.format has no `schema` field beside json_object.
+            ladder = tuple(s for s in ladder if s != SHAPE_JSON_OBJECT_SCHEMA)
+        self.ladder = ladder
+        self._shape_key = _shape_key(
+            base_url=self.base_url, model=model, api_style=self.api_style, mode=self.output_mode
+        )
+
+    # --- Which request shape -----------------------------------------------------------------
+
+    def _shape_first(self) -> int:
+        """Where to start on the ladder: the shape that last worked for this server."""
+        if len(self.ladder) == 1:
+            return 0
+        try:
+            known = cache.get(self._shape_key)
+        except Exception:  # the cache is a help, never a reason for a turn to fail
+            log.warning("could not read the remembered output shape", exc_info=True)
+            return 0
+        return self.ladder.index(known) if known in self.ladder else 0
+
+    def _shape_remember(self, shape: str) -> None:
+        if len(self.ladder) == 1:
+            return
+        try:
+            cache.set(self._shape_key, shape, timeout=settings.DM_OUTPUT_MODE_CACHE_SECONDS)
+        except Exception:
+            log.warning("could not remember the output shape", exc_info=True)
 
     # --- The interface -----------------------------------------------------------------------
 
@@ -153,9 +255,12 @@ class OpenAIModel:
     # --- Retries -----------------------------------------------------------------------------
 
     def _with_retries(self, request: ModelRequest, sink: StreamSink | None) -> ModelReply:
+        step = self._shape_first()
+        stepped = False
         attempt = 0
         while True:
             attempt += 1
+            shape = self.ladder[step]
             left = request.seconds_left()
             if left <= 0:
                 raise ModelError(
@@ -168,12 +273,30 @@ class OpenAIModel:
             if attempt > 1 and sink is not None:
                 sink.restart()
             try:
-                reply = self._once(request, sink, timeout)
-                reply.attempts = attempt
-                return reply
+                reply = self._once(request, sink, timeout, shape)
             except openai.OpenAIError as exc:
                 _reraise_time_limit(exc)
+                if _shape_refused(exc):
+                    if step + 1 < len(self.ladder):
+                        log.warning(
+                            "%s refused the %s request shape (HTTP %s); trying %s",
+                            self.base_url or "OpenAI",
+                            shape,
+                            getattr(exc, "status_code", "?"),
+                            self.ladder[step + 1],
+                        )
+                        step += 1
+                        stepped = True
+                        attempt -= 1  # a refused shape is no failed attempt
+                        continue
+                    raise self._refusal_error(exc, shape) from None
                 outcome = _classify(exc)
+            else:
+                if stepped:
+                    self._shape_remember(shape)
+                reply.attempts = attempt
+                reply.extra["output_shape"] = shape
+                return reply
             if isinstance(outcome, ModelError):
                 raise outcome
             if attempt > settings.DM_MAX_RETRIES:
@@ -188,10 +311,35 @@ class OpenAIModel:
             )
             time.sleep(wait)
 
-    def _once(self, request: ModelRequest, sink: StreamSink | None, timeout: Any) -> ModelReply:
+    def _refusal_error(self, exc: openai.OpenAIError, shape: str) -> ModelError:
+        status = getattr(exc, "status_code", "?")
+        text = _error_text(exc) if isinstance(exc, openai.APIStatusError) else ""
+        if shape == SHAPE_PROMPT or not any(
+            word in text for word in ("response_format", "json_schema", "json_object", "tool")
+        ):
+            # Nothing was left to drop, or the server refused something else (a prompt
+            # past its context, say): the request itself is refused.
+            return ModelError(
+                f"the model server rejected the request (HTTP {status})", code="model_error"
+            )
+        log.warning(
+            "%s refused DM_OUTPUT_MODE=%s (HTTP %s: %s); DM_OUTPUT_MODE=auto finds one it takes",
+            self.base_url or "OpenAI",
+            self.output_mode,
+            status,
+            text[:300],
+        )
+        return ModelError(
+            f"the model server does not accept the requested answer format (HTTP {status})",
+            code="model_error",
+        )
+
+    def _once(
+        self, request: ModelRequest, sink: StreamSink | None, timeout: Any, shape: str
+    ) -> ModelReply:
         client = _client(self.base_url, self.api_key)
         if self.api_style == "chat":
-            kwargs = self._chat_kwargs(request)
+            kwargs = self._chat_kwargs(request, shape)
             if sink is None:
                 return self._chat_reply(
                     request, client.chat.completions.create(**kwargs, timeout=timeout)
@@ -199,41 +347,51 @@ class OpenAIModel:
             stream = client.chat.completions.create(
                 **kwargs, stream=True, stream_options={"include_usage": True}, timeout=timeout
             )
-            return self._chat_stream(request, stream, sink)
-        kwargs = self._responses_kwargs(request)
+            return self._chat_stream(request, stream, sink, shape)
+        kwargs = self._responses_kwargs(request, shape)
         if sink is None:
             return self._responses_reply(
                 request, client.responses.create(**kwargs, timeout=timeout)
             )
         stream = client.responses.create(**kwargs, stream=True, timeout=timeout)
-        return self._responses_stream(request, stream, sink)
+        return self._responses_stream(request, stream, sink, shape)
 
     # --- Chat Completions --------------------------------------------------------------------
 
-    def _chat_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+    def _chat_kwargs(self, request: ModelRequest, shape: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model, "messages": request.messages}
         # OpenAI's newer models take only max_completion_tokens; compatible servers know
         # max_tokens (and some only that).
         limit_name = "max_completion_tokens" if self.base_url is None else "max_tokens"
         kwargs[limit_name] = request.max_tokens
-        schema = answer_json_schema()
-        if self.output_mode == "tool":
+        if shape == SHAPE_TOOL:
             kwargs["tools"] = [
                 {
                     "type": "function",
                     "function": {
                         "name": ANSWER_TOOL_NAME,
                         "description": ANSWER_TOOL_DESCRIPTION,
-                        "parameters": schema,
+                        "parameters": answer_json_schema(),
                     },
                 }
             ]
             kwargs["tool_choice"] = {"type": "function", "function": {"name": ANSWER_TOOL_NAME}}
-        else:
+        elif shape == SHAPE_JSON_SCHEMA:
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": ANSWER_FORMAT_NAME, "schema": schema, "strict": False},
+                "json_schema": {
+                    "name": ANSWER_FORMAT_NAME,
+                    "schema": answer_json_schema(),
+                    "strict": False,
+                },
             }
+        elif shape == SHAPE_JSON_OBJECT_SCHEMA:
+            kwargs["response_format"] = {
+                "type": "json_object",
+                "schema": answer_json_schema_portable(),
+            }
+        elif shape == SHAPE_JSON_OBJECT:
+            kwargs["response_format"] = {"type": "json_object"}
         return kwargs
 
     def _chat_reply(self, request: ModelRequest, response: Any) -> ModelReply:
@@ -256,7 +414,9 @@ class OpenAIModel:
             finish_reason=_get(choices[0], "finish_reason"),
         )
 
-    def _chat_stream(self, request: ModelRequest, stream: Any, sink: StreamSink) -> ModelReply:
+    def _chat_stream(
+        self, request: ModelRequest, stream: Any, sink: StreamSink, shape: str
+    ) -> ModelReply:
         parts: list[str] = []
         tool_parts: list[str] = []
         answer_index: int | None = None
@@ -275,9 +435,11 @@ class OpenAIModel:
                     # Reasoning arrives in its own fields (reasoning_content, reasoning)
                     # and is never read: it must not reach players.
                     content = _get(delta, "content")
-                    if content:
+                    if content and isinstance(content, str):
                         parts.append(content)
-                        if self.output_mode == "json_schema":
+                        # A server that ignores the forced tool answers in the content:
+                        # stream that until a tool call shows up.
+                        if shape != SHAPE_TOOL or not tool_parts:
                             sink.feed(content)
                     for call in _get(delta, "tool_calls", []) or []:
                         function = _get(call, "function")
@@ -289,8 +451,6 @@ class OpenAIModel:
                             tool_parts.append(arguments)
                             sink.feed(arguments)
         text = "".join(tool_parts) if tool_parts else "".join(parts)
-        if tool_parts == [] and self.output_mode == "tool" and parts:
-            sink.feed("".join(parts))  # the server ignored the tool: the content is the answer
         return ModelReply(
             text=text,
             usage=self._usage(request, text, input_tokens, output_tokens),
@@ -299,34 +459,35 @@ class OpenAIModel:
 
     # --- Responses ---------------------------------------------------------------------------
 
-    def _responses_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+    def _responses_kwargs(self, request: ModelRequest, shape: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "input": [{"role": m["role"], "content": m["content"]} for m in request.messages],
             "max_output_tokens": request.max_tokens,
             "store": False,
         }
-        schema = answer_json_schema()
-        if self.output_mode == "tool":
+        if shape == SHAPE_TOOL:
             kwargs["tools"] = [
                 {
                     "type": "function",
                     "name": ANSWER_TOOL_NAME,
                     "description": ANSWER_TOOL_DESCRIPTION,
-                    "parameters": schema,
+                    "parameters": answer_json_schema(),
                     "strict": False,
                 }
             ]
             kwargs["tool_choice"] = {"type": "function", "name": ANSWER_TOOL_NAME}
-        else:
+        elif shape == SHAPE_JSON_SCHEMA:
             kwargs["text"] = {
                 "format": {
                     "type": "json_schema",
                     "name": ANSWER_FORMAT_NAME,
-                    "schema": schema,
+                    "schema": answer_json_schema(),
                     "strict": False,
                 }
             }
+        elif shape == SHAPE_JSON_OBJECT:
+            kwargs["text"] = {"format": {"type": "json_object"}}
         return kwargs
 
     def _responses_text(self, response: Any) -> str:
@@ -362,7 +523,9 @@ class OpenAIModel:
                 code="model_error",
             )
 
-    def _responses_stream(self, request: ModelRequest, stream: Any, sink: StreamSink) -> ModelReply:
+    def _responses_stream(
+        self, request: ModelRequest, stream: Any, sink: StreamSink, shape: str
+    ) -> ModelReply:
         parts: list[str] = []
         tool_parts: list[str] = []
         final: Any = None
@@ -373,7 +536,7 @@ class OpenAIModel:
                 if kind == "response.output_text.delta":
                     delta = _get(event, "delta", "")
                     parts.append(delta)
-                    if self.output_mode == "json_schema":
+                    if shape != SHAPE_TOOL or not tool_parts:
                         sink.feed(delta)
                 elif kind == "response.function_call_arguments.delta":
                     delta = _get(event, "delta", "")

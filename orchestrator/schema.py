@@ -172,6 +172,45 @@ def answer_json_schema() -> dict[str, Any]:
     return json.loads(answer_json_schema_text())
 
 
+# A grammar-based server turns `maxLength` into one nested rule per character: 4000 for the
+# narration made llama-cpp-python's grammar 67 KB. Long limits are left to `_trim`.
+_GRAMMAR_MAX_LENGTH = 200
+_ANY_TYPE = ["string", "number", "integer", "boolean", "object", "array", "null"]
+_ANNOTATIONS = {"title", "description", "default", "examples"}
+
+
+def _portable(node: Any, *, names: bool = False) -> Any:
+    if isinstance(node, list):
+        return [_portable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if names:  # a map of names to schemas (properties, $defs): its keys are not keywords
+        return {key: _portable(value) for key, value in node.items()}
+    out = {
+        key: _portable(value, names=key in ("properties", "$defs", "definitions"))
+        for key, value in node.items()
+        if not (key == "maxLength" and isinstance(value, int) and value > _GRAMMAR_MAX_LENGTH)
+        and key != "discriminator"
+    }
+    if not set(out) - _ANNOTATIONS:
+        # `Any` gives an empty schema; llama-cpp-python's converter rejects it and silently
+        # falls back to "any JSON object", which loses the whole answer's shape.
+        out["type"] = list(_ANY_TYPE)
+    return out
+
+
+@functools.cache
+def _answer_json_schema_portable_text() -> str:
+    return json.dumps(_portable(answer_json_schema()), separators=(",", ":"))
+
+
+def answer_json_schema_portable() -> dict[str, Any]:
+    """The answer's JSON schema for servers that compile it into a grammar (llama.cpp,
+    llama-cpp-python's `json_object` + `schema`): every sub-schema has a type, and only
+    short `maxLength` limits are kept. What it no longer limits, `answer_parse` trims."""
+    return json.loads(_answer_json_schema_portable_text())
+
+
 # --- Parsing untrusted output --------------------------------------------------------------
 
 

@@ -263,10 +263,13 @@ DM_MODELS_ALLOWED = env.list("DM_MODELS_ALLOWED", default=[])
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
 # The DM orchestrator (orchestrator/): `chat` (Chat Completions; most compatible servers
-# speak only that) or `responses`; the answer's shape enforced by `json_schema`
-# structured output or by one forced function `tool`.
+# speak only that) or `responses`. The answer's shape: `auto` tries json_schema, then
+# json_object with its schema, json_object, then the schema in the prompt alone, and keeps
+# what the server took (per server and model, in the cache, for DM_OUTPUT_MODE_CACHE_SECONDS);
+# or one of them for good: `json_schema`, `json_object`, `tool` (one forced function), `prompt`.
 OPENAI_API_STYLE = env.str("OPENAI_API_STYLE", default="chat")
-DM_OUTPUT_MODE = env.str("DM_OUTPUT_MODE", default="json_schema")
+DM_OUTPUT_MODE = env.str("DM_OUTPUT_MODE", default="auto")
+DM_OUTPUT_MODE_CACHE_SECONDS = env.int("DM_OUTPUT_MODE_CACHE_SECONDS", default=86400)
 DM_TIMEOUT_SECONDS = env.float("DM_TIMEOUT_SECONDS", default=45.0)  # silence allowed per call
 DM_CONNECT_TIMEOUT_SECONDS = env.float("DM_CONNECT_TIMEOUT_SECONDS", default=10.0)
 DM_MAX_RETRIES = env.int("DM_MAX_RETRIES", default=2)  # on 429, 5xx, connection failures

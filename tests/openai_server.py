@@ -4,11 +4,14 @@ It speaks `POST /v1/chat/completions` and `POST /v1/responses`, with and without
 `stream` (server-sent events), answers with content or with a call of the requested
 function tool, reports usage counted with the tokenizer, and can be told to misbehave:
 a script of behaviours is consumed one per request (then the default answer is given).
+Like real servers, it may refuse request shapes (`refuse={"json_schema": Fail(400)}`,
+keyed by `shape_of`), ignore `tools`, or send reasoning in its own fields.
 
     with OpenAIServer() as server:
         server.script(Fail(429, headers={"Retry-After": "0"}), Answer(GOOD))
         ... OPENAI_BASE_URL = server.url ...
         server.requests  # what the client sent
+        server.shapes()  # the request shape of each: json_schema, json_object+schema, ...
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class Answer:
     chunk_chars: int = 6
     delay: float = 0.0  # seconds between streamed chunks
     reasoning: str = ""  # sent where reasoning goes; must never reach players
+    # The fields reasoning goes in, in messages and stream deltas (vLLM and DeepSeek use
+    # reasoning_content; Ollama and OpenRouter reasoning).
+    reasoning_fields: tuple[str, ...] = ("reasoning_content",)
     usage: bool = True  # report usage
 
     @property
@@ -82,9 +88,34 @@ class Recorded:
     usage: tuple[int, int] | None = None
 
 
+# What llama-cpp-python's server (0.3.x) answers to response_format json_schema: HTTP 500
+# whose message names the field.
+LLAMA_CPP_PYTHON_JSON_SCHEMA = Fail(
+    500,
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+    "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}",
+)
+
+
+def shape_of(body: dict[str, Any]) -> str:
+    """The request's shape: tool, json_schema, json_object+schema, json_object or prompt."""
+    if body.get("tools"):
+        return "tool"
+    fmt = body.get("response_format") or (body.get("text") or {}).get("format") or {}
+    kind = fmt.get("type")
+    if kind == "json_object" and "schema" in fmt:
+        return "json_object+schema"
+    return kind if kind in ("json_schema", "json_object") else "prompt"
+
+
 class OpenAIServer:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, refuse: dict[str, Fail] | None = None, ignore_tools: bool = False
+    ) -> None:
         self.default: Answer | Fail | Hang = Answer()
+        # Request shapes this server refuses, and how (a Fail), whatever the script says.
+        self.refuse: dict[str, Fail] = dict(refuse or {})
+        self.ignore_tools = ignore_tools  # answer in the content as if no tool was offered
         self.requests: list[Recorded] = []
         self._script: deque[Answer | Fail | Hang] = deque()
         self._lock = threading.Lock()
@@ -106,6 +137,10 @@ class OpenAIServer:
     def script(self, *behaviours: Answer | Fail | Hang) -> None:
         with self._lock:
             self._script.extend(behaviours)
+
+    def shapes(self) -> list[str]:
+        """The shape of each request so far, in order."""
+        return [shape_of(r.body) for r in self.requests]
 
     def next_behaviour(self) -> Answer | Fail | Hang:
         with self._lock:
@@ -151,7 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in ("/v1/chat/completions", "/v1/responses"):
             self._json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
             return
-        behaviour = self.owner.next_behaviour()
+        refusal = self.owner.refuse.get(shape_of(body))
+        behaviour = refusal if refusal is not None else self.owner.next_behaviour()
         try:
             if isinstance(behaviour, Hang):
                 self.owner.stopping.wait(behaviour.seconds)
@@ -167,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             prompt = body.get("messages") if chat else body.get("input")
             usage = (_tokens(json.dumps(prompt, ensure_ascii=False)), _tokens(behaviour.text))
             record.usage = usage if behaviour.usage else None
-            tool = _requested_tool(body)
+            tool = None if self.owner.ignore_tools else _requested_tool(body)
             if not body.get("stream"):
                 answer = _chat_answer if chat else _responses_answer
                 self._json(200, answer(body, behaviour, tool, usage))
@@ -231,8 +267,8 @@ def _chat_answer(
     body: dict[str, Any], b: Answer, tool: str | None, usage: tuple[int, int]
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": None if tool else b.text}
-    if b.reasoning:
-        message["reasoning_content"] = b.reasoning
+    for name in b.reasoning_fields if b.reasoning else ():
+        message[name] = b.reasoning
     if tool:
         message["tool_calls"] = [
             {"id": "call_1", "type": "function", "function": {"name": tool, "arguments": b.text}}
@@ -269,7 +305,11 @@ def _chat_events(
         return None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     events = [chunk({"role": "assistant", "content": ""})]
-    events += [chunk({"reasoning_content": p}) for p in _pieces(b.reasoning, 8) if b.reasoning]
+    events += [
+        chunk({name: p for name in b.reasoning_fields})
+        for p in _pieces(b.reasoning, 8)
+        if b.reasoning
+    ]
     if tool:
         events.append(
             chunk(
@@ -477,7 +517,9 @@ def _responses_events(
 
 
 @contextlib.contextmanager
-def serving(settings: Any) -> Iterator[OpenAIServer]:
+def serving(
+    settings: Any, *, refuse: dict[str, Fail] | None = None, ignore_tools: bool = False
+) -> Iterator[OpenAIServer]:
     """A running server, with the `openai` provider pointed at it and fast retries.
 
     In a test module:  @pytest.fixture
@@ -485,7 +527,11 @@ def serving(settings: Any) -> Iterator[OpenAIServer]:
                            with serving(settings) as server:
                                yield server
     """
-    with OpenAIServer() as server:
+    from orchestrator.openai_adapter import output_shapes_forget
+
+    with OpenAIServer(refuse=refuse, ignore_tools=ignore_tools) as server:
+        # A port may be reused by a later test: what an earlier server took is forgotten.
+        output_shapes_forget(base_url=server.url, model="test-model")
         settings.DM_MODEL_PROVIDER = "openai"
         settings.DM_MODEL = "test-model"
         settings.OPENAI_BASE_URL = server.url
