@@ -356,16 +356,14 @@ def invite_code_rotate(*, campaign_id: uuid.UUID | str) -> str:
     raise Conflict("no free invite code was found; try again")
 
 
-def still_a_member(membership: Membership) -> Precondition:
+def still_a_member(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str) -> Precondition:
     """A precondition for `events_append`: the member's write is refused if they are no
     longer a member. Checked under the log's lock, so a member removed a moment ago (on
     any process, whose socket may not have closed yet) cannot act, whisper or roll any
     more: a kick commits its `player_left` under the same lock."""
 
     def check(state: dict[str, Any]) -> None:
-        if not selectors.member_exists(
-            campaign_id=membership.campaign_id, user_id=membership.user_id
-        ):
+        if not selectors.member_exists(campaign_id=campaign_id, user_id=user_id):
             raise PermissionDenied("you are no longer a member of this campaign")
 
     return check
@@ -395,7 +393,7 @@ def player_action_submit(
     [event] = events_append(
         campaign_id=membership.campaign_id,
         request_id=request_id,
-        precondition=still_a_member(membership),
+        precondition=still_a_member(campaign_id=membership.campaign_id, user_id=membership.user_id),
         events=[
             NewEvent(
                 "player_action",

@@ -56,8 +56,8 @@ from .events import (
     fold_all,
     validate_payload,
 )
-from .models import Campaign, DiceSeed, Event, Membership
-from .services import events_append
+from .models import Campaign, DiceSeed, Event
+from .services import events_append, still_a_member
 from .state_schema import (
     PatchRefused,
     entities_revealed,
@@ -494,17 +494,15 @@ def roll_make(
         executor.roll(formula=formula, reason=reason, requested_by=requested_by)
         return executor.events
 
-    def still_a_member(state: dict[str, Any]) -> None:
-        # Checked under the log's lock, as campaigns.services.player_action_submit does
-        # (its check is a closure there, so it is repeated here): a member removed a
-        # moment ago on another process, whose socket is still open, cannot roll.
-        if actor_kind not in ("player", "gm") or actor_user_id is None:
-            return
-        if not Membership.objects.filter(campaign_id=campaign_id, user_id=actor_user_id).exists():
-            raise PermissionDenied("you are no longer a member of this campaign")
-
+    # A player's or GM's roll: still a member, checked under the log's lock (a member
+    # removed a moment ago on another process, whose socket is still open, cannot roll).
+    member_check = (
+        still_a_member(campaign_id=campaign_id, user_id=actor_user_id)
+        if actor_kind in ("player", "gm") and actor_user_id is not None
+        else None
+    )
     events = events_append(
-        campaign_id=campaign_id, events=build, request_id=request_id, precondition=still_a_member
+        campaign_id=campaign_id, events=build, request_id=request_id, precondition=member_check
     )
     return [e for e in events if e.type in ROLL_EVENT_TYPES]
 

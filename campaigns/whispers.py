@@ -138,7 +138,9 @@ def whisper_send(
         campaign_id=membership.campaign_id,
         request_id=request_id,
         # Like actions: a sender kicked a moment ago (socket not closed yet) is refused.
-        precondition=services.still_a_member(membership),
+        precondition=services.still_a_member(
+            campaign_id=membership.campaign_id, user_id=membership.user_id
+        ),
         events=[
             NewEvent(
                 "whisper",
