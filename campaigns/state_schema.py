@@ -422,12 +422,12 @@ def _operations_apply(
         document = jsonpatch.JsonPatch(copy.deepcopy(prelude)).apply(document, in_place=True)
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
         raise PatchRefused("the hidden flags have no room to be written") from None
-    ever_hidden = _hidden_ids(state)
+    ever_hidden = _entity_ids(state, hidden=True)
     carried: list[tuple[int, dict[str, Any]]] = []
     for index, operation in enumerate(patches):
         op = operation["op"]
         if op in ("move", "copy") and _in_hidden(
-            operation["from"], ever_hidden | _hidden_ids(document)
+            operation["from"], ever_hidden | _entity_ids(document, hidden=True)
         ):
             carried.append((index, operation))
         # A failing move may have removed its source before failing: keep the document whole.
@@ -450,8 +450,8 @@ def _operations_apply(
                 f"{_why_not(document, operation, exc)}"
             ) from None
         if isinstance(document, dict):
-            ever_hidden |= _hidden_ids(document)
-    hidden_after = _hidden_ids(document) if isinstance(document, dict) else set()
+            ever_hidden |= _entity_ids(document, hidden=True)
+    hidden_after = _entity_ids(document, hidden=True) if isinstance(document, dict) else set()
     for index, operation in carried:
         if not _in_hidden(operation["path"], hidden_after):
             raise PatchRefused(
@@ -530,25 +530,15 @@ def _loose_parts(pointer: Any) -> list[str] | None:
         return [part for part in pointer.split("/")[1:]]
 
 
-def _hidden_ids(state: dict[str, Any] | None) -> set[str]:
+def _entity_ids(state: dict[str, Any] | None, *, hidden: bool) -> set[str]:
+    """The ids of the state's hidden entities (or, with hidden=False, of the others)."""
     entities = (state or {}).get("entities") or {}
     if not isinstance(entities, dict):
         return set()
     return {
         str(entity_id)
         for entity_id, entity in entities.items()
-        if isinstance(entity, dict) and entity.get("hidden") is True
-    }
-
-
-def _visible_ids(state: dict[str, Any] | None) -> set[str]:
-    entities = (state or {}).get("entities") or {}
-    if not isinstance(entities, dict):
-        return set()
-    return {
-        str(entity_id)
-        for entity_id, entity in entities.items()
-        if isinstance(entity, dict) and entity.get("hidden") is not True
+        if isinstance(entity, dict) and (entity.get("hidden") is True) == hidden
     }
 
 
@@ -566,8 +556,8 @@ def patch_is_secret(before: dict[str, Any], after: dict[str, Any] | None, patche
     is hidden at all never changes the answer for a pointer outside hidden state."""
     if not isinstance(patches, list):
         return False
-    visible = _visible_ids(before) | (_visible_ids(after) if after is not None else set())
-    hidden_after = _hidden_ids(after if after is not None else before)
+    visible = _entity_ids(before, hidden=False) | _entity_ids(after, hidden=False)
+    hidden_after = _entity_ids(after if after is not None else before, hidden=True)
 
     def entity_secret(entity_id: str) -> bool:
         return entity_id in hidden_after or entity_id not in visible
@@ -591,7 +581,7 @@ def entities_revealed(before: dict[str, Any], after: dict[str, Any]) -> list[dic
     data}` as in `entity_created`, for the reveal's event (players never saw them)."""
     found = []
     entities = after.get("entities") or {}
-    for entity_id in sorted(_hidden_ids(before)):
+    for entity_id in sorted(_entity_ids(before, hidden=True)):
         entity = entities.get(entity_id)
         if isinstance(entity, dict) and entity.get("hidden") is not True:
             found.append(
