@@ -45,6 +45,14 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> No
     raise TimeoutError(f"server on port {port} did not start")
 
 
+def _stop(proc: subprocess.Popen, timeout: float) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @contextlib.contextmanager
 def daphne(port: int, **env: str) -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen(
@@ -65,11 +73,7 @@ def daphne(port: int, **env: str) -> Iterator[subprocess.Popen]:
         _wait_for_port(port, proc)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc, timeout=10)
 
 
 @contextlib.contextmanager
@@ -100,11 +104,7 @@ def celery_worker(
             raise RuntimeError(f"celery worker exited with {proc.returncode}")
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc, timeout=15)
         if out is not None:
             out.close()
 
@@ -124,11 +124,34 @@ def redis_server(port: int) -> Iterator[subprocess.Popen]:
         _wait_for_port(port, proc, timeout=10)
         yield proc
     finally:
-        proc.terminate()
+        _stop(proc, timeout=10)
+
+
+# --- llama-cpp-python's OpenAI-compatible server (.ci/llama_server.sh builds it) --------------
+
+
+@contextlib.contextmanager
+def llama_server(
+    *, python: str, model: str, alias: str, log_file: Path, n_ctx: int = 4096
+) -> Iterator[str]:
+    """`python -m llama_cpp.server` on a free port; yields its /v1 URL."""
+    port = free_port()
+    with log_file.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                *(python, "-m", "llama_cpp.server", "--model", model, "--model_alias", alias),
+                *("--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)),
+                # Reading our prompt (~2,400 tokens) takes most of a turn: both cores read it.
+                *("--n_threads_batch", "2", "--verbose", "False"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            _wait_for_port(port, proc, timeout=120)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            _stop(proc, timeout=15)
 
 
 # --- A private PostgreSQL ---------------------------------------------------------------------

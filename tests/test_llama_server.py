@@ -10,19 +10,16 @@ python) and RPGAI_LLAMA_MODEL (the .gguf). Without them this test skips, saying 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from orchestrator.openai_adapter import output_shapes_forget
 from rpgai.tasks import wait_idle
-from tests.processes import _wait_for_port, free_port
+from tests.processes import llama_server
 from tests.ws import Room
 
 LLAMA_PYTHON = os.environ.get("RPGAI_LLAMA_PYTHON", "")
@@ -49,38 +46,13 @@ pytestmark = [
 ]
 
 
-@contextlib.contextmanager
-def llama_server(log_file: Path) -> Iterator[str]:
-    """`python -m llama_cpp.server` on a free port; yields its /v1 URL."""
-    port = free_port()
-    with log_file.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *(LLAMA_PYTHON, "-m", "llama_cpp.server", "--model", LLAMA_MODEL),
-                *("--model_alias", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port)),
-                # Our prompt (rules, the answer's schema, the state) is about 2,400 tokens;
-                # reading it takes most of the turn: both cores read it.
-                *("--n_ctx", "4096", "--n_threads_batch", "2", "--verbose", "False"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_for_port(port, proc, timeout=120)
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 async def test_llama_cpp_python_plays_a_turn_with_default_settings(
     campaign, alice, settings, tmp_path
 ):
     log_file = tmp_path / "llama.log"
-    with llama_server(log_file) as url:
+    with llama_server(
+        python=LLAMA_PYTHON, model=LLAMA_MODEL, alias=MODEL_NAME, log_file=log_file
+    ) as url:
         # Only what an operator sets: the provider, the URL, the model's name, a dummy key.
         settings.DM_MODEL_PROVIDER = "openai"
         settings.OPENAI_BASE_URL = url
