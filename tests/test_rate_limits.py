@@ -12,14 +12,13 @@ import sys
 import uuid
 
 import pytest
-from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async as sync_to_async
 from django.test import Client
 from rest_framework.test import APIClient
 
 from campaigns.models import Event
 from realtime import throttle
-from rpgai.asgi import application
+from tests.asgi_http import asgi_request
 from tests.auth_tools import isolate_limits
 from tests.processes import ROOT
 from tests.ws import Room
@@ -347,31 +346,11 @@ print(sum(throttle.take([bucket]).allowed for _ in range(2)))
 
 
 async def _asgi_post(body_chunks: list[bytes], content_length: int | None) -> tuple[int, dict]:
-    headers = [(b"content-type", b"application/json"), (b"host", b"testserver")]
+    headers = [(b"content-type", b"application/json")]
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/auth/register",
-        "raw_path": b"/api/auth/register",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
-    app = ApplicationCommunicator(application, scope)
-    for n, chunk in enumerate(body_chunks):
-        await app.send_input(
-            {"type": "http.request", "body": chunk, "more_body": n < len(body_chunks) - 1}
-        )
-    start = await app.receive_output(10)
-    body = await app.receive_output(10)
-    await app.wait(5)
-    return start["status"], json.loads(body["body"])
+    status, _, body = await asgi_request("/api/auth/register", body_chunks, headers)
+    return status, json.loads(body)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import ApplicationCommunicator
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
 
 from campaigns.models import Campaign
 from memory.models import Document
-from rpgai.asgi import application
+from tests.asgi_http import asgi_request
 from tests.auth_tools import access_for, bearer, isolate_limits
 
 pytestmark = pytest.mark.django_db
@@ -176,39 +175,6 @@ def test_a_login_form_with_too_many_fields_is_a_400_page(quiet: Any, settings: A
 
 
 # --- Through the ASGI application (daphne's path), chunked bodies included ----------------------
-
-
-async def asgi_request(
-    path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]
-) -> tuple[int, dict[bytes, bytes], bytes]:
-    """A POST through the whole ASGI stack, in `chunks`."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
-    app = ApplicationCommunicator(application, scope)
-    for n, chunk in enumerate(chunks):
-        await app.send_input(
-            {"type": "http.request", "body": chunk, "more_body": n < len(chunks) - 1}
-        )
-    start = await app.receive_output(20)
-    body = b""
-    while True:
-        message = await app.receive_output(20)
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    await app.wait(5)
-    return start["status"], {k.lower(): v for k, v in start["headers"]}, body
 
 
 def _chunks(data: bytes, size: int = 256 * 1024) -> list[bytes]:
