@@ -139,6 +139,14 @@ def _name_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
+# A create_entity named like a hidden entity: the words say neither that one exists nor
+# which, and are the same whether it is still there or was removed in the same turn.
+_HIDDEN_NAME_REFUSAL = (
+    "this entity cannot be created; look at the state's entities "
+    "and change one with apply_state_patch"
+)
+
+
 # --- The executor ----------------------------------------------------------------------------
 
 
@@ -152,6 +160,19 @@ class _Executor:
     actor_user_id: uuid.UUID | None = None
     visibility: Visibility = field(default_factory=lambda: dict(VISIBLE_TO_ALL))  # type: ignore[assignment]
     events: list[NewEvent] = field(default_factory=list)
+    # (kind, name key) of every entity hidden at some point of this batch, from its start:
+    # a hidden entity the batch removed is still one whose name a public entity may not
+    # take (the model read it from its GM-only prompt; a reveal is a patch).
+    hidden_names: set[tuple[str, str]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._remember_hidden()
+
+    def _remember_hidden(self) -> None:
+        entities = self.state.get("entities") or {}
+        for entity in entities.values() if isinstance(entities, dict) else ():
+            if isinstance(entity, dict) and entity.get("hidden") is True:
+                self.hidden_names.add((entity.get("kind", ""), _name_key(entity.get("name", ""))))
 
     def add(self, type_name: str, payload: dict[str, Any], *, system: bool = False) -> None:
         """Validate, fold into the working state (so later calls see it), and queue.
@@ -167,6 +188,7 @@ class _Executor:
         user = str(new.actor_user_id) if new.actor_user_id else None
         fold(self.state, FoldedEvent(0, new.type, new.payload, new.actor_kind, user))
         self.events.append(new)
+        self._remember_hidden()
 
     def seed(self) -> DiceSeed:
         """The committed secret seed; a campaign without one commits one now."""
@@ -294,16 +316,17 @@ class _Executor:
             ):
                 if entity.get("hidden") is True:
                     # Not even "one exists": the players would learn of a hidden one.
-                    raise ToolRefused(
-                        "this entity cannot be created; look at the state's entities "
-                        "and change one with apply_state_patch"
-                    )
+                    raise ToolRefused(_HIDDEN_NAME_REFUSAL)
                 # The id of a visible entity (the players' snapshot has it), not its
                 # stored name: refusals never quote the state.
                 raise ToolRefused(
                     f"a {parsed.kind} of that name already exists (id {entity_id}); "
                     "change it with apply_state_patch"
                 )
+        # Nor a public one named like an entity hidden earlier in this batch and removed
+        # since: its public `entity_created` would carry the secret name. Same words.
+        if not parsed.hidden and (parsed.kind, _name_key(name)) in self.hidden_names:
+            raise ToolRefused(_HIDDEN_NAME_REFUSAL)
         try:
             json.dumps(parsed.data, allow_nan=False)
         except (TypeError, ValueError):

@@ -289,6 +289,43 @@ def test_a_second_entity_named_like_a_hidden_one_is_refused_without_naming_it(ca
     assert "cannot be created" in error["reason"] and "exists" not in error["reason"]
 
 
+def test_a_hidden_entity_removed_in_a_turn_is_not_made_again_in_public_under_its_name(
+    campaign, table
+):
+    """The secrecy property's finding: in one turn the DM removed a hidden entity (a
+    GM-only patch) and then created a public one of the same kind and name, which the
+    duplicate check no longer saw: a public `entity_created` carried the secret name."""
+    _turn(campaign, _ghoul())
+    ghoul_id = _ghoul_id(campaign)
+    events = _turn(
+        campaign, _patch({"op": "remove", "path": f"/entities/{ghoul_id}"}), _ghoul(hidden=False)
+    )
+
+    assert [e.type for e in events] == [*PATCH_TYPES, "dm_narration"]
+    assert all(e.visibility == GM_ONLY for e in events[:2])
+    [error] = events[-1].payload["tool_errors"]
+    assert error["index"] == 1 and error["name"] == "create_entity"
+    # The same words as for a hidden one still there: nothing more for the players.
+    _turn(campaign, _ghoul(name="Bone Wight"))
+    present = _turn(campaign, _ghoul(name="Bone Wight", hidden=False))
+    assert error["reason"] == present[-1].payload["tool_errors"][0]["reason"]
+    alice = table["alice"]
+    assert GHOUL not in json.dumps(events_seen_by(campaign, alice))
+    assert GHOUL not in json.dumps(_state(campaign, alice))
+    assert selectors.snapshot_get(campaign_id=campaign.id).state["entities"].get(ghoul_id) is None
+
+
+def test_a_hidden_entity_removed_in_a_turn_may_be_made_again_hidden(campaign, table):
+    _turn(campaign, _ghoul())
+    ghoul_id = _ghoul_id(campaign)
+    events = _turn(campaign, _patch({"op": "remove", "path": f"/entities/{ghoul_id}"}), _ghoul())
+
+    assert "tool_errors" not in events[-1].payload
+    [created] = [e for e in events if e.type == "entity_created"]
+    assert created.visibility == GM_ONLY and created.payload["entity"]["id"] != ghoul_id
+    assert GHOUL not in json.dumps(events_seen_by(campaign, table["alice"]))
+
+
 def test_the_model_schema_takes_hidden_and_the_prompt_marks_hidden_things(campaign, table):
     answer = answer_parse(
         json.dumps(
