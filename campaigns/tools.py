@@ -35,6 +35,7 @@ import jsonpointer
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
+from rpgai import tracing
 from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
 
 from . import selectors
@@ -473,12 +474,30 @@ def turn_commit(
         executor.add("dm_narration", payload)
         return executor.events
 
-    events = events_append(
+    with tracing.span(
+        "turn.commit",
         campaign_id=campaign_id,
-        events=build,
-        request_id=request_id,
-        precondition=not_yet_answered,
-    )
+        turn_id=turn_id,
+        tool_calls=len(calls),
+        fallback=fallback,
+        actor_kind=actor_kind,
+    ) as span:
+        events = events_append(
+            campaign_id=campaign_id,
+            events=build,
+            request_id=request_id,
+            precondition=not_yet_answered,
+        )
+        # After the append: `build` may have run more than once (its last run counts).
+        span.set_attribute("rpgai.tool_calls_rejected", len(rejections))
+        span.set_attribute("rpgai.events", len(events))
+        for rejection in rejections:
+            tracing.event(
+                "tool.rejected",
+                tool_index=rejection.index,
+                tool_name=rejection.name,
+                reason=rejection.reason,
+            )
     return TurnCommitResult(events=events, rejections=list(rejections))
 
 

@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -33,7 +34,7 @@ from campaigns import selectors, services
 from campaigns.models import Membership
 from campaigns.tools import roll_make
 from campaigns.whispers import whisper_send
-from rpgai import metrics
+from rpgai import metrics, tracing
 from rpgai.db_outage import CLOSE_TRY_AGAIN
 from rpgai.errors import DATABASE_UNAVAILABLE, DomainError
 from rpgai.request_id import reset_request_id, set_request_id
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 # membership read and the group join, the window in which a kick or a logout would
 # otherwise go unheard. Always None in production; tests set it with monkeypatch.
 before_group_join: Callable[[CampaignConsumer], Awaitable[None]] | None = None
+
+# The client messages traced (`ws.action`): those that append events.
+TRACED_MESSAGES = frozenset({"client.player_action", "client.whisper", "client.roll"})
 
 # (event loop, campaign) -> the broadcast of its presence waiting to go out from here.
 _presence_pending: dict[tuple[int, str], asyncio.Task[None]] = {}
@@ -225,7 +229,9 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         request_id = uuid.uuid4().hex
         bound = set_request_id(request_id)  # log lines, and the tasks this message queues
         try:
-            await getattr(self, "on_" + data["type"].removeprefix("client."))(message, request_id)
+            with self._trace(data["type"]):
+                handler = getattr(self, "on_" + data["type"].removeprefix("client."))
+                await handler(message, request_id)
         except DomainError as exc:
             code = exc.code if exc.code in CONTRACT_ERROR_CODES else "invalid_message"
             await self.send_error(code, exc.detail, action_id=action_id)
@@ -246,6 +252,13 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             )
         finally:
             reset_request_id(bound)
+
+    def _trace(self, message_type: str) -> AbstractContextManager[Any]:
+        """The root span of a message that changes the room (not hello, not ping): the turn
+        and the speech it causes are in its trace (rpgai/tracing.py)."""
+        if message_type not in TRACED_MESSAGES:
+            return nullcontext()
+        return tracing.span("ws.action", message_type=message_type, campaign_id=self.campaign_id)
 
     async def on_hello(self, message: Hello, request_id: str) -> None:
         self.ready = False

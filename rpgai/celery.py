@@ -11,8 +11,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-# --- Operations: request ids, logging and metrics in workers (rpgai/request_id.py,
-# rpgai/logging.py, rpgai/metrics.py; docs/operations.md) ---------------------------------
+# --- Operations: request ids, tracing, logging and metrics in workers (rpgai/request_id.py,
+# rpgai/tracing.py, rpgai/logging.py, rpgai/metrics.py; docs/operations.md) ----------------
 
 
 @signals.task_prerun.connect(weak=False)
@@ -28,6 +28,41 @@ def _unbind_request_id(task_id=None, **kwargs):
     from rpgai.request_id import celery_task_postrun
 
     celery_task_postrun(task_id=task_id, **kwargs)
+
+
+# --- Tracing (rpgai/tracing.py): the enqueuer's trace continues in the task --------------------
+
+
+@signals.celeryd_init.connect(weak=False)
+def _name_the_worker_service(**kwargs):
+    # Sent as the worker starts, before Django is set up (OpsConfig.ready configures
+    # tracing): this process's spans belong to rpgai-worker unless OTEL_SERVICE_NAME says.
+    from rpgai.tracing import worker_starting
+
+    worker_starting()
+
+
+@signals.task_prerun.connect(weak=False)
+def _open_task_span(task_id=None, task=None, **kwargs):
+    # Connected after _bind_request_id: the task's span carries the task's request id.
+    from rpgai.tracing import celery_task_prerun
+
+    celery_task_prerun(task_id=task_id, task=task, **kwargs)
+
+
+@signals.task_postrun.connect(weak=False)
+def _close_task_span(task_id=None, **kwargs):
+    from rpgai.tracing import celery_task_postrun
+
+    celery_task_postrun(task_id=task_id, **kwargs)
+
+
+@signals.worker_process_shutdown.connect(weak=False)
+def _flush_spans(**kwargs):
+    # A pool process may exit before the batch exporter's next round: send what waits.
+    from rpgai.tracing import flush
+
+    flush()
 
 
 @signals.setup_logging.connect(weak=False)

