@@ -75,11 +75,11 @@ def play(turns: int) -> list[tuple[int, int, int]]:
 
     from campaigns.selectors import events_after, membership_get
     from campaigns.services import campaign_create, campaign_join, player_action_submit
+    from llm.tokens import count_tokens
     from orchestrator.prompt import RecentEvent, _as_data, _event_for_prompt, prompt_build
     from orchestrator.receivers import turns_deferred
     from orchestrator.selectors import turn_context_get, turn_owed
     from orchestrator.services import turn_run
-    from orchestrator.tokens import count_tokens
 
     users = get_user_model()
     gm = users.objects.create_user(username="bench-gm", password="x")

@@ -164,6 +164,17 @@ def broadcast_room(campaign_id: uuid.UUID | str, message: dict[str, Any]) -> Non
         log.exception("room message to campaign %s failed", campaign_id)
 
 
+async def abroadcast_room(campaign_id: uuid.UUID | str, message: dict[str, Any]) -> None:
+    """`broadcast_room` from a coroutine (a turn streaming its narration)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(selectors.group_name(campaign_id), message)
+    except Exception:
+        log.exception("room message to campaign %s failed", campaign_id)
+
+
 # --- Campaigns and members -------------------------------------------------------------------
 
 

@@ -1,23 +1,27 @@
-"""The one interface every DM model adapter speaks: complete, stream, report usage.
+"""The one interface every model adapter speaks: complete, stream, report usage.
 
 `adapter_for(provider=..., model=...)` picks the adapter for a campaign's settings.
-Adapters raise `ModelError` with a code the room can show (`rate_limited`,
-`model_error`, `model_timeout`); they never raise for a merely bad answer: the text
-comes back and the turn's parser judges it.
+Adapters are coroutines: a call waiting on the model holds no thread, no process and
+no database connection, so one process keeps many turns in flight. They raise
+`ModelError` with a code the room can show (`rate_limited`, `model_error`,
+`model_timeout`); they never raise for a merely bad answer: the text comes back and the
+caller's parser judges it (`llm.services.model_answer`).
+
+What the answer must look like travels in the request (`AnswerFormat`: a JSON schema,
+the tool's name), so this package knows nothing of the game: the orchestrator and
+memory import it, it imports neither.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 
 from rpgai.errors import DomainError
-
-if TYPE_CHECKING:
-    from .prompt import TurnContext
 
 PROVIDERS = ("fake", "openai")
 
@@ -28,7 +32,7 @@ class Usage:
 
     provider: str
     model: str
-    purpose: str  # dm_turn | repair
+    purpose: str  # dm_turn | repair | summary
     input_tokens: int
     output_tokens: int
     # True when the server reported nothing and we counted with our own tokenizer.
@@ -45,13 +49,29 @@ class Usage:
         }
 
 
+@dataclass(frozen=True)
+class AnswerFormat:
+    """The JSON object a call's answer must be, for the output modes that enforce it
+    (`json_schema`, `json_object` with its schema, a forced `tool`)."""
+
+    name: str  # the json_schema format's name
+    schema: dict[str, Any]
+    # The same schema without what small grammar converters reject (llama-cpp-python).
+    portable_schema: dict[str, Any]
+    tool_name: str
+    tool_description: str
+
+
 @dataclass
 class ModelRequest:
     messages: list[dict[str, str]]
     max_tokens: int
     purpose: str = "dm_turn"
-    # Structured facts of the turn: the fake model answers from them instead of prose.
-    context: TurnContext | None = None
+    # None: plain text, no response_format.
+    answer_format: AnswerFormat | None = None
+    # The `fake` provider's answer to this request (the fake DM plans from the turn's
+    # facts, not from prose); real providers ignore it.
+    fake_reply: Callable[[ModelRequest], str] | None = None
     # time.monotonic() by which the call must be over, retries included.
     deadline: float | None = None
 
@@ -71,7 +91,9 @@ class ModelReply:
 
 
 class StreamSink(Protocol):
-    def feed(self, chunk: str) -> None: ...
+    """Where a streamed answer's text goes as it arrives (the room's narration)."""
+
+    async def feed(self, chunk: str) -> None: ...
 
     def restart(self) -> None: ...
 
@@ -86,9 +108,9 @@ class ModelAdapter(Protocol):
     provider: str
     model: str
 
-    def complete(self, request: ModelRequest) -> ModelReply: ...
+    async def complete(self, request: ModelRequest) -> ModelReply: ...
 
-    def stream(self, request: ModelRequest, sink: StreamSink) -> ModelReply: ...
+    async def stream(self, request: ModelRequest, sink: StreamSink) -> ModelReply: ...
 
 
 def adapter_for(*, provider: str = "", model: str = "") -> ModelAdapter:

@@ -30,27 +30,24 @@ either, since a server that hung once will keep the players waiting again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
-import threading
 import time
+import weakref
 from typing import Any
 
 import openai
-from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
 
-from .adapters import ModelError, ModelReply, ModelRequest, StreamSink, Usage
-from .schema import ANSWER_TOOL_NAME, answer_json_schema, answer_json_schema_portable
+from .adapters import AnswerFormat, ModelError, ModelReply, ModelRequest, StreamSink, Usage
 from .tokens import count_message_tokens, count_tokens
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_MAX_SECONDS = 30.0
-ANSWER_FORMAT_NAME = "dm_answer"
-ANSWER_TOOL_DESCRIPTION = "Give your whole answer to the players' turn."
 
 # The request shapes, most structured first. "json_object+schema" is llama-cpp-python's
 # {"type": "json_object", "schema": {...}}; "prompt" sends no response_format.
@@ -69,24 +66,26 @@ _LADDERS: dict[str, tuple[str, ...]] = {
 }
 _CACHE_PREFIX = "dm:output-shape:"
 
-_clients: dict[tuple[str | None, str], openai.OpenAI] = {}
-_clients_lock = threading.Lock()
+# One client (one connection pool) per event loop, server and key, shared by the turns
+# of that loop: an async HTTP pool belongs to the loop it was opened on.
+_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str | None, str], openai.AsyncOpenAI]
+] = weakref.WeakKeyDictionary()
 
 
-def _client(base_url: str | None, api_key: str) -> openai.OpenAI:
-    """One client (one connection pool) per server and key, shared by turns."""
+def _client(base_url: str | None, api_key: str) -> openai.AsyncOpenAI:
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
     key = (base_url, api_key)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = openai.OpenAI(
-                # Local servers take no key, but the SDK insists on one.
-                api_key=api_key or "no-key",
-                base_url=base_url,
-                max_retries=0,
-            )
-            _clients[key] = client
-        return client
+    client = per_loop.get(key)
+    if client is None:
+        client = per_loop[key] = openai.AsyncOpenAI(
+            # Local servers take no key, but the SDK insists on one.
+            api_key=api_key or "no-key",
+            base_url=base_url,
+            # The SDK's pool: up to 1,000 connections, 100 kept alive.
+            max_retries=0,
+        )
+    return client
 
 
 class _Retry(Exception):
@@ -102,16 +101,6 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return min(max(float(value), 0.0), RETRY_AFTER_MAX_SECONDS) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def _reraise_time_limit(exc: BaseException) -> None:
-    """The SDK wraps whatever interrupts a request in APIConnectionError; a Celery soft
-    time limit must still reach the turn, which records it and gives up."""
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None:
-        if isinstance(cause, SoftTimeLimitExceeded):
-            raise cause
-        cause = cause.__cause__ or cause.__context__
 
 
 def _classify(exc: Exception) -> ModelError | _Retry:
@@ -181,6 +170,16 @@ def output_shapes_forget(*, base_url: str | None, model: str) -> None:
         log.warning("could not clear the remembered output shapes", exc_info=True)
 
 
+def _format(request: ModelRequest) -> AnswerFormat:
+    if request.answer_format is None:  # only the prompt shape is used without one
+        raise ModelError("no answer format for a structured request", code="model_error")
+    return request.answer_format
+
+
+def _tool_name(request: ModelRequest) -> str | None:
+    return request.answer_format.tool_name if request.answer_format is not None else None
+
+
 def _get(obj: Any, name: str, default: Any = None) -> Any:
     """A field of an SDK object or a plain dict (compatible servers add or omit fields)."""
     if obj is None:
@@ -225,42 +224,47 @@ class OpenAIModel:
 
     # --- Which request shape -----------------------------------------------------------------
 
-    def _shape_first(self) -> int:
+    def _ladder_for(self, request: ModelRequest) -> tuple[str, ...]:
+        # A plain-text call (a summary) has no answer format to enforce.
+        return self.ladder if request.answer_format is not None else (SHAPE_PROMPT,)
+
+    async def _shape_first(self, ladder: tuple[str, ...]) -> int:
         """Where to start on the ladder: the shape that last worked for this server."""
-        if len(self.ladder) == 1:
+        if len(ladder) == 1:
             return 0
         try:
-            known = cache.get(self._shape_key)
+            known = await cache.aget(self._shape_key)
         except Exception:  # the cache is a help, never a reason for a turn to fail
             log.warning("could not read the remembered output shape", exc_info=True)
             return 0
-        return self.ladder.index(known) if known in self.ladder else 0
+        return ladder.index(known) if known in ladder else 0
 
-    def _shape_remember(self, shape: str) -> None:
-        if len(self.ladder) == 1:
+    async def _shape_remember(self, ladder: tuple[str, ...], shape: str) -> None:
+        if len(ladder) == 1:
             return
         try:
-            cache.set(self._shape_key, shape, timeout=settings.DM_OUTPUT_MODE_CACHE_SECONDS)
+            await cache.aset(self._shape_key, shape, timeout=settings.DM_OUTPUT_MODE_CACHE_SECONDS)
         except Exception:
             log.warning("could not remember the output shape", exc_info=True)
 
     # --- The interface -----------------------------------------------------------------------
 
-    def complete(self, request: ModelRequest) -> ModelReply:
-        return self._with_retries(request, None)
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        return await self._with_retries(request, None)
 
-    def stream(self, request: ModelRequest, sink: StreamSink) -> ModelReply:
-        return self._with_retries(request, sink)
+    async def stream(self, request: ModelRequest, sink: StreamSink) -> ModelReply:
+        return await self._with_retries(request, sink)
 
     # --- Retries -----------------------------------------------------------------------------
 
-    def _with_retries(self, request: ModelRequest, sink: StreamSink | None) -> ModelReply:
-        step = self._shape_first()
+    async def _with_retries(self, request: ModelRequest, sink: StreamSink | None) -> ModelReply:
+        ladder = self._ladder_for(request)
+        step = await self._shape_first(ladder)
         stepped = False
         attempt = 0
         while True:
             attempt += 1
-            shape = self.ladder[step]
+            shape = ladder[step]
             left = request.seconds_left()
             if left <= 0:
                 raise ModelError(
@@ -273,17 +277,16 @@ class OpenAIModel:
             if attempt > 1 and sink is not None:
                 sink.restart()
             try:
-                reply = self._once(request, sink, timeout, shape)
+                reply = await self._once(request, sink, timeout, shape)
             except openai.OpenAIError as exc:
-                _reraise_time_limit(exc)
                 if _shape_refused(exc):
-                    if step + 1 < len(self.ladder):
+                    if step + 1 < len(ladder):
                         log.warning(
                             "%s refused the %s request shape (HTTP %s); trying %s",
                             self.base_url or "OpenAI",
                             shape,
                             getattr(exc, "status_code", "?"),
-                            self.ladder[step + 1],
+                            ladder[step + 1],
                         )
                         step += 1
                         stepped = True
@@ -293,7 +296,7 @@ class OpenAIModel:
                 outcome = _classify(exc)
             else:
                 if stepped:
-                    self._shape_remember(shape)
+                    await self._shape_remember(ladder, shape)
                 reply.attempts = attempt
                 reply.extra["output_shape"] = shape
                 return reply
@@ -309,7 +312,7 @@ class OpenAIModel:
             log.warning(
                 "model call failed (%s); retry %d in %.2fs", outcome.error.detail, attempt, wait
             )
-            time.sleep(wait)
+            await asyncio.sleep(wait)
 
     def _refusal_error(self, exc: openai.OpenAIError, shape: str) -> ModelError:
         status = getattr(exc, "status_code", "?")
@@ -334,7 +337,7 @@ class OpenAIModel:
             code="model_error",
         )
 
-    def _once(
+    async def _once(
         self, request: ModelRequest, sink: StreamSink | None, timeout: Any, shape: str
     ) -> ModelReply:
         client = _client(self.base_url, self.api_key)
@@ -342,23 +345,24 @@ class OpenAIModel:
             kwargs = self._chat_kwargs(request, shape)
             if sink is None:
                 return self._chat_reply(
-                    request, client.chat.completions.create(**kwargs, timeout=timeout)
+                    request, await client.chat.completions.create(**kwargs, timeout=timeout)
                 )
-            stream = client.chat.completions.create(
+            stream = await client.chat.completions.create(
                 **kwargs, stream=True, stream_options={"include_usage": True}, timeout=timeout
             )
-            return self._chat_stream(request, stream, sink, shape)
+            return await self._chat_stream(request, stream, sink, shape)
         kwargs = self._responses_kwargs(request, shape)
         if sink is None:
             return self._responses_reply(
-                request, client.responses.create(**kwargs, timeout=timeout)
+                request, await client.responses.create(**kwargs, timeout=timeout)
             )
-        stream = client.responses.create(**kwargs, stream=True, timeout=timeout)
-        return self._responses_stream(request, stream, sink, shape)
+        stream = await client.responses.create(**kwargs, stream=True, timeout=timeout)
+        return await self._responses_stream(request, stream, sink, shape)
 
     # --- Chat Completions --------------------------------------------------------------------
 
     def _chat_kwargs(self, request: ModelRequest, shape: str) -> dict[str, Any]:
+        fmt = _format(request)
         kwargs: dict[str, Any] = {"model": self.model, "messages": request.messages}
         # OpenAI's newer models take only max_completion_tokens; compatible servers know
         # max_tokens (and some only that).
@@ -369,26 +373,26 @@ class OpenAIModel:
                 {
                     "type": "function",
                     "function": {
-                        "name": ANSWER_TOOL_NAME,
-                        "description": ANSWER_TOOL_DESCRIPTION,
-                        "parameters": answer_json_schema(),
+                        "name": fmt.tool_name,
+                        "description": fmt.tool_description,
+                        "parameters": fmt.schema,
                     },
                 }
             ]
-            kwargs["tool_choice"] = {"type": "function", "function": {"name": ANSWER_TOOL_NAME}}
+            kwargs["tool_choice"] = {"type": "function", "function": {"name": fmt.tool_name}}
         elif shape == SHAPE_JSON_SCHEMA:
             kwargs["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {
-                    "name": ANSWER_FORMAT_NAME,
-                    "schema": answer_json_schema(),
+                    "name": fmt.name,
+                    "schema": fmt.schema,
                     "strict": False,
                 },
             }
         elif shape == SHAPE_JSON_OBJECT_SCHEMA:
             kwargs["response_format"] = {
                 "type": "json_object",
-                "schema": answer_json_schema_portable(),
+                "schema": fmt.portable_schema,
             }
         elif shape == SHAPE_JSON_OBJECT:
             kwargs["response_format"] = {"type": "json_object"}
@@ -402,7 +406,7 @@ class OpenAIModel:
         text = _get(message, "content", "") or ""
         for call in _get(message, "tool_calls", []) or []:
             function = _get(call, "function")
-            if _get(function, "name") == ANSWER_TOOL_NAME:
+            if _get(function, "name") == _tool_name(request):
                 text = _get(function, "arguments", "") or ""
                 break
         usage = _get(response, "usage")
@@ -414,16 +418,17 @@ class OpenAIModel:
             finish_reason=_get(choices[0], "finish_reason"),
         )
 
-    def _chat_stream(
+    async def _chat_stream(
         self, request: ModelRequest, stream: Any, sink: StreamSink, shape: str
     ) -> ModelReply:
         parts: list[str] = []
         tool_parts: list[str] = []
+        tool_name = _tool_name(request)
         answer_index: int | None = None
         input_tokens = output_tokens = None
         finish_reason = None
-        with stream:
-            for chunk in stream:
+        async with stream:
+            async for chunk in stream:
                 self._check_deadline(request)
                 usage = _get(chunk, "usage")
                 if usage is not None:
@@ -440,16 +445,16 @@ class OpenAIModel:
                         # A server that ignores the forced tool answers in the content:
                         # stream that until a tool call shows up.
                         if shape != SHAPE_TOOL or not tool_parts:
-                            sink.feed(content)
+                            await sink.feed(content)
                     for call in _get(delta, "tool_calls", []) or []:
                         function = _get(call, "function")
                         index = _get(call, "index", 0)
-                        if _get(function, "name") == ANSWER_TOOL_NAME and answer_index is None:
+                        if _get(function, "name") == tool_name and answer_index is None:
                             answer_index = index
                         arguments = _get(function, "arguments")
                         if arguments and index == (answer_index if answer_index is not None else 0):
                             tool_parts.append(arguments)
-                            sink.feed(arguments)
+                            await sink.feed(arguments)
         text = "".join(tool_parts) if tool_parts else "".join(parts)
         return ModelReply(
             text=text,
@@ -460,6 +465,7 @@ class OpenAIModel:
     # --- Responses ---------------------------------------------------------------------------
 
     def _responses_kwargs(self, request: ModelRequest, shape: str) -> dict[str, Any]:
+        fmt = _format(request)
         kwargs: dict[str, Any] = {
             "model": self.model,
             "input": [{"role": m["role"], "content": m["content"]} for m in request.messages],
@@ -470,19 +476,19 @@ class OpenAIModel:
             kwargs["tools"] = [
                 {
                     "type": "function",
-                    "name": ANSWER_TOOL_NAME,
-                    "description": ANSWER_TOOL_DESCRIPTION,
-                    "parameters": answer_json_schema(),
+                    "name": fmt.tool_name,
+                    "description": fmt.tool_description,
+                    "parameters": fmt.schema,
                     "strict": False,
                 }
             ]
-            kwargs["tool_choice"] = {"type": "function", "name": ANSWER_TOOL_NAME}
+            kwargs["tool_choice"] = {"type": "function", "name": fmt.tool_name}
         elif shape == SHAPE_JSON_SCHEMA:
             kwargs["text"] = {
                 "format": {
                     "type": "json_schema",
-                    "name": ANSWER_FORMAT_NAME,
-                    "schema": answer_json_schema(),
+                    "name": fmt.name,
+                    "schema": fmt.schema,
                     "strict": False,
                 }
             }
@@ -490,11 +496,11 @@ class OpenAIModel:
             kwargs["text"] = {"format": {"type": "json_object"}}
         return kwargs
 
-    def _responses_text(self, response: Any) -> str:
+    def _responses_text(self, response: Any, tool_name: str | None) -> str:
         texts: list[str] = []
         for item in _get(response, "output", []) or []:
             kind = _get(item, "type")
-            if kind == "function_call" and _get(item, "name") == ANSWER_TOOL_NAME:
+            if kind == "function_call" and _get(item, "name") == tool_name:
                 return _get(item, "arguments", "") or ""
             if kind == "message":
                 for part in _get(item, "content", []) or []:
@@ -505,7 +511,7 @@ class OpenAIModel:
 
     def _responses_reply(self, request: ModelRequest, response: Any) -> ModelReply:
         self._responses_check_status(response)
-        text = self._responses_text(response)
+        text = self._responses_text(response, _tool_name(request))
         usage = _get(response, "usage")
         return ModelReply(
             text=text,
@@ -523,25 +529,25 @@ class OpenAIModel:
                 code="model_error",
             )
 
-    def _responses_stream(
+    async def _responses_stream(
         self, request: ModelRequest, stream: Any, sink: StreamSink, shape: str
     ) -> ModelReply:
         parts: list[str] = []
         tool_parts: list[str] = []
         final: Any = None
-        with stream:
-            for event in stream:
+        async with stream:
+            async for event in stream:
                 self._check_deadline(request)
                 kind = _get(event, "type")
                 if kind == "response.output_text.delta":
                     delta = _get(event, "delta", "")
                     parts.append(delta)
                     if shape != SHAPE_TOOL or not tool_parts:
-                        sink.feed(delta)
+                        await sink.feed(delta)
                 elif kind == "response.function_call_arguments.delta":
                     delta = _get(event, "delta", "")
                     tool_parts.append(delta)
-                    sink.feed(delta)
+                    await sink.feed(delta)
                 elif kind in ("response.completed", "response.incomplete", "response.failed"):
                     final = _get(event, "response")
                 elif kind == "error":
@@ -553,7 +559,7 @@ class OpenAIModel:
             self._responses_check_status(final)
         text = "".join(tool_parts) if tool_parts else "".join(parts)
         if final is not None and not text:
-            text = self._responses_text(final)
+            text = self._responses_text(final, _tool_name(request))
         usage = _get(final, "usage")
         return ModelReply(
             text=text,

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from rest_framework import status
 
 from campaigns.selectors import campaign_get
-from orchestrator.tokens import count_tokens
+from llm.tokens import count_tokens
 from rpgai.errors import DomainError, NotFound
 
 from .conf import setting

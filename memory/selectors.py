@@ -14,7 +14,7 @@ from django.core.cache import cache
 from django.db.models import Count, Min, Q, QuerySet, Sum
 
 from campaigns.selectors import hidden_entity_ids, snapshot_get
-from orchestrator.tokens import count_tokens
+from llm.tokens import count_tokens
 
 from . import summaries
 from .conf import setting

@@ -15,9 +15,9 @@ Who summarizes: the campaign's own model (its DMSettings), asked for the DM answ
 JSON shape with the summary as `narration`, since that is what every adapter's
 structured output enforces; the `fake` provider summarizes extractively and
 deterministically (the same events always give the same summary), so tests need no key.
-Either way the call goes through the orchestrator's billing seams
-(`model_call_starting` / `model_call_finished`) with purpose `summary`: billing costs it
-and may refuse it (a refused summary is tried again after the next turn).
+Either way the call goes through the one paid model call (`llm.services.model_call`)
+with purpose `summary`: rate-limited with the campaign's turns, costed by billing, which
+may refuse it (a refused summary is tried again after the next turn).
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ from campaigns.events import NewEvent
 from campaigns.models import Event
 from campaigns.selectors import events_after, snapshot_get
 from campaigns.services import events_append
-from orchestrator.adapters import ModelError, ModelRequest, Usage, adapter_for
-from orchestrator.signals import model_call_finished, model_call_starting
-from orchestrator.tokens import count_message_tokens, count_tokens
+from llm.adapters import ModelAdapter, ModelRequest, adapter_for
+from llm.fake import FakeModel
+from llm.services import Caller, model_call_sync
+from llm.tokens import count_tokens
 from rpgai.errors import DomainError
 
 from .conf import setting
@@ -311,14 +312,15 @@ def extractive_summary(lines: Sequence[tuple[str, str]], *, max_tokens: int) -> 
 
 
 class Summarizer(Protocol):
-    provider: str
-    model: str
+    """Who writes a summary: the model call to make, and the summary in its answer."""
 
-    def messages(self, texts: Sequence[str], *, layer: int, max_tokens: int) -> list[dict]: ...
+    adapter: ModelAdapter
 
-    def summarize(
+    def request(
         self, lines: Sequence[tuple[str, str]], *, layer: int, max_tokens: int
-    ) -> tuple[str, Usage]: ...
+    ) -> ModelRequest: ...
+
+    def text_of(self, answer: str, lines: Sequence[tuple[str, str]], *, max_tokens: int) -> str: ...
 
 
 SUMMARY_INSTRUCTIONS = """\
@@ -360,57 +362,52 @@ def _summary_messages(texts: Sequence[str], *, layer: int, max_tokens: int) -> l
 class ExtractiveSummarizer:
     """The `fake` provider's summarizer: no model, the same input gives the same text."""
 
-    provider = "fake"
-
     def __init__(self, model: str = "fake-dm") -> None:
-        self.model = model
+        self.adapter = FakeModel(model=model)
 
-    def messages(self, texts: Sequence[str], *, layer: int, max_tokens: int) -> list[dict]:
-        return [{"role": "user", "content": "\n".join(texts)}]
-
-    def summarize(
+    def request(
         self, lines: Sequence[tuple[str, str]], *, layer: int, max_tokens: int
-    ) -> tuple[str, Usage]:
+    ) -> ModelRequest:
         text = extractive_summary(lines, max_tokens=max_tokens)
-        usage = Usage(
-            provider=self.provider,
-            model=self.model,
+        return ModelRequest(
+            messages=[{"role": "user", "content": "\n".join(t for _, t in lines)}],
+            max_tokens=max_tokens * 2 + 64,
             purpose="summary",
-            input_tokens=count_tokens("\n".join(t for _, t in lines)),
-            output_tokens=count_tokens(text),
+            fake_reply=lambda request: text,
         )
-        return text, usage
+
+    def text_of(self, answer: str, lines: Sequence[tuple[str, str]], *, max_tokens: int) -> str:
+        return answer
 
 
 class ModelSummarizer:
     """A real model writes the summary; an unusable answer falls back to extraction."""
 
-    def __init__(self, adapter: Any) -> None:
+    def __init__(self, adapter: ModelAdapter) -> None:
         self.adapter = adapter
-        self.provider = adapter.provider
-        self.model = adapter.model
 
-    def messages(self, texts: Sequence[str], *, layer: int, max_tokens: int) -> list[dict]:
-        return _summary_messages(texts, layer=layer, max_tokens=max_tokens)
-
-    def summarize(
+    def request(
         self, lines: Sequence[tuple[str, str]], *, layer: int, max_tokens: int
-    ) -> tuple[str, Usage]:
-        from orchestrator.schema import AnswerInvalid, answer_parse
+    ) -> ModelRequest:
+        from orchestrator.schema import answer_format
 
-        request = ModelRequest(
-            messages=self.messages([t for _, t in lines], layer=layer, max_tokens=max_tokens),
+        return ModelRequest(
+            messages=_summary_messages([t for _, t in lines], layer=layer, max_tokens=max_tokens),
             max_tokens=max_tokens * 2 + 64,
             purpose="summary",
+            answer_format=answer_format(),
             deadline=time.monotonic() + float(settings.DM_TIMEOUT_SECONDS),
         )
-        reply = self.adapter.complete(request)
+
+    def text_of(self, answer: str, lines: Sequence[tuple[str, str]], *, max_tokens: int) -> str:
+        from orchestrator.schema import AnswerInvalid, answer_parse
+
         try:
-            text = answer_parse(reply.text).narration
+            text = answer_parse(answer).narration
         except AnswerInvalid as exc:
             log.warning("the model's summary could not be used (%s); extracting instead", exc)
             text = extractive_summary(lines, max_tokens=max_tokens)
-        return _clip_tokens(" ".join(text.split()), max_tokens), reply.usage
+        return _clip_tokens(" ".join(text.split()), max_tokens)
 
 
 def _clip_tokens(text: str, max_tokens: int) -> str:
@@ -457,35 +454,16 @@ def _summarize(
     layer: int,
     max_tokens: int,
 ) -> str:
-    """One summary through the billing seams (purpose `summary`); SummaryRefused when
-    billing refuses it or the model fails."""
-    messages = summarizer.messages([t for _, t in lines], layer=layer, max_tokens=max_tokens)
-    signal_args = {
-        "campaign_id": str(campaign_id),
-        # No turn: each summary call has an id of its own in the turn's place.
-        "turn_id": str(uuid.uuid4()),
-        "request_id": "",
-        "provider": summarizer.provider,
-        "model": summarizer.model,
-        "purpose": "summary",
-        "user_ids": [],
-    }
+    """One summary through the one paid model call (llm.services, purpose `summary`);
+    SummaryRefused when the rate limit or billing refuses it, or the model fails."""
+    request = summarizer.request(lines, layer=layer, max_tokens=max_tokens)
+    # No turn: each summary call has an id of its own in the turn's place.
+    caller = Caller(campaign_id=campaign_id, call_id=str(uuid.uuid4()))
     try:
-        model_call_starting.send(
-            sender=SummaryRefused,
-            input_tokens=count_message_tokens(messages),
-            max_tokens=max_tokens * 2 + 64,
-            **signal_args,
-        )
+        reply = model_call_sync(summarizer.adapter, request, caller)
     except DomainError as exc:
         raise SummaryRefused(f"summary refused: {exc.detail}", code=exc.code) from exc
-    try:
-        text, usage = summarizer.summarize(lines, layer=layer, max_tokens=max_tokens)
-    except ModelError as exc:
-        model_call_finished.send(sender=SummaryRefused, usage=None, error=exc.code, **signal_args)
-        raise SummaryRefused(f"the summary call failed: {exc.detail}", code=exc.code) from exc
-    model_call_finished.send(sender=SummaryRefused, usage=usage, error=None, **signal_args)
-    return text
+    return summarizer.text_of(reply.text, lines, max_tokens=max_tokens)
 
 
 # --- The service -----------------------------------------------------------------------------

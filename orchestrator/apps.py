@@ -11,3 +11,16 @@ class OrchestratorConfig(AppConfig):
         from .receivers import queue_turn_after_actions
 
         events_committed.connect(queue_turn_after_actions, dispatch_uid="orchestrator.queue_turn")
+
+        # A worker shutting down lets its turns in flight finish (for a while), then asks
+        # for the rest again (scheduler.TurnRunner.stop).
+        from celery import signals as celery_signals
+
+        celery_signals.worker_shutting_down.connect(_stop_turns, weak=False)
+        celery_signals.worker_process_shutdown.connect(_stop_turns, weak=False)
+
+
+def _stop_turns(**kwargs: object) -> None:
+    from .scheduler import runner_stop
+
+    runner_stop()

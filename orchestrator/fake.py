@@ -1,10 +1,10 @@
 """The fake DM model: deterministic, needs no key, answers what the players did, uses tools.
 
-It is what runs with nothing configured, and what tests play against. It speaks the
-same interface as a real model: it writes the answer as JSON text (streamed in chunks,
-so the streaming path is exercised) and reports token usage counted with the tokenizer,
-so that billing does real arithmetic. The same turn always gets the same answer; choices
-are made from a hash of the input.
+It is what runs with nothing configured, and what tests play against: the `fake`
+provider (`llm/fake.py`) answers a turn's request with `fake_reply(context)`, the JSON
+text of `fake_answer`, streamed in chunks with its usage counted by the tokenizer, like a
+real model. The same turn always gets the same answer; choices are made from a hash of
+the input.
 
 Tools it uses: an attack, a sneak or a search gets a `roll`; picking something up gets
 an `apply_state_patch` adding it to the actor's inventory; meeting or greeting someone
@@ -23,17 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 
-from .adapters import ModelReply, ModelRequest, StreamSink, Usage
-from .prompt import ActionInTurn, TurnContext
-from .tokens import count_message_tokens, count_tokens
+from llm.adapters import ModelRequest
 
-CHUNK_CHARS = 12
+from .prompt import ActionInTurn, TurnContext
 
 OPENINGS = [
     "“{act}” With that, {who} acts, and the air shifts.",
@@ -378,35 +375,10 @@ def fake_answer(context: TurnContext) -> dict[str, Any]:
     }
 
 
-class FakeModel:
-    """The `fake` provider behind the common adapter interface."""
+def fake_reply(context: TurnContext):
+    """The `fake_reply` of a turn's model request: the fake DM's answer to its facts."""
 
-    provider = "fake"
+    def reply(request: ModelRequest) -> str:
+        return json.dumps(fake_answer(context), ensure_ascii=False)
 
-    def __init__(self, *, model: str = "fake-dm") -> None:
-        self.model = model
-
-    def _answer(self, request: ModelRequest) -> tuple[str, Usage]:
-        context = request.context or TurnContext(campaign_id="", edition="5e", state={}, actions=[])
-        text = json.dumps(fake_answer(context), ensure_ascii=False)
-        usage = Usage(
-            provider=self.provider,
-            model=self.model,
-            purpose=request.purpose,
-            input_tokens=count_message_tokens(request.messages),
-            output_tokens=count_tokens(text),
-        )
-        return text, usage
-
-    def complete(self, request: ModelRequest) -> ModelReply:
-        text, usage = self._answer(request)
-        return ModelReply(text=text, usage=usage, finish_reason="stop")
-
-    def stream(self, request: ModelRequest, sink: StreamSink) -> ModelReply:
-        text, usage = self._answer(request)
-        delay = settings.DM_FAKE_CHUNK_DELAY_SECONDS
-        for start in range(0, len(text), CHUNK_CHARS):
-            if delay:
-                time.sleep(delay)
-            sink.feed(text[start : start + CHUNK_CHARS])
-        return ModelReply(text=text, usage=usage, finish_reason="stop")
+    return reply

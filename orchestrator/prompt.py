@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from campaigns.state_schema import DM_ALLOWED_TEXT
+from llm.tokens import MESSAGE_OVERHEAD_TOKENS, count_message_tokens, count_tokens
 
 from .schema import OPTIONS_MAX, TOOL_NAMES, answer_json_schema_text
-from .tokens import MESSAGE_OVERHEAD_TOKENS, count_message_tokens, count_tokens
 
 if TYPE_CHECKING:
     from memory.selectors import TurnMemory

@@ -3,14 +3,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rpgai.tasks import enqueue
+from .scheduler import turn_request
 
 _local = threading.local()
 
 
 @contextmanager
 def turns_deferred() -> Iterator[None]:
-    """Actions committed inside do not queue a turn (the caller runs it itself, as
+    """Actions committed inside do not ask for a turn (the caller runs it itself, as
     `manage.py play` does to print the narration as it streams)."""
     previous = getattr(_local, "deferred", False)
     _local.deferred = True
@@ -27,6 +27,4 @@ def queue_turn_after_actions(
     if getattr(_local, "deferred", False):
         return
     if any(event.type == "player_action" for event in events):
-        from .tasks import run_turn
-
-        enqueue(run_turn, campaign_id=str(campaign_id))
+        turn_request(campaign_id=campaign_id)

@@ -7,8 +7,8 @@ player present has acted since the last narration, or when the round timer runs 
   player is online (a table that plays over HTTP), every player member is waited for.
   GMs are never waited for; their actions join the round.
 - While the table waits, the room gets an ephemeral `round_waiting` message with the
-  user ids still to act and the deadline, and a delayed turn task is armed for the
-  deadline (`rpgai.tasks.enqueue_later`). Every check is made again from the log when a
+  user ids still to act and the deadline, and a delayed turn is asked for at the
+  deadline (`scheduler.turn_request`). Every check is made again from the log when a
   task runs, so an early, late or repeated task changes nothing.
 """
 
@@ -93,12 +93,10 @@ def round_hold(*, campaign_id: uuid.UUID | str) -> bool:
     )
     if state.closed:
         return False
-    from rpgai.tasks import enqueue_later
-
-    from .tasks import run_turn
+    from .scheduler import turn_request
 
     delay = (state.deadline - timezone.now()).total_seconds() + TIMER_SLACK_SECONDS
-    enqueue_later(run_turn, delay, campaign_id=str(campaign_id))
+    turn_request(campaign_id=campaign_id, delay=delay)
     log.info(
         "campaign %s: the round waits for %d player(s), %.1f s left",
         campaign_id,
@@ -119,8 +117,6 @@ def round_recheck(*, campaign_id: uuid.UUID | str) -> None:
         return
     if selectors.turn_owed(campaign_id=campaign_id) is None:
         return
-    from rpgai.tasks import enqueue
+    from .scheduler import turn_request
 
-    from .tasks import run_turn
-
-    enqueue(run_turn, campaign_id=str(campaign_id))
+    turn_request(campaign_id=campaign_id)

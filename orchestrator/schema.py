@@ -15,11 +15,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from llm.adapters import AnswerFormat
+
 NARRATION_MAX_CHARS = 4000
 OPTION_MAX_CHARS = 120
 OPTIONS_MAX = 8
 TOOL_CALLS_MAX = 8
 ANSWER_TOOL_NAME = "dm_turn"
+ANSWER_TOOL_DESCRIPTION = "Give your whole answer to the players' turn."
+ANSWER_FORMAT_NAME = "dm_answer"
 
 
 class _Strict(BaseModel):
@@ -209,6 +213,17 @@ def answer_json_schema_portable() -> dict[str, Any]:
     llama-cpp-python's `json_object` + `schema`): every sub-schema has a type, and only
     short `maxLength` limits are kept. What it no longer limits, `answer_parse` trims."""
     return json.loads(_answer_json_schema_portable_text())
+
+
+def answer_format() -> AnswerFormat:
+    """What a turn's model call must answer, for the output modes that enforce it."""
+    return AnswerFormat(
+        name=ANSWER_FORMAT_NAME,
+        schema=answer_json_schema(),
+        portable_schema=answer_json_schema_portable(),
+        tool_name=ANSWER_TOOL_NAME,
+        tool_description=ANSWER_TOOL_DESCRIPTION,
+    )
 
 
 # --- Parsing untrusted output --------------------------------------------------------------

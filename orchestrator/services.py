@@ -9,6 +9,7 @@ nothing. A failed model call ends the turn with `turn_failed` and a code the roo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
@@ -29,30 +29,25 @@ from campaigns.events import NewEvent
 from campaigns.selectors import campaign_get, player_actions_between
 from campaigns.services import events_append
 from campaigns.tools import ToolRejection, turn_commit
-from realtime.throttle import model_call_allowed
+from llm.adapters import PROVIDERS, ModelError, ModelRequest, Usage, adapter_for
+from llm.services import Caller, model_answer
+from rpgai import tracing
+from rpgai.aio import db, run_sync
 from rpgai.errors import Conflict, DomainError, NotFound
 
 from . import selectors
-from .adapters import (
-    PROVIDERS,
-    ModelAdapter,
-    ModelError,
-    ModelReply,
-    ModelRequest,
-    Usage,
-    adapter_for,
-)
+from .fake import fake_reply
 from .models import DMSettings, TurnLock
-from .prompt import Prompt, TurnContext, prompt_build, repair_messages
+from .prompt import TurnContext, prompt_build, repair_messages
 from .rounds import round_hold
-from .schema import AnswerInvalid, DMAnswer, answer_parse
-from .signals import model_call_finished, model_call_starting
+from .schema import DMAnswer, answer_format, answer_parse
 from .streaming import NarrationStream
-from .tokens import count_message_tokens
 
 log = logging.getLogger(__name__)
 
 MAX_FOLLOW_UP_TURNS = 20
+# The backstop past DM_TURN_DEADLINE_SECONDS for a turn stuck outside its model calls.
+TURN_DEADLINE_SLACK = 15.0
 FALLBACK_NARRATION = (
     "The Dungeon Master falls silent for a moment, lost in thought, and the scene holds "
     "its breath. (The DM's answer could not be used this time; nothing has changed. "
@@ -133,43 +128,53 @@ def turn_lock_stale_in(*, campaign_id: uuid.UUID | str) -> float | None:
     return max(0.0, (expires - timezone.now()).total_seconds())
 
 
-def turns_run_pending(
+# --- Turns: coroutines -----------------------------------------------------------------------
+#
+# A turn waiting on its model holds no thread, process or database connection: it is a
+# coroutine on an event loop (the server's, embedded; a worker's turn runner otherwise:
+# orchestrator/scheduler.py), and its database work goes through `rpgai.aio.db`. Sync
+# callers (`manage.py play`, tests) use `turn_run` and `turns_run_pending`.
+
+
+async def aturns_run_pending(
     *,
     campaign_id: uuid.UUID | str,
     max_turns: int = MAX_FOLLOW_UP_TURNS,
     on_delta: Callable[[str], None] | None = None,
     holder: str | None = None,
+    on_locked: Callable[[], None] | None = None,
 ) -> int:
     """Run turns until no action is owed an answer; return how many ran.
 
     Only the lock holder runs turns. It re-checks after releasing, so an action that
-    arrived during its turn (whose own task found the lock taken and gave up) still
+    arrived during its turn (whose own request found the lock taken and gave up) still
     gets exactly one follow-up turn, which answers every action that arrived meanwhile.
-    After `max_turns` with actions still owed, a new task is queued for the rest.
+    After `max_turns` with actions still owed, another turn is asked of the scheduler.
+    `on_locked` is called once the lock is held (the worker's task then lets go of its
+    message: a turn that holds the lock is found again if its worker dies).
     """
+    from .scheduler import turn_request
+
     holder = holder or uuid.uuid4().hex
     ran = 0
-    while selectors.turn_owed(campaign_id=campaign_id) is not None:
-        if round_hold(campaign_id=campaign_id):
+    while await db(selectors.turn_owed, campaign_id=campaign_id) is not None:
+        if await db(round_hold, campaign_id=campaign_id):
             break  # a `rounds` campaign waits for its players or its timer (rounds.py)
         if ran >= max_turns:
-            from rpgai.tasks import enqueue
-
-            from .tasks import run_turn
-
-            enqueue(run_turn, campaign_id=str(campaign_id))
+            await db(turn_request, campaign_id=campaign_id)
             break
-        if not turn_lock_acquire(campaign_id=campaign_id, holder=holder):
+        if not await db(turn_lock_acquire, campaign_id=campaign_id, holder=holder):
             break  # the holder re-checks after its turn
+        if on_locked is not None:
+            on_locked()
+            on_locked = None
         try:
-            if turn_run(campaign_id=campaign_id, on_delta=on_delta) is not None:
+            if await aturn_run(campaign_id=campaign_id, on_delta=on_delta) is not None:
                 ran += 1
         finally:
-            turn_lock_release(campaign_id=campaign_id, holder=holder)
+            # Shielded: a turn cancelled at a worker's shutdown still lets go of its lock.
+            await asyncio.shield(db(turn_lock_release, campaign_id=campaign_id, holder=holder))
     return ran
-
-
-# --- One turn ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -195,65 +200,18 @@ class _Turn:
     request_id: str
     deadline: float
 
-    def call(
-        self,
-        adapter: ModelAdapter,
-        messages: list[dict[str, str]],
-        *,
-        purpose: str,
-        stream: NarrationStream | None = None,
-        input_tokens: int | None = None,
-    ) -> ModelReply:
-        request = ModelRequest(
-            messages=messages,
-            max_tokens=settings.DM_MAX_TOKENS,
-            purpose=purpose,
-            context=self.context,
-            deadline=self.deadline,
-        )
-        signal_args = {
-            "campaign_id": str(self.campaign_id),
-            "turn_id": self.outcome.turn_id,
-            "request_id": self.request_id,
-            "provider": adapter.provider,
-            "model": adapter.model,
-            "purpose": purpose,
+    @property
+    def caller(self) -> Caller:
+        return Caller(
+            campaign_id=self.campaign_id,
+            call_id=self.outcome.turn_id,
             # Whose actions this turn answers (billing keeps spend per user too).
-            "user_ids": list(dict.fromkeys(a.user_id for a in self.context.actions if a.user_id)),
-        }
-        authors = signal_args["user_ids"]
-        if not model_call_allowed(self.campaign_id, authors[0] if len(authors) == 1 else None):
-            raise ModelError(
-                "too many DM turns in the last minute; wait a moment and act again",
-                code="rate_limited",
-            )
-        model_call_starting.send(
-            sender=TurnOutcome,
-            input_tokens=input_tokens
-            if input_tokens is not None
-            else count_message_tokens(messages),
-            max_tokens=settings.DM_MAX_TOKENS,
-            **signal_args,
+            user_ids=list(dict.fromkeys(a.user_id for a in self.context.actions if a.user_id)),
+            request_id=self.request_id,
         )
-        try:
-            reply = (
-                adapter.stream(request, stream) if stream is not None else adapter.complete(request)
-            )
-        except ModelError as exc:
-            model_call_finished.send(sender=TurnOutcome, usage=None, error=exc.code, **signal_args)
-            raise
-        except BaseException:
-            # A bug or a time limit: billing still releases what it reserved for the call.
-            model_call_finished.send_robust(
-                sender=TurnOutcome, usage=None, error="internal_error", **signal_args
-            )
-            raise
-        self.outcome.usage.append(reply.usage)
-        model_call_finished.send(sender=TurnOutcome, usage=reply.usage, error=None, **signal_args)
-        return reply
 
 
-def turn_run(
+async def aturn_run(
     *,
     campaign_id: uuid.UUID | str,
     request_id: str = "",
@@ -261,35 +219,55 @@ def turn_run(
 ) -> TurnOutcome | None:
     """One DM turn answering every player action not yet answered; None if none is owed
     (or another turn answered them first)."""
-    owed = selectors.turn_owed(campaign_id=campaign_id)
+    owed = await db(selectors.turn_owed, campaign_id=campaign_id)
     if owed is None:
         return None
     answered, through = owed
-    context = selectors.turn_context_get(
-        campaign_id=campaign_id, answered_seq=answered, through_seq=through
+    context = await db(
+        selectors.turn_context_get,
+        campaign_id=campaign_id,
+        answered_seq=answered,
+        through_seq=through,
     )
     turn = _Turn(
         campaign_id=campaign_id,
         context=context,
         outcome=TurnOutcome(turn_id=str(uuid.uuid4()), through_seq=through),
-        request_id=request_id or _last_request_id(campaign_id, through),
+        request_id=request_id or await db(_last_request_id, campaign_id, through),
         deadline=time.monotonic() + settings.DM_TURN_DEADLINE_SECONDS,
     )
     try:
-        return _turn_play(turn, on_delta)
+        # The turn's own deadline bounds every model call; this is the backstop for the
+        # rest (a database that stopped answering, say).
+        async with asyncio.timeout(settings.DM_TURN_DEADLINE_SECONDS + TURN_DEADLINE_SLACK):
+            with tracing.span(
+                "turn",
+                campaign_id=campaign_id,
+                turn_id=turn.outcome.turn_id,
+                through_seq=through,
+                actions=len(context.actions),
+            ) as span:
+                outcome = await _turn_play(turn, on_delta)
+                span.set_attribute("rpgai.outcome", outcome.failed_code or "ok")
+                span.set_attribute("rpgai.fallback", outcome.fallback)
+                return outcome
     except Conflict:
         log.info("turn for campaign %s through seq %s was already answered", campaign_id, through)
         return None
     except DatabaseError:
-        raise  # nothing was appended; the task retries the whole turn
+        raise  # nothing was appended; the turn is tried again (scheduler.py)
     except Exception as exc:
-        # A bug or a time limit must not leave the actions waiting forever.
-        code = "turn_timeout" if isinstance(exc, SoftTimeLimitExceeded) else "internal_error"
+        # A bug or the backstop must not leave the actions waiting forever.
+        code = "turn_timeout" if isinstance(exc, TimeoutError) else "internal_error"
         try:
-            _turn_fail(turn, code, "the DM could not finish this turn; try again")
+            await db(_turn_fail, turn, code, "the DM could not finish this turn; try again")
         except Exception:
             log.exception("turn %s: could not record its failure", turn.outcome.turn_id)
         raise
+
+
+turns_run_pending = run_sync(aturns_run_pending)
+turn_run = run_sync(aturn_run)
 
 
 def _last_request_id(campaign_id: uuid.UUID | str, through: int) -> str:
@@ -300,17 +278,20 @@ def _last_request_id(campaign_id: uuid.UUID | str, through: int) -> str:
     return actions[-1].request_id if actions else ""
 
 
-def _turn_play(turn: _Turn, on_delta: Callable[[str], None] | None) -> TurnOutcome:
-    config = selectors.dm_config_get(campaign_id=turn.campaign_id)
+async def _turn_play(turn: _Turn, on_delta: Callable[[str], None] | None) -> TurnOutcome:
+    config = await db(selectors.dm_config_get, campaign_id=turn.campaign_id)
     # Past its cap without hard stop, a campaign may be played by a cheaper model.
-    provider, model = budget_model_choice(
-        campaign_id=turn.campaign_id, provider=config.provider, model=config.model
+    provider, model = await db(
+        budget_model_choice,
+        campaign_id=turn.campaign_id,
+        provider=config.provider,
+        model=config.model,
     )
     try:
         adapter = adapter_for(provider=provider, model=model)
     except ModelError as exc:
-        return _turn_fail(turn, exc.code, exc.detail)
-    prompt = prompt_build(context=turn.context, budget=settings.DM_PROMPT_TOKEN_BUDGET)
+        return await db(_turn_fail, turn, exc.code, exc.detail)
+    prompt = await db(prompt_build, context=turn.context, budget=settings.DM_PROMPT_TOKEN_BUDGET)
     turn.outcome.prompt_tokens = prompt.tokens
 
     stream = None
@@ -318,24 +299,42 @@ def _turn_play(turn: _Turn, on_delta: Callable[[str], None] | None) -> TurnOutco
         stream = NarrationStream(
             campaign_id=turn.campaign_id, turn_id=turn.outcome.turn_id, on_delta=on_delta
         )
+    request = ModelRequest(
+        messages=prompt.messages,
+        max_tokens=settings.DM_MAX_TOKENS,
+        purpose="dm_turn",
+        answer_format=answer_format(),
+        fake_reply=fake_reply(turn.context),
+        deadline=turn.deadline,
+    )
     try:
-        reply = turn.call(
-            adapter, prompt.messages, purpose="dm_turn", stream=stream, input_tokens=prompt.tokens
+        answered = await model_answer(
+            adapter,
+            request,
+            turn.caller,
+            parse=answer_parse,
+            repair_messages=lambda bad, error: repair_messages(
+                prompt=prompt, bad_answer=bad, error=error
+            ),
+            sink=stream,
+            input_tokens=prompt.tokens,
         )
     except DomainError as exc:  # a ModelError, or refused before the call (a budget, say)
-        return _turn_fail(turn, exc.code, exc.detail, notices=_failure_notices(exc, turn))
+        return await db(_turn_fail, turn, exc.code, exc.detail, notices=_failure_notices(exc, turn))
     finally:
         if stream is not None:
-            stream.close()  # the last deltas go before the narration event
+            await stream.close()  # the last deltas go before the narration event
             turn.outcome.first_delta_at = stream.first_delta_at
+    turn.outcome.usage = [reply.usage for reply in answered.replies]
 
-    answer = _answer_or_repair(turn, adapter, prompt, reply)
+    answer = answered.value
     if answer is None:
         answer = DMAnswer(
             narration=FALLBACK_NARRATION, options=_fallback_options(turn.context), tool_calls=[]
         )
         turn.outcome.fallback = True
-    result = turn_commit(
+    result = await db(
+        turn_commit,
         campaign_id=turn.campaign_id,
         turn_id=turn.outcome.turn_id,
         narration=answer.narration,
@@ -349,35 +348,6 @@ def _turn_play(turn: _Turn, on_delta: Callable[[str], None] | None) -> TurnOutco
     turn.outcome.events = result.events
     turn.outcome.rejections = result.rejections
     return turn.outcome
-
-
-def _answer_or_repair(
-    turn: _Turn, adapter: ModelAdapter, prompt: Prompt, reply: ModelReply
-) -> DMAnswer | None:
-    """The parsed answer; else one repair carrying the error; else None (fallback)."""
-    try:
-        return answer_parse(reply.text)
-    except AnswerInvalid as exc:
-        error = str(exc)
-    if reply.finish_reason in ("length", "incomplete"):
-        error += " (the answer was cut off at the token limit: write less)"
-    log.warning(
-        "turn %s: the model's answer is invalid (%s); repairing", turn.outcome.turn_id, error
-    )
-    try:
-        repaired = turn.call(
-            adapter,
-            repair_messages(prompt=prompt, bad_answer=reply.text, error=error),
-            purpose="repair",
-        )
-    except DomainError as exc:
-        log.warning("turn %s: the repair call failed (%s)", turn.outcome.turn_id, exc.detail)
-        return None
-    try:
-        return answer_parse(repaired.text)
-    except AnswerInvalid as exc:
-        log.warning("turn %s: the repaired answer is invalid too (%s)", turn.outcome.turn_id, exc)
-        return None
 
 
 def _fallback_options(context: TurnContext) -> list[str]:
@@ -404,7 +374,7 @@ def _turn_fail(
     turn: _Turn, code: str, detail: str, *, notices: list[NewEvent] | None = None
 ) -> TurnOutcome:
     """End the turn with `turn_failed`: the room shows the code, the actions count as
-    answered (the players may act again), and a retry of the task changes nothing.
+    answered (the players may act again), and a retry of the turn changes nothing.
 
     `detail` is read by every player: plain words, no money or game state. `notices`
     (events with narrower visibility) are appended with it, in the same transaction."""

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
+from pydantic_core import from_json
 
 _REASONING_TAGS = ("think", "thinking", "reasoning", "analysis")
 _OPEN = tuple(f"<{t}>" for t in _REASONING_TAGS)
@@ -64,124 +65,98 @@ class ReasoningFilter:
         return "".join(out)
 
 
-_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-
-
 class NarrationExtractor:
     """Incrementally extracts the top-level `"narration"` string from streamed JSON.
 
-    Anything before the first `{` (a code fence, a sentence) is skipped. Only a key at
-    depth 1 counts, so a "narration" inside a tool call's arguments is not mistaken for
-    it. `feed` returns the newly decoded narration text (possibly empty).
+    Anything before the first `{` (a code fence, a sentence) is skipped. From there the
+    growing text is parsed with pydantic-core's partial JSON parser, which keeps an
+    unfinished string and drops an unfinished escape (`\\`, `\\u00`, half a surrogate
+    pair), so what it gives never ends in half a character. Only the top-level key counts,
+    so a "narration" inside a tool call's arguments is not mistaken for it. `feed` returns
+    the newly decoded narration text (possibly empty); `done` turns true once the
+    narration string is closed, or when nothing more can come of it (the value is not a
+    string, or the text is not JSON).
+
+    Cost: each parse reads the whole object so far, so parsing on every chunk would be
+    quadratic in the answer's length. A chunk is parsed only when it can matter: before the
+    narration's value has begun, only once `"narration"` has appeared and the chunk has a
+    quote (which may begin the value); once its first text is out, only a chunk with a
+    quote (which may close it) or one that brings the unparsed text to `step` characters.
+    Deltas are batched a few times per second anyway, so holding back up to `step`
+    characters costs no visible lag; `flush` gives what is held back.
     """
 
-    def __init__(self, key: str = "narration") -> None:
+    def __init__(self, key: str = "narration", step: int = 32) -> None:
         self.key = key
+        self.step = step
         self.done = False
-        self._depth = 0
-        self._started = False
-        self._in_string = False
-        self._escape = ""  # a pending escape: "\\", "\\u", "\\u12", ...
-        self._high_surrogate: int | None = None
-        self._string_buf: list[str] = []
-        self._string_is_value = False
-        self._last_key: str | None = None
-        self._expect_value = False  # just saw ':' after a depth-1 key
-        self._capturing = False
+        self._buf: list[str] = []  # the text from the first `{` on
+        self._unparsed = 0  # characters fed since the last parse
+        self._emitted = ""  # the narration sent so far
+        self._token = f'"{key}"'
+        self._tail: str | None = ""  # the end of the text so far, while looking for `"narration"`
+        self._started = False  # the narration's value has begun
 
     def feed(self, chunk: str) -> str:
-        out: list[str] = []
-        for ch in chunk:
-            if self.done:
-                break
-            if self._in_string:
-                decoded = self._string_char(ch)
-                if decoded is None:
-                    continue
-                if decoded is _END:
-                    self._end_string()
-                    continue
-                if self._capturing:
-                    out.append(decoded)
-                elif not self._string_is_value and self._depth == 1:
-                    self._string_buf.append(decoded)
-                continue
-            if not self._started:
-                if ch == "{":
-                    self._started = True
-                    self._depth = 1
-                continue
-            if ch == '"':
-                self._in_string = True
-                self._string_buf = []
-                self._string_is_value = self._expect_value or self._depth != 1
-                self._capturing = (
-                    self._expect_value and self._depth == 1 and self._last_key == self.key
-                )
-                self._expect_value = False
-            elif ch == ":":
-                self._expect_value = self._depth == 1
-            elif ch in "{[":
-                self._depth += 1
-                self._expect_value = False
-            elif ch in "}]":
-                self._depth -= 1
-                if self._depth <= 0:
-                    self.done = True
-            elif ch == ",":
-                self._expect_value = False
-                self._last_key = None if self._depth == 1 else self._last_key
-        return "".join(out)
-
-    def _end_string(self) -> None:
-        self._in_string = False
-        if self._capturing:
-            self._capturing = False
-            self.done = True
-        elif not self._string_is_value and self._depth == 1:
-            self._last_key = "".join(self._string_buf)
-
-    def _string_char(self, ch: str) -> str | object | None:
-        """The decoded character, `_END` at the closing quote, None while an escape is partial."""
-        if self._escape:
-            self._escape += ch
-            if self._escape.startswith("\\u"):
-                if len(self._escape) < 6:
-                    return None
-                try:
-                    code = int(self._escape[2:], 16)
-                except ValueError:
-                    code = 0xFFFD
-                self._escape = ""
-                return self._code_point(code)
-            self._escape = ""
-            return self._flush_surrogate() + _ESCAPES.get(ch, ch)
-        if ch == "\\":
-            self._escape = "\\"
-            return None
-        if ch == '"':
-            self._high_surrogate = None  # a lone high surrogate at the end is dropped
-            return _END
-        return self._flush_surrogate() + ch
-
-    def _code_point(self, code: int) -> str | None:
-        if 0xD800 <= code <= 0xDBFF:
-            prefix = self._flush_surrogate()
-            self._high_surrogate = code
-            return prefix or None
-        if 0xDC00 <= code <= 0xDFFF and self._high_surrogate is not None:
-            high, self._high_surrogate = self._high_surrogate, None
-            return chr(0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00))
-        return self._flush_surrogate() + (chr(code) if not 0xD800 <= code <= 0xDFFF else "\ufffd")
-
-    def _flush_surrogate(self) -> str:
-        if self._high_surrogate is None:
+        if self.done or not chunk:
             return ""
-        self._high_surrogate = None
-        return "\ufffd"
+        if not self._buf:
+            brace = chunk.find("{")
+            if brace == -1:
+                return ""
+            chunk = chunk[brace:]
+        self._buf.append(chunk)
+        self._unparsed += len(chunk)
+        if self._tail is not None:  # has the key appeared yet?
+            probe = self._tail + chunk
+            self._tail = None if self._token in probe else probe[1 - len(self._token) :]
+            if self._tail is not None:
+                return ""
+        if '"' not in chunk and not (
+            self._started and (not self._emitted or self._unparsed >= self.step)
+        ):
+            return ""
+        return self._parse(chunk)
 
+    def flush(self) -> str:
+        """The narration text held back so far (call it when the model's text ends)."""
+        if self.done or not self._unparsed:
+            return ""
+        return self._parse("")
 
-_END = object()
+    def _parse(self, chunk: str) -> str:
+        self._unparsed = 0
+        text = "".join(self._buf)
+        self._buf = [text]
+        try:
+            answer = from_json(text, allow_partial="trailing-strings")
+        except ValueError:
+            # Not a prefix of any JSON object: no more text can make it one.
+            self.done = True
+            return ""
+        if not isinstance(answer, dict) or self.key not in answer:
+            return ""
+        value = answer[self.key]
+        if not isinstance(value, str):
+            self.done = True
+            return ""
+        self._started = True
+        if not value.startswith(self._emitted):  # a repeated key: keep the first
+            self.done = True
+            return ""
+        new = value[len(self._emitted) :]
+        self._emitted = value
+        self.done = self._closed(answer, text, chunk)
+        return new
+
+    def _closed(self, answer: dict, text: str, chunk: str) -> bool:
+        """Whether the narration string has its closing quote."""
+        if next(reversed(answer)) != self.key:
+            return True  # another key follows it
+        if '"' not in chunk:
+            return False  # the closing quote is not in this chunk
+        # Without trailing strings an unfinished string is left out.
+        return self.key in from_json(text, allow_partial=True)
 
 
 class DeltaBatcher:
@@ -242,7 +217,8 @@ class DeltaBatcher:
 
 
 class NarrationStream:
-    """Model text chunks in, batched narration deltas to the room out."""
+    """Model text chunks in, batched narration deltas to the room out: the `StreamSink`
+    a turn's narrating model call streams into (llm.adapters)."""
 
     def __init__(
         self,
@@ -251,22 +227,16 @@ class NarrationStream:
         turn_id: str,
         on_delta: Callable[[str], None] | None = None,
     ) -> None:
-        from campaigns.services import broadcast_room
-
         from .schema import NARRATION_MAX_CHARS
 
+        self.campaign_id = campaign_id
+        self.turn_id = turn_id
+        self.on_delta = on_delta
         self.filter = ReasoningFilter()
         self.extractor = NarrationExtractor()
         self.first_delta_at: float | None = None
-
-        def send(text: str) -> None:
-            if self.first_delta_at is None:
-                self.first_delta_at = time.monotonic()
-            broadcast_room(campaign_id, {"type": "room.delta", "turn_id": turn_id, "text": text})
-            if on_delta is not None:
-                on_delta(text)
-
-        self.batcher = DeltaBatcher(send=send, max_chars=NARRATION_MAX_CHARS)
+        self._outbox: list[str] = []
+        self.batcher = DeltaBatcher(send=self._outbox.append, max_chars=NARRATION_MAX_CHARS)
 
     def restart(self) -> None:
         """A new attempt begins: parse afresh, but send nothing more to the room."""
@@ -275,12 +245,29 @@ class NarrationStream:
         if self.batcher.sent_chars:
             self.batcher.mute()
 
-    def feed(self, chunk: str) -> None:
+    async def feed(self, chunk: str) -> None:
         if self.extractor.done:
             return
         self.batcher.add(self.extractor.feed(self.filter.feed(chunk)))
         if self.extractor.done:
             self.batcher.flush()  # the narration is whole: no reason to hold its end
+        await self._send_out()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        if not self.extractor.done:
+            self.batcher.add(self.extractor.flush())  # an answer that stopped short
         self.batcher.close()
+        await self._send_out()
+
+    async def _send_out(self) -> None:
+        from campaigns.services import abroadcast_room
+
+        while self._outbox:
+            text = self._outbox.pop(0)
+            if self.first_delta_at is None:
+                self.first_delta_at = time.monotonic()
+            await abroadcast_room(
+                self.campaign_id, {"type": "room.delta", "turn_id": self.turn_id, "text": text}
+            )
+            if self.on_delta is not None:
+                self.on_delta(text)

@@ -1,81 +1,53 @@
 import logging
 
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from rpgai.tasks import enqueue_later
+from rpgai.request_id import get_request_id
 
-from . import selectors, services
+from . import scheduler
 
 log = logging.getLogger(__name__)
-
-# A database outage (a restart, a failover) is waited out, however long it lasts: the
-# task retries with backoff up to this many seconds apart. Giving up would leave the
-# actions unanswered, and the turn lock held by this task until it went stale.
-DB_RETRIES_MAX = 30
-RETRY_BACKOFF_MAX_SECONDS = 30
 
 
 @shared_task(
     bind=True,
     name="orchestrator.tasks.run_turn",
+    # Acknowledged when the task returns: once its turn holds the campaign's lock (a turn
+    # that dies then is found by the runners' sweep), or found nothing to run. A worker
+    # that dies before that has the message delivered again.
     acks_late=True,
-    # A turn's own deadline (DM_TURN_DEADLINE_SECONDS) ends it before these; they are
-    # the backstop. At the soft limit the turn appends turn_failed (turn_timeout). The
-    # limits travel in each message, from the sender's settings.
-    soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
-    time_limit=settings.CELERY_TASK_TIME_LIMIT,
-    # Only database errors are retried (below): 2, 4, 8, 16 s, then every 30 s, for about
-    # a quarter of an hour. A fault that lasts longer (or never clears: a schema error is
-    # an OperationalError too) is given up, not paid for in model calls forever.
-    max_retries=DB_RETRIES_MAX,
+    # Only database errors before the lock are retried here: 2, 4, 8, 16 s, then every
+    # 30 s, for about a quarter of an hour. Once the turn runs, the runner waits out an
+    # outage itself (scheduler.turns_with_retries).
+    max_retries=scheduler.DB_RETRIES_MAX,
 )
-def run_turn(self: Task, campaign_id: str) -> int:
-    """Answer every player action since the last narration (no-op when none is owed).
+def run_turn(self: Task, campaign_id: str) -> bool:
+    """Start the campaign's owed DM turn on this worker's turn runner (scheduler.py).
 
-    One turn per task; more owed afterwards queues another task. A retry after a
-    database failure cannot duplicate an event: a turn that was committed makes the
-    retry a no-op (`turn_commit` refuses to answer the same actions twice). A failed
-    one appended nothing: the retry runs the turn again, once the database is back.
+    The task does not wait for the model: it returns as soon as the turn holds its lock,
+    so one worker keeps up to TURNS_IN_FLIGHT_MAX turns in flight on one event loop. The
+    lock holder is this task's id, which a redelivery keeps: a message delivered again
+    after its worker died takes back the lock its first delivery held.
     """
+    if self.request.called_directly or self.request.is_eager:
+        return bool(scheduler.services_run_inline(campaign_id))
+    holder = f"task:{self.request.id}"
     try:
-        # The lock holder is this task's id, which a redelivery (acks_late, after the
-        # worker died mid-turn) keeps: the retry reclaims the lock its first try held.
-        holder = f"task:{self.request.id}" if self.request.id else None
-        ran = services.turns_run_pending(campaign_id=campaign_id, max_turns=1, holder=holder)
-        if not ran and not settings.CELERY_TASK_ALWAYS_EAGER:
-            _look_again_if_the_holder_died(campaign_id)
-        return ran
-    except SoftTimeLimitExceeded:
-        # The turn recorded its failure (turn_failed, turn_timeout) and freed its lock.
-        log.warning("the turn of campaign %s ran past its soft time limit", campaign_id)
-        return 0
+        return scheduler.runner().turn_start(
+            campaign_id, holder=holder, request_id=get_request_id()
+        )
     except (OperationalError, InterfaceError) as exc:
-        if self.request.called_directly:
-            raise
-        if self.request.retries >= DB_RETRIES_MAX:
+        if self.request.retries >= scheduler.DB_RETRIES_MAX:
             log.error(
                 "the turn of campaign %s gave up after %d database errors; the next action "
                 "(or the turn lock's expiry) starts it again: %s",
                 *(campaign_id, self.request.retries + 1, exc),
             )
-            return 0
-        countdown = min(2 ** (self.request.retries + 1), RETRY_BACKOFF_MAX_SECONDS)
+            return False
+        countdown = min(2 ** (self.request.retries + 1), scheduler.RETRY_BACKOFF_MAX_SECONDS)
         log.warning(
             "the turn of campaign %s hit a database error (try %d), retrying in %d s: %s",
             *(campaign_id, self.request.retries + 1, countdown, exc),
         )
         raise self.retry(exc=exc, countdown=countdown) from exc
-
-
-def _look_again_if_the_holder_died(campaign_id: str) -> None:
-    """Actions are owed but another worker holds the lock. It re-checks after its turn,
-    unless it died in it (killed, out of memory): then nobody would. So look again once
-    its lock may be taken over; if the holder was alive, that finds nothing owed."""
-    if selectors.turn_owed(campaign_id=campaign_id) is None:
-        return
-    stale_in = services.turn_lock_stale_in(campaign_id=campaign_id)
-    if stale_in is not None:
-        enqueue_later(run_turn, stale_in + 1, campaign_id=campaign_id)

@@ -8,8 +8,8 @@ turn ids. Model names come from campaign settings that a GM may type, so at most
 Who records what:
 - `events_appended` is called by `campaigns.services._after_commit` for every commit;
 - the room consumer calls `websocket_opened` / `websocket_closed` for its members;
+- `llm.services.model_call` calls `model_call_observed` (model calls, tokens);
 - `receivers_connect` (from `rpgai.apps.OpsConfig.ready`) listens to
-  `orchestrator.signals.model_call_finished` (model calls, tokens) and to
   `campaigns.signals.events_committed` (turn latency and outcome, tokens per turn,
   speech seconds from `dm_audio_ready`);
 - billing calls `spend_record` when it settles a cost.
@@ -157,7 +157,7 @@ def spend_record(
         SPEND_TODAY.set(float(today_usd))
 
 
-# --- Turns, from signals ------------------------------------------------------------------------
+# --- Turns, from llm.services and signals ----------------------------------------------------
 
 # Tokens of turns still running in this process, by turn id (a turn runs in one process).
 _TURNS_MAX = 1000
@@ -165,16 +165,16 @@ _turn_tokens: OrderedDict[str, list[int]] = OrderedDict()
 _turn_lock = threading.Lock()
 
 
-def _on_model_call_finished(
-    sender: Any,
+def model_call_observed(
     *,
     provider: str = "",
     model: str = "",
     usage: Any = None,
     error: str | None = None,
     turn_id: str = "",
-    **kwargs: Any,
 ) -> None:
+    """One model call ended (llm.services.model_call): its outcome, and its tokens
+    towards its turn's total."""
     try:
         model_call_recorded(provider=provider, model=model, outcome=error or "ok")
         if usage is None or not turn_id:
@@ -246,11 +246,9 @@ def _latency_seconds(
 
 
 def receivers_connect() -> None:
-    """Listen to the campaign and orchestrator signals (called once, at app start)."""
+    """Listen to the campaign signals (called once, at app start)."""
     from campaigns.signals import events_committed
-    from orchestrator.signals import model_call_finished
 
-    model_call_finished.connect(_on_model_call_finished, dispatch_uid="rpgai.metrics.model_calls")
     events_committed.connect(_on_events_committed, dispatch_uid="rpgai.metrics.turns")
 
 

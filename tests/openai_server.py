@@ -527,7 +527,7 @@ def serving(
                            with serving(settings) as server:
                                yield server
     """
-    from orchestrator.openai_adapter import output_shapes_forget
+    from llm.openai_adapter import output_shapes_forget
 
     with OpenAIServer(refuse=refuse, ignore_tools=ignore_tools) as server:
         # A port may be reused by a later test: what an earlier server took is forgotten.

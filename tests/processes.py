@@ -78,19 +78,22 @@ def daphne(port: int, **env: str) -> Iterator[subprocess.Popen]:
 
 @contextlib.contextmanager
 def celery_worker(
-    queues: str = "default,turns",
+    queues: str = "turns,default",
     *,
+    pool: str = "threads",
+    concurrency: int = 8,
     log_file: Path | None = None,
     loglevel: str = "WARNING",
     **env: str,
 ) -> Iterator[subprocess.Popen]:
-    """A Celery worker (solo pool) on this test run's database; its output goes to
-    `log_file` when given (a test reads the worker's log lines there)."""
+    """A Celery worker on this test run's database, by default as `make worker` starts
+    the turns worker (the Makefile's TURNS_WORKER); its output goes to `log_file` when
+    given (a test reads the worker's log lines there)."""
     out = log_file.open("wb") if log_file is not None else None
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "celery", "-A", "rpgai", "worker", "-Q", queues),
-            *("-P", "solo", "--loglevel", loglevel),
+            *("-P", pool, "-c", str(concurrency), "--loglevel", loglevel),
             *("--without-gossip", "--without-mingle", "--without-heartbeat"),
         ],
         cwd=ROOT,

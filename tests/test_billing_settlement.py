@@ -10,6 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from billing import selectors
@@ -23,7 +24,8 @@ from billing.services import (
 )
 from campaigns.selectors import events_after, membership_get
 from campaigns.services import player_action_submit
-from orchestrator import signals
+from llm.fake import FakeModel
+from llm.tokens import count_message_tokens
 from orchestrator.services import turn_run
 from tests.openai_server import Answer, Fail, serving
 
@@ -93,20 +95,29 @@ def test_different_answers_cost_different_amounts(campaign, alice):
     assert first.output_tokens != second.output_tokens
 
 
-def test_the_reservation_is_the_prompt_plus_max_tokens_priced(campaign, alice, settings):
+def test_the_reservation_is_the_prompt_plus_max_tokens_priced(
+    campaign, alice, settings, monkeypatch
+):
     settings.DM_MAX_TOKENS = 700
     held: list[tuple[Decimal, int]] = []
+    real_complete, real_stream = FakeModel.complete, FakeModel.stream
 
-    def look(sender, **kwargs) -> None:  # connected after billing's receiver: runs after it
+    def look(request) -> None:  # the model is being called: the reservation is held
         [reservation] = Reservation.objects.filter(campaign=campaign)
-        held.append((reservation.amount_usd, kwargs["input_tokens"]))
+        held.append((reservation.amount_usd, count_message_tokens(request.messages)))
 
-    signals.model_call_starting.connect(look)
-    try:
-        act(campaign, alice, "I listen at the door")
-        outcome = turn_run(campaign_id=campaign.id)
-    finally:
-        signals.model_call_starting.disconnect(look)
+    async def complete(self, request):
+        await sync_to_async(look)(request)
+        return await real_complete(self, request)
+
+    async def stream(self, request, sink):
+        await sync_to_async(look)(request)
+        return await real_stream(self, request, sink)
+
+    monkeypatch.setattr(FakeModel, "complete", complete)
+    monkeypatch.setattr(FakeModel, "stream", stream)
+    act(campaign, alice, "I listen at the door")
+    outcome = turn_run(campaign_id=campaign.id)
     [(amount, prompt_tokens)] = held
     assert amount == (Decimal(prompt_tokens) * 2 + Decimal(700) * 8) / 1_000_000
     assert amount == model_cost(model="fake-dm", input_tokens=prompt_tokens, output_tokens=700)

@@ -10,15 +10,17 @@ import uuid
 from dataclasses import replace
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
 
 from campaigns.selectors import events_after, membership_get, snapshot_get
 from campaigns.services import player_action_submit
-from orchestrator.adapters import ModelRequest, adapter_for
+from llm.adapters import ModelRequest, adapter_for
+from llm.tokens import count_message_tokens, count_tokens
+from orchestrator.fake import fake_reply
 from orchestrator.prompt import ActionInTurn, TurnContext, prompt_build
 from orchestrator.schema import answer_parse
 from orchestrator.services import turns_run_pending
-from orchestrator.tokens import count_message_tokens, count_tokens
 
 
 def context(*actions: tuple[str, str], state: dict | None = None, through: int = 9) -> TurnContext:
@@ -39,8 +41,8 @@ def context(*actions: tuple[str, str], state: dict | None = None, through: int =
 
 def answer_to(ctx: TurnContext):
     prompt = prompt_build(context=ctx, budget=4000)
-    reply = adapter_for(provider="fake").complete(
-        ModelRequest(messages=prompt.messages, max_tokens=500, context=ctx)
+    reply = async_to_sync(adapter_for(provider="fake").complete)(
+        ModelRequest(messages=prompt.messages, max_tokens=500, fake_reply=fake_reply(ctx))
     )
     return reply, answer_parse(reply.text), prompt
 
@@ -50,7 +52,7 @@ class Collect:
         self.chunks: list[str] = []
         self.restarts = 0
 
-    def feed(self, chunk: str) -> None:
+    async def feed(self, chunk: str) -> None:
         self.chunks.append(chunk)
 
     def restart(self) -> None:
@@ -153,8 +155,8 @@ def test_it_streams_the_answer_in_chunks():
     ctx = context(("Alice", "I look around"))
     prompt = prompt_build(context=ctx, budget=4000)
     sink = Collect()
-    reply = adapter_for(provider="fake").stream(
-        ModelRequest(messages=prompt.messages, max_tokens=500, context=ctx), sink
+    reply = async_to_sync(adapter_for(provider="fake").stream)(
+        ModelRequest(messages=prompt.messages, max_tokens=500, fake_reply=fake_reply(ctx)), sink
     )
     assert len(sink.chunks) > 5
     assert "".join(sink.chunks) == reply.text

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.openai_adapter import output_shapes_forget
+from llm.openai_adapter import output_shapes_forget
 from rpgai.tasks import wait_idle
 from tests.processes import llama_server
 from tests.ws import Room

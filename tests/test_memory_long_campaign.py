@@ -16,11 +16,11 @@ import pytest
 from campaigns.models import Event
 from campaigns.selectors import membership_get
 from campaigns.services import player_action_submit
+from llm.tokens import count_message_tokens, count_tokens
 from orchestrator.prompt import STATE_ENTITIES_MAX, prompt_build
 from orchestrator.receivers import turns_deferred
 from orchestrator.selectors import turn_context_get, turn_owed
 from orchestrator.services import turn_run
-from orchestrator.tokens import count_message_tokens, count_tokens
 from tests.auth_tools import isolate_limits
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,12 +12,15 @@ import uuid
 
 import pytest
 
+from billing.models import ModelUsage, Reservation
 from billing.selectors import usage_by_day
+from billing.services import budget_set
 from campaigns.events import NewEvent
 from campaigns.models import Event
 from campaigns.selectors import membership_get
 from campaigns.services import events_append, player_action_submit
 from campaigns.tools import turn_commit
+from llm.tokens import count_tokens
 from memory.summaries import (
     extractive_summary,
     story_lines,
@@ -26,10 +29,7 @@ from memory.summaries import (
     summaries_update,
     summarized_through,
 )
-from orchestrator import signals
 from orchestrator.services import dm_settings_set
-from orchestrator.tokens import count_tokens
-from rpgai.errors import DomainError
 from tests.openai_server import Answer, serving
 
 pytestmark = pytest.mark.django_db
@@ -170,46 +170,27 @@ def test_what_not_everyone_may_see_is_never_summarized(campaign, alice, gm):
     assert "Vorghast" not in texts and "lich" not in texts
 
 
-def test_every_summary_call_goes_through_the_billing_seams(campaign, alice):
-    starting, finished = [], []
-
-    def on_start(sender, **kwargs):
-        starting.append(kwargs)
-
-    def on_finish(sender, **kwargs):
-        finished.append(kwargs)
-
-    signals.model_call_starting.connect(on_start, dispatch_uid="test-summary-start")
-    signals.model_call_finished.connect(on_finish, dispatch_uid="test-summary-finish")
-    try:
-        play(campaign, alice, 12)
-        appended = summaries_update(campaign_id=campaign.id)
-    finally:
-        signals.model_call_starting.disconnect(dispatch_uid="test-summary-start")
-        signals.model_call_finished.disconnect(dispatch_uid="test-summary-finish")
-    assert len(starting) == len(finished) == len(appended) > 0
-    assert all(s["purpose"] == "summary" and s["campaign_id"] == str(campaign.id) for s in starting)
-    assert all(s["input_tokens"] > 0 and s["max_tokens"] > 0 for s in starting)
-    usage = finished[0]["usage"]
-    assert usage.purpose == "summary" and usage.provider == "fake" and usage.model == "fake-dm"
-    assert usage.input_tokens > usage.output_tokens > 0 and finished[0]["error"] is None
-    # Billing, listening on those seams, recorded and costed every summary call.
-    [row] = [r for r in usage_by_day(campaign_id=campaign.id) if r["purpose"] == "summary"]
-    assert row["calls"] == len(appended) and row["cost_usd"] > 0
+def test_every_summary_call_goes_through_the_one_paid_model_call(campaign, alice):
+    play(campaign, alice, 12)
+    appended = summaries_update(campaign_id=campaign.id)
+    rows = list(ModelUsage.objects.filter(campaign_id=campaign.id, purpose="summary"))
+    assert len(rows) == len(appended) > 0
+    row = rows[0]
+    assert (row.provider, row.model) == ("fake", "fake-dm")
+    assert row.input_tokens > row.output_tokens > 0 and row.cost_usd > 0
+    # Each summary has a call id of its own, and nothing stays reserved.
+    assert len({r.turn_id for r in rows}) == len(rows)
+    assert not Reservation.objects.filter(campaign_id=campaign.id).exists()
+    [day] = [r for r in usage_by_day(campaign_id=campaign.id) if r["purpose"] == "summary"]
+    assert day["calls"] == len(appended) and day["cost_usd"] > 0
 
 
 def test_a_refused_summary_appends_nothing_and_is_tried_again_later(campaign, alice):
-    def refuse(sender, purpose, **kwargs):
-        if purpose == "summary":
-            raise DomainError("the daily budget is spent", code="budget_exceeded")
-
     play(campaign, alice, 12)
-    signals.model_call_starting.connect(refuse, dispatch_uid="test-summary-refuse")
-    try:
-        assert summaries_update(campaign_id=campaign.id) == []
-    finally:
-        signals.model_call_starting.disconnect(dispatch_uid="test-summary-refuse")
+    budget_set(campaign_id=campaign.id, daily_cap_usd="0", hard_stop=True)
+    assert summaries_update(campaign_id=campaign.id) == []
     assert summaries_of(campaign) == []
+    budget_set(campaign_id=campaign.id, daily_cap_usd="5.00")
     assert summaries_update(campaign_id=campaign.id)
 
 

@@ -13,9 +13,9 @@ import tiktoken
 from campaigns.selectors import membership_get
 from campaigns.services import player_action_submit
 from campaigns.tools import turn_commit
+from llm.tokens import count_message_tokens, count_tokens
 from orchestrator.prompt import prompt_build
 from orchestrator.selectors import turn_context_get, turn_owed
-from orchestrator.tokens import count_message_tokens, count_tokens
 
 pytestmark = pytest.mark.django_db
 

@@ -637,11 +637,24 @@ def test_make_run_migrates_seeds_and_serves_on_the_chosen_port(scratch):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_worker_listens_on_every_routed_queue(scratch):
-    line = next(line for line in make_dry_run(scratch, "worker").splitlines() if "celery" in line)
-    command = line.split()
-    command[0] = "celery"  # .venv/bin/celery
-    assert_command_exists(command)
-    assert worker_queues(command) >= known_queues(), "make worker misses a queue"
+    """`make worker` starts a turns worker (threads pool: turns wait on an event loop, not a
+    thread each) and a voice worker of its own (speech is CPU work); together they take
+    every routed queue."""
+    lines = [
+        line.strip().rstrip("&\\ ").strip()
+        for line in make_dry_run(scratch, "worker").splitlines()
+        if "celery" in line and " worker " in line
+    ]
+    commands = [line.split() for line in lines]
+    assert len(commands) == 2, lines
+    queues: dict[str, list[str]] = {}
+    for command in commands:
+        command[0] = "celery"  # .venv/bin/celery
+        assert_command_exists(command)
+        for queue in worker_queues(command):
+            queues.setdefault(queue, []).append(command[command.index("-P") + 1])
+    assert set(queues) >= known_queues(), "make worker misses a queue"
+    assert queues["turns"] == ["threads"] and queues["voice"] == ["prefork"]
 
 
 def test_ci_runs_make_test_then_the_suite_on_the_services():

@@ -69,6 +69,74 @@ def test_a_narration_that_is_not_a_string_yields_nothing():
     assert extract([json.dumps({"narration": 5, "options": ["x"]})]) == ""
 
 
+@pytest.mark.parametrize("value", [5, None, True, ["a", "b"], {"text": "a"}])
+def test_a_narration_that_is_not_a_string_ends_the_extraction(value):
+    extractor = NarrationExtractor()
+    doc = json.dumps({"narration": value, "options": ["x"], "note": "more"})
+    assert "".join(extractor.feed(c) for c in doc) == ""
+    assert extractor.done
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '{] "narration": "no"}',
+        '{"hp": tru, "narration": "no"}',
+        '{"narration" "no"}',
+        '{"narration": "\\x escape"}',
+        "{{{{",
+        "```json\n{'narration': 'single quotes'}",
+    ],
+)
+def test_text_that_is_not_json_yields_nothing(doc: str):
+    for chunks in [[doc], list(doc)]:
+        assert extract(chunks) == ""
+
+
+def test_the_narration_grows_with_each_chunk_and_is_done_at_its_closing_quote():
+    narration = "The goblin snarls and lunges at Alice. " * 15
+    doc = json.dumps({"tool_calls": GOOD_ANSWER["tool_calls"], "narration": narration, "x": 1})
+    closing = doc.index('"', doc.index(narration) + len(narration))
+    extractor = NarrationExtractor()
+    out = ""
+    for at in range(0, len(doc), 4):
+        out += extractor.feed(doc[at : at + 4])
+        available = doc[doc.index(narration) : min(at + 4, closing)]
+        # Never ahead of the text, never far behind it (deltas go out a few times a second).
+        assert available.startswith(out)
+        assert len(available) - len(out) < extractor.step + 4
+        assert extractor.done == (at + 4 > closing)
+    assert out == narration
+
+
+def test_first_words_come_out_at_once():
+    extractor = NarrationExtractor()
+    assert extractor.feed('```json\n{"options": ["a"], "narr') == ""
+    assert extractor.feed('ation": "Th') == "Th"
+    assert not extractor.done
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_a_split_escape_never_shows_half_a_character(ensure_ascii: bool):
+    doc = json.dumps({"options": ["a"], "narration": TRICKY}, ensure_ascii=ensure_ascii)
+    assert "\\ud83d\\ude00" in doc or not ensure_ascii  # a surrogate pair, when escaped
+    extractor = NarrationExtractor(step=1)
+    out = ""
+    for ch in doc:
+        out += extractor.feed(ch)
+        assert TRICKY.startswith(out)  # no raw backslash, no lone surrogate, no "\u00"
+    assert out == TRICKY and extractor.done
+
+
+def test_flush_gives_what_was_held_back_when_the_answer_stops_short():
+    doc = json.dumps({"narration": "A long road winds north " * 8})[:-10]
+    extractor = NarrationExtractor()
+    out = "".join(extractor.feed(doc[at : at + 4]) for at in range(0, len(doc), 4))
+    out += extractor.flush()
+    assert out == json.loads(doc + '"}')["narration"]
+    assert not extractor.done
+
+
 @given(
     text=st.text(max_size=200),
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
