@@ -15,8 +15,8 @@ DAPHNE_LIMITS ?= --websocket-max-message-size 65536 --websocket-max-frame-size 6
 PORT ?= 8000
 
 # The workers `make worker` starts (tests/processes.py and bench/ start the same).
-TURNS_WORKER = $(BIN)/celery -A rpgai worker -Q turns,default -P threads -c 8 -n turns@%h --loglevel=INFO
-VOICE_WORKER = $(BIN)/celery -A rpgai worker -Q voice -P prefork -c 1 -n voice@%h --loglevel=INFO
+TURNS_WORKER = $(BIN)/celery -A rpgai worker -Q turns -P threads -c 8 -n turns@%h --loglevel=INFO
+VOICE_WORKER = $(BIN)/celery -A rpgai worker -Q voice,default -P prefork -c 2 -n voice@%h --loglevel=INFO
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint fmt migrations-check bench worker lock clean
@@ -27,7 +27,7 @@ help:
 	@echo "make lint     ruff check and ruff format --check"
 	@echo "make fmt      ruff format and ruff check --fix"
 	@echo "make bench    run the benchmarks (bench/run.py)"
-	@echo "make worker   the Celery workers: turns+default (threads) and voice (needs REDIS_URL)"
+	@echo "make worker   the Celery workers: turns (threads) and voice+default (needs REDIS_URL)"
 	@echo "make lock     regenerate constraints.txt from a fresh install of pyproject.toml"
 	@echo "make clean    remove .venv, caches and collected static files (keeps db.sqlite3)"
 
@@ -73,8 +73,8 @@ worker: $(STAMP)
 	fi
 	@# Two workers, stopped together by Ctrl-C. Turns wait on the model without holding a
 	@# thread (orchestrator/scheduler.py): a few threads take the tasks and hand them to
-	@# the process's event loop. Speech is CPU work: a process of its own, so that it never
-	@# stalls a turn.
+	@# the process's event loop. Speech and memory (summaries, NPC memory) are CPU work:
+	@# processes of their own, so that they never stall a turn.
 	@trap 'kill 0' INT TERM; \
 	$(TURNS_WORKER) & \
 	$(VOICE_WORKER) & \

@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-PG_BENCH_DB = "rpgai_bench"
+# A scratch database of its own per run of the benchmarks (BENCH_PG_DB to run beside another).
+PG_BENCH_DB = os.environ.get("BENCH_PG_DB", "rpgai_bench")
 REDIS_BENCH_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 
@@ -138,6 +139,93 @@ def start_worker(env: dict[str, str], queues: str, *pool: str) -> subprocess.Pop
         env=server_env(env),
         stderr=subprocess.DEVNULL,
     )
+
+
+def start_make_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """The worker exactly as an operator starts it: `make worker` itself (the Makefile's
+    `worker` target is the one place its command lives), with `env` (REDIS_URL...) over
+    the benchmark servers' environment, its output in `log`. In a session of its own:
+    stop it with `stop_make_worker`. Its processes are `process_tree(proc.pid)`. (Like
+    every make target, it first reinstalls the venv if pyproject.toml changed.)"""
+    # Not the flags of a `make bench` around us (-n, a jobserver): a plain `make worker`.
+    outer = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}
+    child_env = {k: v for k, v in server_env(env).items() if k not in outer}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            ["make", "--no-print-directory", "worker"],
+            cwd=ROOT,
+            env=child_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_make_worker(proc: subprocess.Popen) -> None:
+    """Stop what `make worker` started as an operator's Ctrl-C would let it stop: SIGTERM
+    to the command(s) make runs (a Celery worker's warm shutdown: it finishes the tasks
+    it holds, then stops its own children); SIGKILL to whatever is left after 20 s."""
+    import contextlib
+    import signal
+    import time
+
+    for pid in _children().get(proc.pid, []):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+    def alive() -> bool:
+        proc.poll()  # make itself, once it exits, is reaped here
+        try:
+            os.killpg(proc.pid, 0)  # any process left in the session's group
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 20
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+
+
+def _children() -> dict[int, list[int]]:
+    """Every live process's children, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        ppid = int(text.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(text.split(" ", 1)[0]))
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    """The live descendants of `pid` (not `pid` itself)."""
+    children = _children()
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(children.get(child, []))
+    return out
+
+
+def rss_kib(pids: list[int]) -> int:
+    """The summed resident set size of these processes (those that have exited count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total
 
 
 def stop_all(procs: list[subprocess.Popen]) -> None:

@@ -1,8 +1,8 @@
 """Run the benchmarks and write docs/benchmarks.md (run by hand: `make bench`).
 
 Needs PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379); it uses a scratch
-database `rpgai_bench` and Redis db 9. Every figure is the median of several runs or
-a ratio to a baseline measured in the same run.
+database `rpgai_bench` (BENCH_PG_DB) and Redis db 9, and starts `make worker`. Every
+figure is the median of several runs or a ratio to a baseline measured in the same run.
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import append, fanout, memory_per_connection, turns, ws_latency
+from bench import (
+    append,
+    fanout,
+    memory_per_connection,
+    turns,
+    turns_concurrency,
+    ws_latency,
+)
 from bench.common import ROOT, machine
 
 
@@ -87,6 +94,7 @@ def main() -> None:
     lines += ["", *_separately("orchestrator_turn").splitlines()]
     lines += ["", *fanout.markdown(_separately("fanout"))]
     lines += ["", *turns.markdown(_separately("turns"))]
+    lines += ["", *turns_concurrency.markdown(_separately("turns_concurrency"))]
     lines += ["", *memory_per_connection.markdown(_separately("memory_per_connection"))]
     voice = {}
     voice.update(_separately("voice_latency"))

@@ -18,6 +18,19 @@ class OrchestratorConfig(AppConfig):
 
         celery_signals.worker_shutting_down.connect(_stop_turns, weak=False)
         celery_signals.worker_process_shutdown.connect(_stop_turns, weak=False)
+        # A worker starts its turn runner at once, not at its first turn: the runner's
+        # sweep finds the turns a worker that died left behind, even if no new turn comes.
+        celery_signals.worker_ready.connect(_start_turns, weak=False)
+        celery_signals.worker_process_init.connect(_start_turns, weak=False)
+
+
+def _start_turns(sender: object = None, **kwargs: object) -> None:
+    from django.conf import settings
+
+    from .scheduler import runner
+
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        runner()
 
 
 def _stop_turns(**kwargs: object) -> None:

@@ -38,7 +38,7 @@ from rpgai.errors import Conflict, DomainError, NotFound
 from . import selectors
 from .fake import fake_reply
 from .models import DMSettings, TurnLock
-from .prompt import TurnContext, prompt_build, repair_messages
+from .prompt import Prompt, TurnContext, prompt_build, repair_messages
 from .rounds import round_hold
 from .schema import DMAnswer, answer_format, answer_parse
 from .streaming import NarrationStream
@@ -153,18 +153,9 @@ async def aturns_run_pending(
     `on_locked` is called once the lock is held (the worker's task then lets go of its
     message: a turn that holds the lock is found again if its worker dies).
     """
-    from .scheduler import turn_request
-
     holder = holder or uuid.uuid4().hex
     ran = 0
-    while await db(selectors.turn_owed, campaign_id=campaign_id) is not None:
-        if await db(round_hold, campaign_id=campaign_id):
-            break  # a `rounds` campaign waits for its players or its timer (rounds.py)
-        if ran >= max_turns:
-            await db(turn_request, campaign_id=campaign_id)
-            break
-        if not await db(turn_lock_acquire, campaign_id=campaign_id, holder=holder):
-            break  # the holder re-checks after its turn
+    while await db(_turn_claim, campaign_id=campaign_id, holder=holder, may_run=ran < max_turns):
         if on_locked is not None:
             on_locked()
             on_locked = None
@@ -175,6 +166,23 @@ async def aturns_run_pending(
             # Shielded: a turn cancelled at a worker's shutdown still lets go of its lock.
             await asyncio.shield(db(turn_lock_release, campaign_id=campaign_id, holder=holder))
     return ran
+
+
+def _turn_claim(*, campaign_id: uuid.UUID | str, holder: str, may_run: bool) -> bool:
+    """Whether `holder` now runs the campaign's owed turn (it took the lock). Not when
+    nothing is owed, when a `rounds` campaign waits for its players or its timer
+    (rounds.py), when another holder has the lock (it re-checks after its turn), or when
+    this holder ran its share (another turn is asked for). One database round for all."""
+    from .scheduler import turn_request
+
+    if selectors.turn_owed(campaign_id=campaign_id) is None:
+        return False
+    if round_hold(campaign_id=campaign_id):
+        return False
+    if not may_run:
+        turn_request(campaign_id=campaign_id)
+        return False
+    return turn_lock_acquire(campaign_id=campaign_id, holder=holder)
 
 
 @dataclass
@@ -219,21 +227,16 @@ async def aturn_run(
 ) -> TurnOutcome | None:
     """One DM turn answering every player action not yet answered; None if none is owed
     (or another turn answered them first)."""
-    owed = await db(selectors.turn_owed, campaign_id=campaign_id)
-    if owed is None:
+    prepared = await db(_turn_prepare, campaign_id=campaign_id)
+    if prepared is None:
         return None
-    answered, through = owed
-    context = await db(
-        selectors.turn_context_get,
-        campaign_id=campaign_id,
-        answered_seq=answered,
-        through_seq=through,
-    )
+    context = prepared.context
+    through = context.through_seq
     turn = _Turn(
         campaign_id=campaign_id,
         context=context,
         outcome=TurnOutcome(turn_id=str(uuid.uuid4()), through_seq=through),
-        request_id=request_id or await db(_last_request_id, campaign_id, through),
+        request_id=request_id or prepared.request_id,
         deadline=time.monotonic() + settings.DM_TURN_DEADLINE_SECONDS,
     )
     try:
@@ -247,7 +250,7 @@ async def aturn_run(
                 through_seq=through,
                 actions=len(context.actions),
             ) as span:
-                outcome = await _turn_play(turn, on_delta)
+                outcome = await _turn_play(turn, prepared, on_delta)
                 span.set_attribute("rpgai.outcome", outcome.failed_code or "ok")
                 span.set_attribute("rpgai.fallback", outcome.fallback)
                 return outcome
@@ -270,6 +273,39 @@ turns_run_pending = run_sync(aturns_run_pending)
 turn_run = run_sync(aturn_run)
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What a turn reads before its model call, in one database round."""
+
+    context: TurnContext
+    request_id: str
+    provider: str
+    model: str
+    prompt: Prompt
+
+
+def _turn_prepare(*, campaign_id: uuid.UUID | str) -> _Prepared | None:
+    owed = selectors.turn_owed(campaign_id=campaign_id)
+    if owed is None:
+        return None
+    answered, through = owed
+    context = selectors.turn_context_get(
+        campaign_id=campaign_id, answered_seq=answered, through_seq=through
+    )
+    config = selectors.dm_config_get(campaign_id=campaign_id)
+    # Past its cap without hard stop, a campaign may be played by a cheaper model.
+    provider, model = budget_model_choice(
+        campaign_id=campaign_id, provider=config.provider, model=config.model
+    )
+    return _Prepared(
+        context=context,
+        request_id=_last_request_id(campaign_id, through),
+        provider=provider,
+        model=model,
+        prompt=prompt_build(context=context, budget=settings.DM_PROMPT_TOKEN_BUDGET),
+    )
+
+
 def _last_request_id(campaign_id: uuid.UUID | str, through: int) -> str:
     """The request id of the action that closes the turn: its logs follow the turn."""
     actions = player_actions_between(
@@ -278,20 +314,14 @@ def _last_request_id(campaign_id: uuid.UUID | str, through: int) -> str:
     return actions[-1].request_id if actions else ""
 
 
-async def _turn_play(turn: _Turn, on_delta: Callable[[str], None] | None) -> TurnOutcome:
-    config = await db(selectors.dm_config_get, campaign_id=turn.campaign_id)
-    # Past its cap without hard stop, a campaign may be played by a cheaper model.
-    provider, model = await db(
-        budget_model_choice,
-        campaign_id=turn.campaign_id,
-        provider=config.provider,
-        model=config.model,
-    )
+async def _turn_play(
+    turn: _Turn, prepared: _Prepared, on_delta: Callable[[str], None] | None
+) -> TurnOutcome:
     try:
-        adapter = adapter_for(provider=provider, model=model)
+        adapter = adapter_for(provider=prepared.provider, model=prepared.model)
     except ModelError as exc:
         return await db(_turn_fail, turn, exc.code, exc.detail)
-    prompt = await db(prompt_build, context=turn.context, budget=settings.DM_PROMPT_TOKEN_BUDGET)
+    prompt = prepared.prompt
     turn.outcome.prompt_tokens = prompt.tokens
 
     stream = None

@@ -37,6 +37,11 @@ def run_turn(self: Task, campaign_id: str) -> bool:
         return scheduler.runner().turn_start(
             campaign_id, holder=holder, request_id=get_request_id()
         )
+    except scheduler.RunnerFull as exc:
+        # This worker has TURNS_IN_FLIGHT_MAX turns in flight: back to the queue, for
+        # another worker or for this one once a turn ends. Never dropped.
+        log.warning("the turn of campaign %s waits: %s", campaign_id, exc)
+        raise self.retry(exc=exc, countdown=1, max_retries=None) from exc
     except (OperationalError, InterfaceError) as exc:
         if self.request.retries >= scheduler.DB_RETRIES_MAX:
             log.error(

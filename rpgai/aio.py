@@ -3,10 +3,10 @@
 A turn waiting on its model is a coroutine (orchestrator/turns, llm/): it holds no
 thread, process or database connection while it waits. Its database work (the ORM is
 sync) goes through `db()`, which runs it on a small pool of threads of its own
-(`DB_THREADS`, default 4): however many turns are in flight, a process opens at most that
-many connections for them. Each call starts and ends by closing connections that are
-broken or past CONN_MAX_AGE, as Django does around a request, so a database restart
-costs one failed call, not a dead thread.
+(`DB_THREADS`, default 4): however many turns are in flight, a process opens at most
+that many connections for them, and keeps them open. Each call starts and ends by closing a
+connection that broke, as Django does around a request, so a database restart costs one
+failed call, not a dead thread.
 
 Sync code (a management command, a plain test, a Celery task of the default queue)
 calls a coroutine with `run_sync()`: the coroutine's database work then runs on the
@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connections
 
 T = TypeVar("T")
 
@@ -32,24 +33,57 @@ T = TypeVar("T")
 _on_caller_thread: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "rpgai_db_on_caller_thread", default=False
 )
-_executor: ThreadPoolExecutor | None = None
+_executors: dict[str, ThreadPoolExecutor] = {}
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(
-            max_workers=max(1, settings.DB_THREADS), thread_name_prefix="rpgai-db"
+def _pool(lane: str) -> ThreadPoolExecutor:
+    executor = _executors.get(lane)
+    if executor is None:
+        executor = _executors.setdefault(
+            lane,
+            ThreadPoolExecutor(max_workers=_pool_size(lane), thread_name_prefix=f"rpgai-db-{lane}"),
         )
-    return _executor
+    return executor
+
+
+def _pool_size(lane: str) -> int:
+    return max(1, settings.DB_THREADS) if lane == "default" else 1
+
+
+def db_threads_stop() -> None:
+    """Close the database threads' connections and stop the threads (the next `db` call
+    starts new ones): for tests, before their database is dropped."""
+    while _executors:
+        lane, executor = _executors.popitem()
+        size = _pool_size(lane)
+        # Each task waits for the others, so every thread of the pool takes exactly one
+        # and closes its own connections.
+        barrier = threading.Barrier(size)
+        for future in [executor.submit(_close_and_wait, barrier) for _ in range(size)]:
+            future.result(timeout=30)
+        executor.shutdown(wait=True)
+
+
+def _close_and_wait(barrier: threading.Barrier) -> None:
+    connections.close_all()
+    barrier.wait(timeout=10)
+
+
+def _tidy_connections() -> None:
+    """Keep this thread's connections open (a pool thread's connection is one of at most
+    DB_THREADS; opening one per call cost more than the call), but drop one that broke
+    (a database restart) or was left in a transaction, as Django does between requests."""
+    for connection in connections.all(initialized_only=True):
+        connection.close_at = None
+        connection.close_if_unusable_or_obsolete()
 
 
 def _in_pool(func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-    close_old_connections()
+    _tidy_connections()
     try:
         return func(*args, **kwargs)
     finally:
-        close_old_connections()
+        _tidy_connections()
 
 
 def in_sync_caller() -> bool:
@@ -60,9 +94,13 @@ def in_sync_caller() -> bool:
 
 async def db(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run sync (database) code from a coroutine without blocking its event loop."""
+    return await _run(func, args, kwargs, "default")
+
+
+async def _run(func: Callable[..., T], args: Any, kwargs: Any, lane: str) -> T:
     if _on_caller_thread.get():
         return await sync_to_async(func, thread_sensitive=True)(*args, **kwargs)
-    return await sync_to_async(_in_pool, thread_sensitive=False, executor=_pool())(
+    return await sync_to_async(_in_pool, thread_sensitive=False, executor=_pool(lane))(
         func, args, kwargs
     )
 

@@ -55,6 +55,16 @@ def _flush_may_purge_events() -> Any:
     flush.Command.handle = original
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _db_threads_stopped_before_the_test_database_goes(django_db_setup: Any) -> Any:
+    """rpgai.aio's database threads keep their connections open: close them before
+    pytest-django drops the test database (PostgreSQL refuses while they are open)."""
+    yield
+    from rpgai.aio import db_threads_stop
+
+    db_threads_stop()
+
+
 @pytest.fixture(autouse=True)
 def _tasks_in_process(request: pytest.FixtureRequest, settings: Any) -> None:
     """Background tasks run in this process, also on Redis, unless a test runs a real

@@ -12,18 +12,27 @@ keyed by `shape_of`), ignore `tools`, or send reasoning in its own fields.
         ... OPENAI_BASE_URL = server.url ...
         server.requests  # what the client sent
         server.shapes()  # the request shape of each: json_schema, json_object+schema, ...
+
+`ConcurrentServer` answers many requests at once (asyncio on one thread, in this process
+or a child of its own) and counts those in flight: for the tests of turns in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import tiktoken
@@ -539,3 +548,218 @@ def serving(
         settings.DM_RETRY_BACKOFF_SECONDS = 0.01
         settings.DM_TIMEOUT_SECONDS = 5.0
         yield server
+
+
+# --- Many requests at once --------------------------------------------------------------------
+
+
+class ConcurrentServer:
+    """An OpenAI-compatible chat completions server for concurrency tests: asyncio on ONE
+    thread (no thread per request, and a listen backlog that takes a crowd arriving at
+    once). Every request is answered `seconds` after it arrived, in parallel with all
+    others: streamed, its frames spread evenly over that time (the last at `seconds`), or
+    whole at `seconds`. Counts the requests in flight (`in_flight`), their peak (`peak`),
+    all of them (`requests`) and when each came (`arrivals`, time.monotonic()).
+
+    With `own_process`, it serves from a child process (`python -m tests.openai_server`),
+    so that a test measuring its own process shares neither its GIL nor its threads with
+    the stand-in; the counts are then read over HTTP (`GET /stats`).
+
+        with ConcurrentServer(seconds=2.0, answer=Answer(DM_ANSWER)) as server:
+            ... OPENAI_BASE_URL = server.url ...
+            server.peak
+    """
+
+    def __init__(
+        self, *, seconds: float = 2.0, answer: Answer | None = None, own_process: bool = False
+    ) -> None:
+        self.seconds = seconds
+        self.answer = answer if answer is not None else Answer()
+        self.own_process = own_process
+        self._counts: dict[str, Any] = {"in_flight": 0, "peak": 0, "requests": 0, "arrivals": []}
+        self._port = 0
+        self._child: subprocess.Popen[str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._port, "start the server first"
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    # --- The counts ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        if self._child is None:
+            return dict(self._counts, arrivals=list(self._counts["arrivals"]))
+        with urllib.request.urlopen(f"http://127.0.0.1:{self._port}/stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    @property
+    def in_flight(self) -> int:
+        return self.stats()["in_flight"]
+
+    @property
+    def peak(self) -> int:
+        return self.stats()["peak"]
+
+    @property
+    def requests(self) -> int:
+        return self.stats()["requests"]
+
+    @property
+    def arrivals(self) -> list[float]:
+        return self.stats()["arrivals"]
+
+    def reset(self) -> None:
+        """Count afresh: a new peak (from the requests in flight now), count and arrivals."""
+        if self._child is None:
+            counts = self._counts
+            counts.update(peak=counts["in_flight"], requests=0, arrivals=[])
+            return
+        reset = urllib.request.Request(
+            f"http://127.0.0.1:{self._port}/stats/reset", data=b"{}", method="POST"
+        )
+        with urllib.request.urlopen(reset, timeout=10):
+            pass
+
+    # --- Start and stop ------------------------------------------------------------------------
+
+    def start(self) -> ConcurrentServer:
+        if self.own_process:
+            self._child = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "tests.openai_server", "concurrent"),
+                    *(str(self.seconds), json.dumps(dataclasses.asdict(self.answer))),
+                ],
+                cwd=Path(__file__).resolve().parent.parent,
+                stdin=subprocess.PIPE,  # the child stops when this closes
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert self._child.stdout is not None
+            line = self._child.stdout.readline()
+            if not line.startswith("PORT "):
+                self._child.kill()
+                raise RuntimeError("the concurrent model stand-in did not start")
+            self._port = int(line.split()[1])
+            return self
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024), self._loop
+        ).result(timeout=10)
+        self._port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        if self._child is not None:
+            assert self._child.stdin is not None
+            self._child.stdin.close()
+            try:
+                self._child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._child.kill()
+                self._child.wait()
+            return
+        assert self._loop is not None and self._thread is not None
+
+        async def close() -> None:
+            assert self._server is not None
+            self._server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> ConcurrentServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # --- Serving -------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            method, path = head[0].split(" ")[:2]
+            path = path.split("?")[0]
+            headers = {
+                name.strip().lower(): value.strip()
+                for name, value in (line.split(":", 1) for line in head[1:] if ":" in line)
+            }
+            raw = await reader.readexactly(int(headers.get("content-length") or 0))
+            if method == "GET" and path == "/stats":
+                self._json(writer, 200, self.stats())
+            elif method == "POST" and path == "/stats/reset":
+                self.reset()
+                self._json(writer, 200, {})
+            elif method == "POST" and path == "/v1/chat/completions":
+                await self._answer(json.loads(raw or b"{}"), writer)
+            else:
+                self._json(writer, 404, {"error": {"message": f"no route {path}"}})
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # the client went away
+        finally:
+            writer.close()
+
+    async def _answer(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        counts = self._counts
+        counts["arrivals"].append(time.monotonic())
+        counts["requests"] += 1
+        counts["in_flight"] += 1
+        counts["peak"] = max(counts["peak"], counts["in_flight"])
+        try:
+            answer = self.answer
+            # Rough token counts (billing only needs figures): the tokenizer would take
+            # the GIL a hundred times at once from the process under test.
+            usage = (len(json.dumps(body.get("messages"))) // 4, len(answer.text) // 4)
+            tool = _requested_tool(body)
+            if not body.get("stream"):
+                await asyncio.sleep(self.seconds)
+                self._json(writer, 200, _chat_answer(body, answer, tool, usage))
+                return
+            writer.write(
+                b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Cache-Control: no-cache\r\n\r\n"
+            )
+            events = _chat_events(body, answer, tool, usage)
+            for i, (name, data) in enumerate(events, 1):
+                await asyncio.sleep(
+                    max(0.0, arrived + self.seconds * i / len(events) - loop.time())
+                )
+                frame = (f"event: {name}\n" if name else "") + "data: "
+                frame += (data if isinstance(data, str) else json.dumps(data)) + "\n\n"
+                writer.write(frame.encode())
+                await writer.drain()
+        finally:
+            counts["in_flight"] -= 1
+
+    @staticmethod
+    def _json(writer: asyncio.StreamWriter, status: int, data: Any) -> None:
+        raw = json.dumps(data).encode()
+        writer.write(
+            f"HTTP/1.0 {status} X\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(raw)}\r\n\r\n".encode()
+            + raw
+        )
+
+
+def _serve_concurrent(seconds: float, answer: dict[str, Any]) -> None:
+    """A ConcurrentServer's child process: serve until stdin closes."""
+    with ConcurrentServer(seconds=seconds, answer=Answer(**answer)) as server:
+        print(f"PORT {server._port}", flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["concurrent"]:
+    _serve_concurrent(float(sys.argv[2]), json.loads(sys.argv[3]))

@@ -11,10 +11,11 @@ and port. Neither daphne nor the worker is restarted.
   `unavailable`) or an HTTP 503 with Retry-After, at once; afterwards the same socket
   and HTTP work again, the refused actions sent again (same action_id) are recorded once
   and answered by the worker.
-- in the middle of a turn: the turn cannot commit, its task retries it, the action is
-  answered exactly once.
-- a longer outage in the middle of a turn: the task keeps retrying until the database
-  is back.
+- in the middle of a turn: the turn, waiting on its model, holds no connection; it
+  commits on a new one when the answer is in (or, if the database is not back by then,
+  is run again), and the action is answered exactly once.
+- a longer outage in the middle of a turn: the turn cannot commit and is tried again
+  until the database is back.
 
 The pytest process's own Django database is the shared test database, so the data of
 the private cluster is made by a `manage.py shell` child, and the log is read back over
@@ -379,8 +380,11 @@ async def test_postgres_restart_between_turns(pg: PostgresServer):
 
 
 async def test_postgres_restart_in_the_middle_of_a_turn(pg: PostgresServer):
-    """The worker is streaming the model's answer when the database restarts: the turn
-    cannot commit, the task retries it, and the action is answered exactly once."""
+    """The worker is streaming the model's answer when the database restarts. A turn
+    waiting on its model holds no database connection (its database work runs on the
+    worker's few database threads, rpgai.aio): when the answer is in, it commits on a
+    fresh connection, or is run again if the database is not back yet. Either way the
+    action is answered exactly once, with the model's answer."""
     seeded = await asyncio.to_thread(seed, pg)
     campaign_id = seeded["campaign_id"]
     with OpenAIServer() as model:
@@ -405,12 +409,14 @@ async def test_postgres_restart_in_the_middle_of_a_turn(pg: PostgresServer):
 
             ending = await client.until_answered(ack["seq"], timeout=90)
             assert ending["type"] == "dm_narration", ending
+            assert ending["payload"]["fallback"] is False, ending
             await asyncio.to_thread(wait_turn_lock_free, pg, campaign_id, 30)
             await asyncio.sleep(2)  # a doubled turn would show up now
             log = await asyncio.to_thread(log_of, pg, campaign_id)
             endings = [e for e in log if e["type"] in {"dm_narration", "turn_failed"}]
             assert [e["seq"] for e in endings] == [ending["seq"]], endings
-            assert len(model.requests) >= 2, "the turn was not run again"
+            # Once if the database was back when the answer was in, twice if not.
+            assert len(model.requests) in (1, 2), len(model.requests)
 
             # The room goes on. daphne's persistent connection died in the restart and
             # nothing has used it since (events reach the socket over Redis): the health

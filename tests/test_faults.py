@@ -11,15 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -53,11 +49,6 @@ def _wait_for(predicate, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.1)
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
 
 
 # --- Clients ------------------------------------------------------------------------------
@@ -232,6 +223,11 @@ async def test_redis_down_actions_are_recorded_and_clients_catch_up(campaign, al
 
 
 async def test_worker_killed_mid_turn_is_retried_or_failed_never_doubled(campaign, alice):
+    """The worker (one process: `make worker` runs turns on a threads pool) is killed
+    while its turn waits on the model, and restarted as a supervisor would. The turn held
+    its campaign's lock, and its task was acknowledged when it took it: the lock it left
+    is found by the new worker's sweep once older than TURN_LOCK_SECONDS, and the turn runs
+    again, once."""
     redis_port, web = free_port(), free_port()
     with OpenAIServer() as model:
         model.script(Hang(60))  # the first model call hangs: the worker dies in it
@@ -245,59 +241,37 @@ async def test_worker_killed_mid_turn_is_retried_or_failed_never_doubled(campaig
             "DM_TIMEOUT_SECONDS": "30",
             "DM_MAX_RETRIES": "0",
             "TURN_LOCK_SECONDS": "5",
+            "TURN_SWEEP_SECONDS": "1",
         }
-        with (
-            redis_server(redis_port),
-            daphne(web, **env),
-            _prefork_worker(**env) as worker,
-        ):
+        with redis_server(redis_port), daphne(web, **env):
             client = Client(web, campaign.id, alice)
             await client.connect()
-            ack = await client.act("I pick the lock.")
-            assert ack["type"] == "server.ack"
-            await asyncio.to_thread(_wait_for, lambda: bool(model.requests), 20)
-            assert model.requests, "the worker never called the model"
-            [child] = _children(worker.pid)
-            os.kill(child, signal.SIGKILL)  # the pool process dies in the middle of the turn
+            with celery_worker(**env) as worker:
+                ack = await client.act("I pick the lock.")
+                assert ack["type"] == "server.ack"
+                await asyncio.to_thread(_wait_for, lambda: bool(model.requests), 20)
+                assert model.requests, "the worker never called the model"
+                worker.kill()  # the whole worker dies in the middle of the turn
+                await asyncio.to_thread(worker.wait, 15)
 
-            seen = await client.until(
-                lambda m: (
-                    m["type"] == "event" and m["event"]["type"] in {"dm_narration", "turn_failed"}
-                ),
-                timeout=60,
-            )
-            await asyncio.sleep(3)  # a doubled turn would show up now
-            log = await stored(campaign.id)
-            after = [e for e in log if e.seq > ack["seq"]]
-            endings = [e for e in after if e.type in {"dm_narration", "turn_failed"}]
-            assert len(endings) == 1, [(e.seq, e.type) for e in after]
-            assert seen[-1]["event"]["seq"] == endings[0].seq
-            # and the room goes on: the next action gets its turn
-            ack = await client.act("I open the door.")
-            await client.until(_is_event("dm_narration"), timeout=60)
+            with celery_worker(**env):  # restarted, as a supervisor does
+                seen = await client.until(
+                    lambda m: (
+                        m["type"] == "event"
+                        and m["event"]["type"] in {"dm_narration", "turn_failed"}
+                    ),
+                    timeout=60,
+                )
+                await asyncio.sleep(3)  # a doubled turn would show up now
+                log = await stored(campaign.id)
+                after = [e for e in log if e.seq > ack["seq"]]
+                endings = [e for e in after if e.type in {"dm_narration", "turn_failed"}]
+                assert len(endings) == 1, [(e.seq, e.type) for e in after]
+                assert seen[-1]["event"]["seq"] == endings[0].seq
+                # and the room goes on: the next action gets its turn
+                ack = await client.act("I open the door.")
+                await client.until(_is_event("dm_narration"), timeout=60)
             await client.close()
-
-
-@contextlib.contextmanager
-def _prefork_worker(**env: str) -> Iterator[subprocess.Popen]:
-    """A Celery worker whose pool process can be killed alone (as the OOM killer does)."""
-    from tests.processes import ROOT, test_env
-
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "celery", "-A", "rpgai", "worker", "-Q", "default,turns"),
-            *("-P", "prefork", "-c", "1", "--loglevel", "WARNING"),
-            *("--without-gossip", "--without-mingle", "--without-heartbeat"),
-        ],
-        cwd=ROOT,
-        env=test_env(**env),
-    )
-    try:
-        time.sleep(2)
-        assert proc.poll() is None, f"celery worker exited with {proc.returncode}"
-        yield proc
-    finally:
-        _stop(proc)
 
 
 # --- (c) The model server hangs --------------------------------------------------------------
