@@ -9,7 +9,7 @@ setups, each in a process of its own (`--setup embedded|worker`):
 - one worker: PostgreSQL + Redis, one daphne, and the worker started by `make worker`
   itself (bench.common.start_make_worker).
 
-The DM model is a stand-in in a process of its own (`--stand-in`, so it competes with
+The DM model is tests.openai_server.ConcurrentServer in a process of its own (so it competes with
 nobody for a GIL): an OpenAI-compatible server that streams a valid DM answer over
 BENCH_MODEL_SECONDS (2 s), every request in parallel, and counts the requests in
 flight. Its floor is measured in the same run: a bare asyncio client making the same
@@ -77,110 +77,19 @@ DM_ANSWER: dict[str, Any] = {
 CHUNK_CHARS = 12  # characters of the answer per streamed delta (a few tokens)
 
 
-# --- The model stand-in (its own process) ---------------------------------------------------
+# --- The model stand-in: tests.openai_server.ConcurrentServer, in a process of its own --------
 
 
-class StandIn:
-    """An OpenAI-compatible chat completions endpoint on asyncio: every request in
-    parallel, each answered `seconds` after it arrived (streamed: its frames spread
-    evenly over that time, the last at `seconds`). GET /stats gives the requests in
-    flight, their peak and the count; POST /stats/reset starts a new peak and count."""
+def start_stand_in() -> Any:
+    from tests.openai_server import Answer, ConcurrentServer
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.in_flight = 0
-        self.peak = 0
-        self.requests = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            method, path = head[0].split(" ")[:2]
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, v in (line.split(":", 1) for line in head[1:] if ":" in line)
-            }
-            raw = await reader.readexactly(int(headers.get("content-length") or 0))
-            path = path.split("?")[0]
-            if method == "GET" and path == "/stats":
-                stats = {"in_flight": self.in_flight, "peak": self.peak, "requests": self.requests}
-                self._json(writer, 200, stats)
-            elif method == "POST" and path == "/stats/reset":
-                self.peak, self.requests = self.in_flight, 0
-                self._json(writer, 200, {})
-            elif method == "POST" and path == "/v1/chat/completions":
-                await self._complete(json.loads(raw or b"{}"), writer)
-            else:
-                self._json(writer, 404, {"error": {"message": f"no route {path}"}})
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass  # the client went away
-        finally:
-            writer.close()
-
-    async def _complete(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        # The frames of tests/openai_server.py's emulated server: the shape the adapter's
-        # own tests are written against.
-        from tests.openai_server import Answer, _chat_answer, _chat_events, _requested_tool
-
-        loop = asyncio.get_running_loop()
-        arrived = loop.time()
-        self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
-        self.requests += 1
-        try:
-            answer = Answer(DM_ANSWER, chunk_chars=CHUNK_CHARS)
-            tool = _requested_tool(body)
-            # Rough token counts: usage is for billing, which only needs figures.
-            usage = (len(json.dumps(body.get("messages"))) // 4, len(answer.text) // 4)
-            if not body.get("stream"):
-                await asyncio.sleep(self.seconds)
-                self._json(writer, 200, _chat_answer(body, answer, tool, usage))
-                return
-            writer.write(
-                b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n"
-                b"Cache-Control: no-cache\r\n\r\n"
-            )
-            events = _chat_events(body, answer, tool, usage)
-            for i, (name, data) in enumerate(events, 1):
-                due = arrived + self.seconds * i / len(events)
-                await asyncio.sleep(max(0.0, due - loop.time()))
-                frame = (f"event: {name}\n" if name else "") + "data: "
-                frame += (data if isinstance(data, str) else json.dumps(data)) + "\n\n"
-                writer.write(frame.encode())
-                await writer.drain()
-        finally:
-            self.in_flight -= 1
-
-    @staticmethod
-    def _json(writer: asyncio.StreamWriter, status: int, data: Any) -> None:
-        raw = json.dumps(data).encode()
-        writer.write(
-            f"HTTP/1.0 {status} X\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(raw)}\r\n\r\n".encode()
-            + raw
-        )
+    return ConcurrentServer(
+        seconds=MODEL_SECONDS, answer=Answer(DM_ANSWER, chunk_chars=CHUNK_CHARS), own_process=True
+    ).start()
 
 
-async def _serve_stand_in() -> None:
-    stand_in = StandIn(MODEL_SECONDS)
-    server = await asyncio.start_server(stand_in.handle, "127.0.0.1", 0, backlog=4096)
-    print(f"STANDIN {server.sockets[0].getsockname()[1]}", flush=True)
-    async with server:
-        await server.serve_forever()
-
-
-def start_stand_in() -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.turns_concurrency", "--stand-in"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("STANDIN "):
-        raise SystemExit("the model stand-in did not start")
-    return proc, int(line.split()[1])
+def _stand_in_port(stand_in: Any) -> int:
+    return int(stand_in.url.rsplit(":", 1)[1].split("/")[0])
 
 
 async def _http(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
@@ -198,12 +107,7 @@ async def _http(port: int, method: str, path: str, body: dict[str, Any] | None =
         writer.close()
 
 
-async def _stats(port: int, reset: bool = False) -> dict[str, int]:
-    answer = await _http(port, "POST" if reset else "GET", "/stats/reset" if reset else "/stats")
-    return json.loads(answer.split(b"\r\n\r\n", 1)[1] or b"{}")
-
-
-async def _floor(port: int, n: int) -> dict[str, float]:
+async def _floor(stand_in: Any, n: int) -> dict[str, float]:
     """`n` streamed chat completions at once straight to the stand-in: its own latency."""
     body = {
         "model": STANDIN_MODEL,
@@ -218,14 +122,14 @@ async def _floor(port: int, n: int) -> dict[str, float]:
 
     async def one() -> float:
         sent = time.perf_counter()
-        answer = await _http(port, "POST", "/v1/chat/completions", body)
+        answer = await _http(_stand_in_port(stand_in), "POST", "/v1/chat/completions", body)
         if b"data: [DONE]" not in answer:
             raise SystemExit("the stand-in's stream did not end with [DONE]")
         return time.perf_counter() - sent
 
-    await _stats(port, reset=True)
+    stand_in.reset()
     latencies = await asyncio.gather(*(one() for _ in range(n)))
-    stats = await _stats(port)
+    stats = stand_in.stats()
     return {
         "p50": percentile(latencies, 50),
         "max": max(latencies),
@@ -339,13 +243,13 @@ class _Sampler(threading.Thread):
 
 
 async def _burst(
-    port: int, standin: int, campaigns: list[tuple[str, str]], pids: Any, pg: bool
+    port: int, standin: Any, campaigns: list[tuple[str, str]], pids: Any, pg: bool
 ) -> dict[str, Any]:
     sockets = await asyncio.gather(*(_open(port, c, k) for c, k in campaigns))
     try:
         await asyncio.sleep(1.0)  # the server settles after the connections
         idle = rss_kib(pids())
-        await _stats(standin, reset=True)
+        standin.reset()
         sampler = _Sampler(pids, pg)
         sampler.start()
         go = asyncio.Event()
@@ -355,7 +259,7 @@ async def _burst(
         results = await asyncio.gather(*players)
         sampler.done.set()
         await asyncio.to_thread(sampler.join)
-        stats = await _stats(standin)
+        stats = standin.stats()
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     latencies = [seconds for seconds, _ in results]
@@ -380,13 +284,13 @@ async def _burst(
 def run_setup(setup: str) -> dict[str, dict[str, Any]]:
     """Every count of campaigns on one setup: {str(count): figures}."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-turns-concurrency-"))
-    standin, standin_port = start_stand_in()
-    procs: list[subprocess.Popen] = [standin]
+    standin = start_stand_in()
+    procs: list[subprocess.Popen] = []
     worker = None
     env = {
         "DM_MODEL_PROVIDER": "openai",
         "DM_MODEL": STANDIN_MODEL,
-        "OPENAI_BASE_URL": f"http://127.0.0.1:{standin_port}/v1",
+        "OPENAI_BASE_URL": standin.url,
         "OPENAI_API_KEY": "sk-bench",
         # Every turn is paid for and none refused: the benchmark measures turns, not the
         # caps (billing/, tests/test_budget*.py). The model-call rate limits of
@@ -439,14 +343,12 @@ def run_setup(setup: str) -> dict[str, dict[str, Any]]:
             def pids() -> list[int]:
                 return process_tree(worker.pid)
 
-        warm = asyncio.run(_burst(port, standin_port, _campaigns(WARMUP_CAMPAIGNS), pids, False))
+        warm = asyncio.run(_burst(port, standin, _campaigns(WARMUP_CAMPAIGNS), pids, False))
         if warm["failed"]:
             raise SystemExit(f"{warm['failed']} warm-up turns failed (the worker's log: {tmp})")
         for n in COUNTS:
-            floor = asyncio.run(_floor(standin_port, n))
-            figures = asyncio.run(
-                _burst(port, standin_port, _campaigns(n), pids, pg=setup == "worker")
-            )
+            floor = asyncio.run(_floor(standin, n))
+            figures = asyncio.run(_burst(port, standin, _campaigns(n), pids, pg=setup == "worker"))
             figures["floor"] = floor
             results[str(n)] = figures
             print(
@@ -464,6 +366,7 @@ def run_setup(setup: str) -> dict[str, dict[str, Any]]:
         if worker is not None:
             stop_make_worker(worker)
         stop_all(procs)
+        standin.stop()
     shutil.rmtree(tmp)  # kept when the run failed: the worker's log is there
     return results
 
@@ -529,9 +432,7 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 
 
 if __name__ == "__main__":
-    if "--stand-in" in sys.argv:
-        asyncio.run(_serve_stand_in())
-    elif "--setup" in sys.argv:
+    if "--setup" in sys.argv:
         figures = run_setup(sys.argv[sys.argv.index("--setup") + 1])
         if "--json" in sys.argv:
             print("BENCH_JSON " + json.dumps(figures))
