@@ -31,16 +31,16 @@ import logging
 import threading
 import uuid
 from collections.abc import Coroutine
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
-from django.utils import timezone
 
 from rpgai import tasks as background
 from rpgai.aio import db, in_sync_caller
 from rpgai.request_id import request_id_bound
+
+from . import selectors
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,12 @@ def turn_request(*, campaign_id: uuid.UUID | str, delay: float = 0.0) -> None:
         loop.call_soon_threadsafe(spawn, context=context)
 
 
-def services_run_inline(campaign_id: str) -> int:
+def _inline(campaign_id: str) -> None:
     """The owed turn, run now on this thread (no event loop of ours here)."""
     from .services import turns_run_pending
 
-    return turns_run_pending(campaign_id=campaign_id, max_turns=1)
-
-
-def _inline(campaign_id: str) -> None:
     try:
-        services_run_inline(campaign_id)
+        turns_run_pending(campaign_id=campaign_id, max_turns=1)
     except Exception:
         log.exception("the turn of campaign %s failed", campaign_id)
 
@@ -163,26 +159,13 @@ async def _look_again_if_the_holder_died(campaign_id: str) -> None:
     """Actions are owed but another holder has the lock. It re-checks after its turn,
     unless it died in it (killed, out of memory): then nobody would. So look again once
     its lock may be taken over; if the holder was alive, that finds nothing owed."""
-    from . import selectors, services
+    from . import services
 
     if await db(selectors.turn_owed, campaign_id=campaign_id) is None:
         return
     stale_in = await db(services.turn_lock_stale_in, campaign_id=campaign_id)
     if stale_in is not None:
         await db(turn_request, campaign_id=campaign_id, delay=stale_in + 1)
-
-
-def turns_abandoned() -> list[str]:
-    """Campaigns whose turn lock outlived TURN_LOCK_SECONDS: its holder died mid-turn."""
-    from .models import TurnLock
-
-    stale = timezone.now() - timedelta(seconds=settings.TURN_LOCK_SECONDS)
-    return [
-        str(campaign_id)
-        for campaign_id in TurnLock.objects.exclude(holder="")
-        .filter(acquired_at__lt=stale)
-        .values_list("campaign_id", flat=True)
-    ]
 
 
 # --- A worker's turn runner ------------------------------------------------------------------
@@ -246,7 +229,7 @@ class TurnRunner:
     async def _sweep_forever(self) -> None:
         while True:
             try:
-                for campaign_id in await db(turns_abandoned):
+                for campaign_id in await db(selectors.turns_abandoned):
                     log.warning(
                         "campaign %s: a turn lock was left by a worker that died; "
                         "running its turn again",

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
 from campaigns import selectors as campaign_selectors
 from memory.selectors import TurnMemory, turn_memory_get
 
-from .models import DMSettings
+from .models import DMSettings, TurnLock
 from .prompt import STATE_ENTITIES_MAX, ActionInTurn, RecentEvent, TurnContext
 
 log = logging.getLogger(__name__)
@@ -136,3 +138,14 @@ def _memory_get(
     except Exception:
         log.exception("campaign %s: memory could not be read for this turn", campaign_id)
         return None
+
+
+def turns_abandoned() -> list[str]:
+    """Campaigns whose turn lock outlived TURN_LOCK_SECONDS: its holder died mid-turn."""
+    stale = timezone.now() - timedelta(seconds=settings.TURN_LOCK_SECONDS)
+    return [
+        str(campaign_id)
+        for campaign_id in TurnLock.objects.exclude(holder="")
+        .filter(acquired_at__lt=stale)
+        .values_list("campaign_id", flat=True)
+    ]

@@ -5,7 +5,7 @@ from django.db import InterfaceError, OperationalError
 
 from rpgai.request_id import get_request_id
 
-from . import scheduler
+from . import scheduler, services
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def run_turn(self: Task, campaign_id: str) -> bool:
     after its worker died takes back the lock its first delivery held.
     """
     if self.request.called_directly or self.request.is_eager:
-        return bool(scheduler.services_run_inline(campaign_id))
+        return bool(services.turns_run_pending(campaign_id=campaign_id, max_turns=1))
     holder = f"task:{self.request.id}"
     try:
         return scheduler.runner().turn_start(

@@ -33,35 +33,36 @@ T = TypeVar("T")
 _on_caller_thread: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "rpgai_db_on_caller_thread", default=False
 )
-_executors: dict[str, ThreadPoolExecutor] = {}
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
 
 
-def _pool(lane: str) -> ThreadPoolExecutor:
-    executor = _executors.get(lane)
-    if executor is None:
-        executor = _executors.setdefault(
-            lane,
-            ThreadPoolExecutor(max_workers=_pool_size(lane), thread_name_prefix=f"rpgai-db-{lane}"),
-        )
-    return executor
-
-
-def _pool_size(lane: str) -> int:
-    return max(1, settings.DB_THREADS) if lane == "default" else 1
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(
+                max_workers=max(1, settings.DB_THREADS), thread_name_prefix="rpgai-db"
+            )
+            _executor.rpgai_size = max(1, settings.DB_THREADS)  # type: ignore[attr-defined]
+        return _executor
 
 
 def db_threads_stop() -> None:
     """Close the database threads' connections and stop the threads (the next `db` call
     starts new ones): for tests, before their database is dropped."""
-    while _executors:
-        lane, executor = _executors.popitem()
-        size = _pool_size(lane)
-        # Each task waits for the others, so every thread of the pool takes exactly one
-        # and closes its own connections.
-        barrier = threading.Barrier(size)
-        for future in [executor.submit(_close_and_wait, barrier) for _ in range(size)]:
-            future.result(timeout=30)
-        executor.shutdown(wait=True)
+    global _executor
+    with _executor_lock:
+        executor, _executor = _executor, None
+    if executor is None:
+        return
+    size = executor.rpgai_size  # type: ignore[attr-defined]
+    # Each task waits for the others, so every thread takes exactly one and closes its
+    # own connections.
+    barrier = threading.Barrier(size)
+    for future in [executor.submit(_close_and_wait, barrier) for _ in range(size)]:
+        future.result(timeout=30)
+    executor.shutdown(wait=True)
 
 
 def _close_and_wait(barrier: threading.Barrier) -> None:
@@ -94,13 +95,9 @@ def in_sync_caller() -> bool:
 
 async def db(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run sync (database) code from a coroutine without blocking its event loop."""
-    return await _run(func, args, kwargs, "default")
-
-
-async def _run(func: Callable[..., T], args: Any, kwargs: Any, lane: str) -> T:
     if _on_caller_thread.get():
         return await sync_to_async(func, thread_sensitive=True)(*args, **kwargs)
-    return await sync_to_async(_in_pool, thread_sensitive=False, executor=_pool(lane))(
+    return await sync_to_async(_in_pool, thread_sensitive=False, executor=_pool())(
         func, args, kwargs
     )
 
