@@ -37,7 +37,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from rpgai import tasks as background
-from rpgai.aio import db, in_sync_caller
+from rpgai.aio import db
 from rpgai.request_id import request_id_bound
 
 from . import selectors
@@ -72,7 +72,7 @@ def turn_request(*, campaign_id: uuid.UUID | str, delay: float = 0.0) -> None:
         else:
             background.enqueue(run_turn, campaign_id=campaign_id)
         return
-    loop = None if in_sync_caller() else background.server_loop()
+    loop = background.server_loop()
     if loop is None:
         # No event loop here (a command, a plain test): the turn runs now, inline.
         if delay > 0:

@@ -35,7 +35,15 @@ _pending: set[asyncio.Future[Any]] = set()
 
 
 def _main_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop that owns this thread's `sync_to_async` call, if any."""
+    """The event loop that owns this thread's `sync_to_async` call, if any.
+
+    None inside `rpgai.aio.run_sync` (a sync caller running a coroutine): the loop there
+    is the call's own short-lived one, which cancels whatever is left on it when the
+    call returns, so a task queued on it could be lost; it runs inline instead."""
+    from rpgai.aio import in_sync_caller
+
+    if in_sync_caller():
+        return None
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
