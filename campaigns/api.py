@@ -15,6 +15,7 @@ from rpgai.errors import NotFound, PermissionDenied
 
 from . import selectors, services
 from .models import CampaignBan, Membership
+from .tool_events import DC_MAX, DC_MIN
 from .tools import roll_make
 
 
@@ -209,6 +210,29 @@ class RollCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         formula = serializers.CharField(max_length=100)
         reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+        dc = serializers.IntegerField(
+            min_value=DC_MIN,
+            max_value=DC_MAX,
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="the target: roll_result says whether total >= dc",
+        )
+        private = serializers.BooleanField(
+            required=False, default=False, help_text="seen by the roller and the GMs only"
+        )
+
+        def validate_dc(self, value: Any) -> Any:
+            # DRF's IntegerField takes "15", 15.0 and true as 15 (or 1): a DC is a number.
+            raw = self.initial_data.get("dc")
+            if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int)):
+                raise serializers.ValidationError("the DC is a whole number, such as 15")
+            return value
+
+        def validate_private(self, value: bool) -> bool:
+            if not isinstance(self.initial_data.get("private", False), bool):
+                raise serializers.ValidationError("private is true or false")
+            return value
 
     @extend_schema(request=InputSerializer, responses={201: EnvelopeSerializer(many=True)})
     def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
@@ -222,6 +246,8 @@ class RollCreateApi(APIView):
             actor_kind="gm" if membership.is_gm else "player",
             actor_user_id=membership.user_id,
             request_id=getattr(request, "request_id", ""),
+            dc=data["dc"],
+            private=data["private"],
         )
         return Response(
             [selectors.event_envelope(e) for e in events], status=status.HTTP_201_CREATED

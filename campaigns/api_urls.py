@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api
+from . import api, gm_api
 
 urlpatterns = [
     path("campaigns/", api.CampaignListCreateApi.as_view(), name="api-campaigns"),
@@ -10,6 +10,11 @@ urlpatterns = [
     path("campaigns/<uuid:campaign_id>/snapshot", api.SnapshotApi.as_view(), name="api-snapshot"),
     path("campaigns/<uuid:campaign_id>/actions", api.ActionCreateApi.as_view(), name="api-actions"),
     path("campaigns/<uuid:campaign_id>/rolls", api.RollCreateApi.as_view(), name="api-rolls"),
+    path(
+        "campaigns/<uuid:campaign_id>/directions",
+        gm_api.GmDirectionApi.as_view(),
+        name="api-directions",
+    ),
     path(
         "campaigns/<uuid:campaign_id>/members/<uuid:user_id>/kick",
         api.MemberKickApi.as_view(),

@@ -206,6 +206,23 @@ def _player_action(state: dict[str, Any], event: FoldedEvent) -> None:
     state["turn"]["last_action_seq"] = event.seq
 
 
+class GmDirection(Payload):
+    """A GM's line to the DM (CONTRACTS §7 "GM direction"): a fact of the world or an
+    instruction, never a character's action. `now`: the DM narrates it at once (a turn
+    starts); otherwise it joins the next turn's prompt. A secret one has visibility `gm`."""
+
+    text: str = Field(min_length=1, max_length=2000)
+    now: bool = True
+
+
+@event_type("gm_direction", GmDirection)
+def _gm_direction(state: dict[str, Any], event: FoldedEvent) -> None:
+    # The DM reads the direction from the log (orchestrator); one to narrate now makes a
+    # turn owed, as an action does.
+    if event.payload.get("now", True):
+        state["turn"]["last_action_seq"] = event.seq
+
+
 class DmNarration(Payload):
     turn_id: uuid.UUID
     text: str = Field(min_length=1, max_length=20000)

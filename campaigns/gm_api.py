@@ -1,4 +1,5 @@
-"""The GM's tools in the room, over HTTP: set a value, revert an event, reveal the dice seed.
+"""The GM's tools in the room, over HTTP: set a value, revert an event, reveal the dice
+seed, direct the DM.
 
 Thin views over the authoritative GM services of `campaigns.tools`: every change is an
 event in the log (a `gm` state patch, or the seed's reveal), never an edit in place.
@@ -19,7 +20,7 @@ from rest_framework.views import APIView
 
 from rpgai.errors import NotFound
 
-from . import selectors, tools
+from . import selectors, services, tools
 from .api import EnvelopeSerializer, _valid, membership_required
 from .models import Event
 
@@ -121,3 +122,36 @@ class GmDiceRevealApi(APIView):
             campaign_id=campaign_id, by_user=request.user, request_id=_request_id(request)
         )
         return _events_response(events)
+
+
+class GmDirectionApi(APIView):
+    """Direct the DM (CONTRACTS §7 "GM direction"): a fact of the world or an instruction,
+    never a character's action. `secret` keeps it to the GMs; `now` (default) asks the DM
+    to narrate it at once, otherwise it joins the next turn. Same as the socket's
+    `client.gm_direction`."""
+
+    class InputSerializer(serializers.Serializer):
+        text = serializers.CharField(max_length=2000, trim_whitespace=True)
+        secret = serializers.BooleanField(required=False, default=False)
+        now = serializers.BooleanField(required=False, default=True)
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            # DRF reads "yes", 1 or "true" as true: a toggle is sent as a JSON boolean.
+            for name in ("secret", "now"):
+                raw = self.initial_data.get(name)
+                if raw is not None and not isinstance(raw, bool):
+                    raise serializers.ValidationError({name: "true or false"})
+            return data
+
+    @extend_schema(request=InputSerializer, responses={201: EventsOutput})
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id, gm=True)
+        data = _valid(self.InputSerializer, request)
+        event = services.gm_direction_give(
+            membership=membership,
+            text=data["text"],
+            secret=data["secret"],
+            now=data["now"],
+            request_id=_request_id(request),
+        )
+        return _events_response([event])

@@ -130,6 +130,18 @@ def events_after(
     return found
 
 
+def events_of_type_after(
+    *, campaign_id: uuid.UUID | str, event_type: str, after_seq: int = 0
+) -> list[Event]:
+    """Every event of one type after `after_seq`, in seq order, whoever may see it (the
+    DM's prompt and the GMs: callers that show them to a member filter by visibility)."""
+    return list(
+        Event.objects.filter(campaign_id=campaign_id, type=event_type, seq__gt=after_seq).order_by(
+            "seq"
+        )
+    )
+
+
 def event_by_dedupe_key(*, campaign_id: uuid.UUID | str, key: str) -> Event | None:
     return Event.objects.filter(campaign_id=campaign_id, dedupe_key=key).first()
 
@@ -177,6 +189,97 @@ def player_actions_between(
             seq__lte=through_seq,
         ).order_by("seq")
     )
+
+
+def player_actions_waiting(
+    *, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str, before_seq: int
+) -> int:
+    """How many of this member's actions before `before_seq` the DM has not answered yet
+    (after the state's `turn.answered_through_seq`): the room tells a player whose new
+    action waits behind them."""
+    snapshot = Snapshot.objects.filter(campaign_id=campaign_id).only("state").first()
+    if snapshot is None:
+        return 0
+    answered = (snapshot.state.get("turn") or {}).get("answered_through_seq", 0)
+    return Event.objects.filter(
+        campaign_id=campaign_id,
+        type="player_action",
+        actor_user_id=user_id,
+        seq__gt=answered,
+        seq__lt=before_seq,
+    ).count()
+
+
+# --- A DM turn's rolls --------------------------------------------------------------------
+
+# The keys of one roll as `campaigns.tools.turn_rolls_commit` and `turn_rolls_logged` give it.
+ROLL_SUMMARY_EMPTY: dict[str, Any] = {
+    "roll_id": None,
+    "seq": None,
+    "formula": "",
+    "reason": "",
+    "total": None,
+    "detail": "",
+    "dc": None,
+    "success": None,
+    "private_to": None,
+    "error": None,
+}
+
+
+def roll_summaries(events: list[Event]) -> list[dict[str, Any]]:
+    """Each `roll_result` among `events`, in their order, as a plain dict (the reason from
+    its `roll_requested` when that is among them too): `roll_id`, `seq`, `formula`,
+    `reason`, `total`, `detail`, `dc`, `success`, `private_to`, `error` (None)."""
+    reasons = {
+        str(e.payload.get("roll_id")): e.payload.get("reason", "")
+        for e in events
+        if e.type == "roll_requested"
+    }
+    summaries = []
+    for event in events:
+        if event.type != "roll_result":
+            continue
+        p = event.payload
+        visibility = event.visibility or {}
+        private_to = None
+        if visibility.get("kind") == "users" and visibility.get("user_ids"):
+            private_to = str(visibility["user_ids"][0])
+        summaries.append(
+            {
+                **ROLL_SUMMARY_EMPTY,
+                "roll_id": str(p.get("roll_id")),
+                "seq": event.seq,
+                "formula": p.get("formula", ""),
+                "reason": reasons.get(str(p.get("roll_id")), ""),
+                "total": p.get("total"),
+                "detail": p.get("detail", ""),
+                "dc": p.get("dc"),
+                "success": p.get("success"),
+                "private_to": private_to,
+            }
+        )
+    return summaries
+
+
+def turn_rolls_logged(
+    *, campaign_id: uuid.UUID | str, turn_id: str, after_seq: int = 0
+) -> list[dict[str, Any]]:
+    """The rolls already logged under a DM turn's `turn_id`, in seq order, in the shape
+    `campaigns.tools.turn_rolls_commit` returns: a redelivered or retried turn reuses
+    them instead of rolling again (CONTRACTS §7 "Rolls are facts"). `after_seq` (say,
+    the turn's first action's seq minus one) spares reading a long campaign's older rolls."""
+    try:
+        turn = str(uuid.UUID(str(turn_id)))
+    except ValueError:
+        return []
+    events = Event.objects.filter(
+        campaign_id=campaign_id,
+        type__in=("roll_requested", "roll_result"),
+        seq__gt=after_seq,
+        payload__turn_id=turn,
+    ).order_by("seq")
+    return roll_summaries(list(events))
 
 
 def entity_ids_by_creation(*, campaign_id: uuid.UUID | str) -> list[str]:

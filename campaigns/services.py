@@ -417,6 +417,64 @@ def player_action_submit(
     return event
 
 
+GM_DIRECTION_MAX_CHARS = 2000
+
+
+def still_a_gm(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str) -> Precondition:
+    """Like `still_a_member`, for what only a GM may write: checked under the log's lock."""
+
+    def check(state: dict[str, Any]) -> None:
+        membership = selectors.membership_get(campaign_id=campaign_id, user_id=user_id)
+        if membership is None or not membership.is_gm:
+            raise PermissionDenied("only the campaign's GM may direct the DM")
+
+    return check
+
+
+def gm_direction_give(
+    *,
+    membership: Membership,
+    text: str,
+    secret: bool = False,
+    now: bool = True,
+    request_id: str = "",
+) -> Event:
+    """A GM's direction to the DM (CONTRACTS §7): event `gm_direction` {text, now}, actor
+    the GM, visible to the GMs only when `secret`, else to all. It is not a character's
+    action: no `player_action`, and this append alone starts no turn (the orchestrator
+    reads directions from the log). PermissionDenied for a member who is not a GM."""
+    if not membership.is_gm:
+        raise PermissionDenied("only the campaign's GM may direct the DM")
+    if not isinstance(text, str) or not text.strip():
+        raise DomainError("write what the DM should know or do", code="invalid_direction")
+    text = text.strip()
+    if len(text) > GM_DIRECTION_MAX_CHARS:
+        raise DomainError(
+            f"a direction is at most {GM_DIRECTION_MAX_CHARS} characters; this one has {len(text)}",
+            code="invalid_direction",
+        )
+    if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
+        raise DomainError(
+            "a direction must not contain NUL or unpaired surrogate characters",
+            code="invalid_direction",
+        )
+    [event] = events_append(
+        campaign_id=membership.campaign_id,
+        request_id=request_id,
+        precondition=still_a_gm(campaign_id=membership.campaign_id, user_id=membership.user_id),
+        events=[
+            NewEvent(
+                "gm_direction",
+                {"text": text, "now": bool(now)},
+                "gm",
+                membership.user_id,
+                {"kind": "gm"} if secret else {"kind": "all"},
+            )
+        ],
+    )
+    return event
+
+
 def _own_character_id(membership: Membership) -> str | None:
     snapshot = selectors.snapshot_get(campaign_id=membership.campaign_id)
     if snapshot is None:
@@ -636,6 +694,7 @@ __all__ = [
     "campaign_join",
     "events_append",
     "fold_events",
+    "gm_direction_give",
     "invite_code_rotate",
     "member_kick",
     "membership_leave",

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import jsonpatch
 import jsonpointer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from .events import FoldedEvent, InvalidEvent, Payload, event_type
 
@@ -51,11 +51,35 @@ def _dice_seed_revealed(state: dict[str, Any], event: FoldedEvent) -> None:
 # --- Rolls -----------------------------------------------------------------------------------
 
 
+# A roll's target (CONTRACTS §7 "Rolls carry their target").
+DC_MIN, DC_MAX = 1, 40
+
+
+def roll_success(total: int, dc: int | None) -> bool | None:
+    """Whether a roll met its DC: `total >= dc`; None for a roll without one."""
+    return None if dc is None else total >= dc
+
+
+def _turn_id_unset(turn_id: uuid.UUID | None) -> bool:
+    return turn_id is None
+
+
 class RollRequested(Payload):
     roll_id: uuid.UUID
     formula: str = Field(min_length=1, max_length=200)
     reason: str = Field(default="", max_length=500)
     requested_by: Literal["dm", "player"]
+    # The DM turn that rolled it (left out for a roll outside a turn).
+    turn_id: uuid.UUID | None = Field(default=None, exclude_if=_turn_id_unset)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_dc_before_the_dice_fall(cls, data: Any) -> Any:
+        # The DC is told with the result only: a request carrying it would tell the
+        # table (and the model reading the log) the target before the dice fall.
+        if isinstance(data, dict) and "dc" in data:
+            raise ValueError("a roll_requested never carries the dc; roll_result does")
+        return data
 
 
 @event_type("roll_requested", RollRequested)
@@ -78,6 +102,20 @@ class RollResult(Payload):
     total: int
     detail: str = Field(max_length=4000)
     dice: list[DieFace] = Field(default_factory=list, max_length=1000)
+    # The target, told only now; `success` is total >= dc (both null without a dc, as in
+    # every roll_result logged before there were DCs).
+    dc: StrictInt | None = Field(default=None, ge=DC_MIN, le=DC_MAX)
+    success: bool | None = None
+    turn_id: uuid.UUID | None = Field(default=None, exclude_if=_turn_id_unset)
+
+    @model_validator(mode="after")
+    def _success_follows_the_dice(self) -> RollResult:
+        expected = roll_success(self.total, self.dc)
+        if self.success is None:
+            self.success = expected
+        elif self.success is not expected:
+            raise ValueError("success is total >= dc, and null without a dc")
+        return self
 
 
 @event_type("roll_result", RollResult)

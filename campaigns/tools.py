@@ -33,7 +33,15 @@ from typing import Any, Literal
 import jsonpatch
 import jsonpointer
 from django.conf import settings
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from rpgai import tracing
 from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
@@ -67,7 +75,7 @@ from .state_schema import (
     patch_is_secret,
     validation_problems,
 )
-from .tool_events import ENTITY_KINDS, EntityKind
+from .tool_events import DC_MAX, DC_MIN, ENTITY_KINDS, EntityKind, roll_success
 from .whispers import text_problem
 
 TOOL_NAMES = ("roll", "apply_state_patch", "create_entity", "trigger_audio", "narrate_private")
@@ -110,6 +118,8 @@ class RollArgs(_Args):
     reason: StrictStr = Field(default="", max_length=500)
     # A private result: only this member (and the GMs) see the roll (campaigns.whispers).
     private_to: StrictStr | None = Field(default=None, max_length=40)
+    # The target, told with the result only (`roll_result.dc` and `success`).
+    dc: StrictInt | None = Field(default=None, ge=DC_MIN, le=DC_MAX)
 
 
 class EntityArgs(_Args):
@@ -160,6 +170,8 @@ class _Executor:
     actor_kind: str
     actor_user_id: uuid.UUID | None = None
     visibility: Visibility = field(default_factory=lambda: dict(VISIBLE_TO_ALL))  # type: ignore[assignment]
+    # The DM turn these events belong to: every one of them carries it (CONTRACTS §7).
+    turn_id: str | None = None
     events: list[NewEvent] = field(default_factory=list)
     # (kind, name key) of every entity hidden at some point of this batch, from its start:
     # a hidden entity the batch removed is still one whose name a public entity may not
@@ -178,6 +190,8 @@ class _Executor:
     def add(self, type_name: str, payload: dict[str, Any], *, system: bool = False) -> None:
         """Validate, fold into the working state (so later calls see it), and queue.
         A `system` event (a seed commitment) is the server's own and public to all."""
+        if self.turn_id is not None and not system:
+            payload = {**payload, "turn_id": self.turn_id}
         payload, _ = validate_payload(type_name, payload)
         new = NewEvent(
             type_name,
@@ -199,7 +213,16 @@ class _Executor:
             self.add(committed.type, committed.payload, system=True)
         return seed
 
-    def roll(self, *, formula: str, reason: str, requested_by: Literal["dm", "player"]) -> None:
+    def roll(
+        self,
+        *,
+        formula: str,
+        reason: str,
+        requested_by: Literal["dm", "player"],
+        dc: int | None = None,
+    ) -> str:
+        """Queue `roll_requested` (never with the dc) and `roll_result` (with `dc` and
+        `success`); returns the roll's id."""
         formula_parse(formula)  # refuse before a seed is touched
         seed = self.seed()
         roll_id = uuid.uuid4()
@@ -222,8 +245,11 @@ class _Executor:
                 "total": outcome.total,
                 "detail": outcome.detail,
                 "dice": outcome.dice,
+                "dc": dc,
+                "success": roll_success(outcome.total, dc),
             },
         )
+        return str(roll_id)
 
     # Each tool: raise ToolRefused to refuse (nothing queued), or queue its events.
 
@@ -237,7 +263,8 @@ class _Executor:
             raise ToolRefused(f"{field_name} must be the user id of a member of the campaign")
         return user_id
 
-    def tool_roll(self, args: dict[str, Any]) -> None:
+    def tool_roll(self, args: dict[str, Any]) -> str:
+        """The DM's roll; returns its roll id."""
         try:
             parsed = RollArgs.model_validate(args)
         except ValidationError as exc:
@@ -248,7 +275,9 @@ class _Executor:
             visibility = {"kind": "users", "user_ids": [private_to]}
         try:
             with self.seen_by(visibility):
-                self.roll(formula=parsed.formula, reason=parsed.reason, requested_by="dm")
+                return self.roll(
+                    formula=parsed.formula, reason=parsed.reason, requested_by="dm", dc=parsed.dc
+                )
         except FormulaError as exc:
             raise ToolRefused(exc.detail) from None
 
@@ -445,7 +474,9 @@ def turn_commit(
 
     def build(state: dict[str, Any]) -> list[NewEvent]:
         rejections.clear()
-        executor = _Executor(campaign_id=campaign_id, state=state, actor_kind=actor_kind)
+        executor = _Executor(
+            campaign_id=campaign_id, state=state, actor_kind=actor_kind, turn_id=str(turn_id)
+        )
         for index, call in enumerate(calls[:cap]):
             rejection = executor.run(index, call)
             if rejection is not None:
@@ -514,16 +545,29 @@ def roll_make(
     actor_user_id: uuid.UUID | None,
     request_id: str = "",
     visibility: dict[str, Any] | None = None,
+    dc: int | None = None,
+    private: bool = False,
 ) -> list[Event]:
     """Roll with the server's dice: `roll_requested` + `roll_result` (FormulaError, a
     DomainError with code `invalid_formula`, for a formula that is refused). A player's
     or GM's roll (`actor_user_id` set) needs them still a member under the log's lock
-    (PermissionDenied otherwise, nothing appended)."""
+    (PermissionDenied otherwise, nothing appended).
+
+    `dc` (1..40) is the target, told in `roll_result` only (with `success`); `private`
+    makes the roll visible to its roller and the GMs only."""
     formula_parse(formula)  # fail fast, before taking the campaign's lock
     if not isinstance(reason, str) or len(reason) > 500:
         raise DomainError("reason must be text of at most 500 characters", code="invalid_reason")
     if requested_by not in ("dm", "player"):
         raise DomainError("requested_by is dm or player")
+    if dc is not None and (
+        not isinstance(dc, int) or isinstance(dc, bool) or not DC_MIN <= dc <= DC_MAX
+    ):
+        raise DomainError(f"the DC is a whole number from {DC_MIN} to {DC_MAX}", code="invalid_dc")
+    if private:
+        if actor_user_id is None:
+            raise DomainError("a private roll needs the member who rolls it")
+        visibility = {"kind": "users", "user_ids": [str(actor_user_id)]}
 
     def build(state: dict[str, Any]) -> list[NewEvent]:
         executor = _Executor(
@@ -533,7 +577,7 @@ def roll_make(
             actor_user_id=actor_user_id,
             visibility=dict(visibility or VISIBLE_TO_ALL),  # type: ignore[arg-type]
         )
-        executor.roll(formula=formula, reason=reason, requested_by=requested_by)
+        executor.roll(formula=formula, reason=reason, requested_by=requested_by, dc=dc)
         return executor.events
 
     # A player's or GM's roll: still a member, checked under the log's lock (a member
@@ -547,6 +591,70 @@ def roll_make(
         campaign_id=campaign_id, events=build, request_id=request_id, precondition=member_check
     )
     return [e for e in events if e.type in ROLL_EVENT_TYPES]
+
+
+# --- A turn's rolls before its narration (two-step turns) ------------------------------------
+
+
+def turn_rolls_commit(
+    *,
+    campaign_id: uuid.UUID | str,
+    turn_id: str,
+    rolls: list[dict[str, Any]],
+    request_id: str = "",
+) -> list[dict[str, Any]]:
+    """Execute only the `roll` calls of a DM answer that asks to see its dice before it
+    narrates (CONTRACTS §7 "Two-step turns"): each roll's `roll_requested` +
+    `roll_result`, actor `dm`, carrying `turn_id`, in ONE `events_append`. `rolls` are the
+    calls' args as the model gave them (`formula`, `reason`, `dc`, `private_to`),
+    validated exactly as the `roll` tool in `turn_commit` (same executor).
+
+    Returns one dict per roll, in the order given: `roll_id`, `seq` (of its
+    `roll_result`), `formula`, `reason`, `total`, `detail`, `dc`, `success`,
+    `private_to` (a member's user id or None), and `error`: None, or for a refused roll
+    the reason in plain words (no event for it; the others still roll). The same shape as
+    `selectors.turn_rolls_logged`, which reads them back for a redelivered turn."""
+    given = list(rolls) if isinstance(rolls, list | tuple) else [rolls]
+    cap = _setting("TOOL_CALLS_MAX_PER_TURN", 16)
+    # index -> roll_id, or the refusal; rebuilt if the builder runs again.
+    outcomes: dict[int, tuple[str | None, str | None]] = {}
+
+    def build(state: dict[str, Any]) -> list[NewEvent]:
+        outcomes.clear()
+        executor = _Executor(
+            campaign_id=campaign_id, state=state, actor_kind="dm", turn_id=str(turn_id)
+        )
+        for index, args in enumerate(given):
+            if index >= cap:
+                outcomes[index] = (None, f"only {cap} rolls run per turn; this one was ignored")
+                continue
+            rejection = executor.run(index, {"name": "roll", "args": args})
+            if rejection is not None:
+                outcomes[index] = (None, rejection.reason)
+            else:
+                outcomes[index] = (str(executor.events[-1].payload["roll_id"]), None)
+        return executor.events
+
+    with tracing.span("turn.rolls", campaign_id=campaign_id, turn_id=turn_id, rolls=len(given)):
+        events = events_append(campaign_id=campaign_id, events=build, request_id=request_id)
+    rolled = {r["roll_id"]: r for r in selectors.roll_summaries(events)}
+    result = []
+    for index, args in enumerate(given):
+        roll_id, error = outcomes[index]
+        if roll_id is not None:
+            result.append(rolled[roll_id])
+            continue
+        args = args if isinstance(args, dict) else {}
+        formula, reason = args.get("formula"), args.get("reason")
+        result.append(
+            {
+                **selectors.ROLL_SUMMARY_EMPTY,
+                "formula": formula[:200] if isinstance(formula, str) else "",
+                "reason": reason[:500] if isinstance(reason, str) else "",
+                "error": error,
+            }
+        )
+    return result
 
 
 # --- GM-only services ------------------------------------------------------------------------
@@ -742,4 +850,5 @@ __all__ = [
     "gm_set_value",
     "roll_make",
     "turn_commit",
+    "turn_rolls_commit",
 ]

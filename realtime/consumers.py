@@ -41,7 +41,7 @@ from rpgai.request_id import reset_request_id, set_request_id
 
 from . import auth, throttle
 from . import services as presence
-from .messages import MESSAGE_MODELS, Hello, Ping, PlayerAction, Roll, Whisper
+from .messages import MESSAGE_MODELS, GmDirection, Hello, Ping, PlayerAction, Roll, Whisper
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 before_group_join: Callable[[CampaignConsumer], Awaitable[None]] | None = None
 
 # The client messages traced (`ws.action`): those that append events.
-TRACED_MESSAGES = frozenset({"client.player_action", "client.whisper", "client.roll"})
+TRACED_MESSAGES = frozenset(
+    {"client.player_action", "client.whisper", "client.roll", "client.gm_direction"}
+)
 
 # (event loop, campaign) -> the broadcast of its presence waiting to go out from here.
 _presence_pending: dict[tuple[int, str], asyncio.Task[None]] = {}
@@ -193,7 +195,14 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         )
         if not allowed.allowed:
             hint = throttle.action_id_hint(text_data)
-            await self.send_error("rate_limited", allowed.detail, action_id=hint)
+            # A refused action is said so in words its sender reads (the page sends it
+            # again after `retry_after`), never dropped without a word.
+            await self.send_error(
+                "rate_limited",
+                throttle.action_refused_detail(allowed) if hint else allowed.detail,
+                action_id=hint,
+                retry_after=round(max(allowed.retry_after, 0.1), 1),
+            )
             return
         size = (
             len(bytes_data)
@@ -271,15 +280,31 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         await self._send_presence(users)
 
     async def on_player_action(self, message: PlayerAction, request_id: str) -> None:
-        event = await database_sync_to_async(services.player_action_submit)(
+        event, waiting = await database_sync_to_async(_action_submit)(
+            self.membership, message, request_id
+        )
+        ack: dict[str, Any] = {
+            "type": "server.ack",
+            "action_id": str(message.action_id),
+            "seq": event.seq,
+        }
+        if waiting:
+            # Taken, but the DM has not answered this player's earlier actions yet: they
+            # are told, instead of wondering why nothing happens.
+            ack["waiting"] = waiting
+            ack["notice"] = throttle.action_waiting_detail(waiting)
+        await self.send_json(ack)
+
+    async def on_gm_direction(self, message: GmDirection, request_id: str) -> None:
+        """A GM's direction to the DM (CONTRACTS §7); refused (`forbidden`) for players."""
+        event = await database_sync_to_async(services.gm_direction_give)(
             membership=self.membership,
-            action_id=message.action_id,
             text=message.text,
+            secret=message.secret,
+            now=message.now,
             request_id=request_id,
         )
-        await self.send_json(
-            {"type": "server.ack", "action_id": str(message.action_id), "seq": event.seq}
-        )
+        await self.send_json({"type": "server.ack", "seq": event.seq})
 
     async def on_whisper(self, message: Whisper, request_id: str) -> None:
         event = await database_sync_to_async(whisper_send)(
@@ -288,8 +313,10 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "server.ack", "seq": event.seq})
 
     async def on_roll(self, message: Roll, request_id: str) -> None:
-        """A player's own roll with the server's dice; the room sees it as events."""
-        await database_sync_to_async(roll_make)(
+        """A player's own roll with the server's dice; the room sees it as events (a
+        private one: the roller and the GMs only). Acked with the roll's seq when the
+        client gave the roll an `action_id`."""
+        events = await database_sync_to_async(roll_make)(
             campaign_id=self.campaign_id,
             formula=message.formula,
             reason=message.reason,
@@ -297,7 +324,13 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             actor_kind="gm" if self.membership.is_gm else "player",
             actor_user_id=self.membership.user_id,
             request_id=request_id,
+            dc=message.dc,
+            private=message.private,
         )
+        if message.action_id is not None:
+            await self.send_json(
+                {"type": "server.ack", "action_id": str(message.action_id), "seq": events[-1].seq}
+            )
 
     async def on_ping(self, message: Ping, request_id: str) -> None:
         await self.send_json({"type": "server.pong"})
@@ -445,12 +478,30 @@ class CampaignConsumer(AsyncWebsocketConsumer):
     async def send_json(self, content: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(content, ensure_ascii=False))
 
-    async def send_error(self, code: str, detail: str, *, action_id: str | None = None) -> None:
-        error: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+    async def send_error(
+        self, code: str, detail: str, *, action_id: str | None = None, **extra: Any
+    ) -> None:
+        error: dict[str, Any] = {"type": "error", "code": code, "detail": detail, **extra}
         if action_id and len(action_id) <= 64 and action_id.isprintable():
             # Echoed only when sane: a lone surrogate could not even be sent as UTF-8.
             error["action_id"] = action_id
         await self.send_json(error)
+
+
+def _action_submit(
+    membership: Membership, message: PlayerAction, request_id: str
+) -> tuple[Any, int]:
+    """The action's event, and how many earlier actions of its sender are unanswered."""
+    event = services.player_action_submit(
+        membership=membership,
+        action_id=message.action_id,
+        text=message.text,
+        request_id=request_id,
+    )
+    waiting = selectors.player_actions_waiting(
+        campaign_id=membership.campaign_id, user_id=membership.user_id, before_seq=event.seq
+    )
+    return event, waiting
 
 
 def _envelopes_after(

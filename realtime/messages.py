@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 
 class ClientMessage(BaseModel):
@@ -34,6 +34,24 @@ class Roll(ClientMessage):
     type: Literal["client.roll"]
     formula: str = Field(min_length=1, max_length=100)
     reason: str = Field(default="", max_length=500)
+    # The target (told with the result only) and whether only the roller and the GMs see
+    # it (CONTRACTS §7 "Rolls carry their target"). The DC is checked by
+    # `campaigns.tools.roll_make`, whose refusal is in plain words for the room.
+    dc: Any = None
+    private: StrictBool = False
+    # The client's own id for this roll (optional): echoed in its `server.ack` and in an
+    # `error` about it, so that the page can tell which roll was refused.
+    action_id: uuid.UUID | None = None
+
+
+class GmDirection(ClientMessage):
+    """A GM's line to the DM (CONTRACTS §7): `secret` keeps it to the GMs, `now` asks the
+    DM to narrate it at once instead of with the next turn."""
+
+    type: Literal["client.gm_direction"]
+    text: str = Field(min_length=1, max_length=2000)
+    secret: StrictBool = False
+    now: StrictBool = True
 
 
 class Ping(ClientMessage):
@@ -46,4 +64,5 @@ MESSAGE_MODELS: dict[str, type[ClientMessage]] = {
     "client.ping": Ping,
     "client.whisper": Whisper,
     "client.roll": Roll,
+    "client.gm_direction": GmDirection,
 }

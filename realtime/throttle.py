@@ -53,6 +53,23 @@ class Decision:
 
 ALLOWED = Decision(True)
 
+# What a player is told when their action waits behind their earlier ones, or is refused
+# by the throttle (CONTRACTS §7 "Order and pacing": never a silent drop).
+PACING_NOTICE = "The DM is still answering your last actions"
+
+
+def action_refused_detail(decision: Decision) -> str:
+    """The words for a player's action the throttle refused (the page sends it again)."""
+    wait = max(decision.retry_after, 0.1)
+    return f"{PACING_NOTICE}. This one was not taken yet: it can go again in {wait:.1f} s."
+
+
+def action_waiting_detail(waiting: int) -> str:
+    """The words for an action taken while `waiting` earlier ones of the same player are
+    still unanswered."""
+    earlier = "your earlier action" if waiting == 1 else f"your {waiting} earlier actions"
+    return f"{PACING_NOTICE}. This one is answered after {earlier}."
+
 
 # --- Buckets in the shared cache ----------------------------------------------------------
 

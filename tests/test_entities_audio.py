@@ -105,6 +105,8 @@ def test_trigger_audio_plays_a_cue_of_the_catalog(campaign, settings):
         {"name": "trigger_audio", "args": {"cue": "rain"}},
     )
     cues = [e.payload for e in result.events if e.type == "audio_cue"]
+    # Every event of a DM turn carries its turn_id (CONTRACTS §7).
+    assert {cue.pop("turn_id") for cue in cues} == {result.events[-1].payload["turn_id"]}
     assert cues == [
         {"cue": "thunder", "volume": 0.4, "url": "/static/audio/thunder.ogg"},
         {"cue": "rain", "volume": 1.0, "url": None},

@@ -202,11 +202,8 @@ async def test_a_flood_is_refused_without_closing_or_slowing_the_others(campaign
         messages = await player.recv_until(
             lambda m: m["type"] in ("server.ack", "error"), timeout=5
         )
-        assert messages[-1] == {
-            "type": "server.ack",
-            "action_id": action_id,
-            "seq": messages[-1]["seq"],
-        }
+        # Accepted (the ack may add that it waits behind their earlier actions).
+        assert messages[-1]["type"] == "server.ack" and messages[-1]["action_id"] == action_id
     # The flooder is still connected, and served again after a pause.
     await asyncio.sleep(0.5)
     await flooder.send({"type": "client.ping"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -329,3 +330,91 @@ async def test_a_crowd_coming_in_makes_a_few_presence_broadcasts_not_one_each(
     for room in crowd:
         await room.close()
     await watcher.close()
+
+
+# --- Pacing: an action that waits, or is refused, is said so to its sender -----------------------
+
+PACING = "The DM is still answering your last actions"
+
+
+async def test_rapid_actions_are_taken_and_the_sender_is_told_they_wait(
+    campaign, alice, bob, settings
+):
+    """Eight actions in a burst, while the DM is still answering the first: each one after
+    the first is acked with a notice saying how many of the sender's own wait before it;
+    nothing is dropped and every one of them is answered. Another player's action in the
+    same moment waits behind none of theirs: no notice."""
+    settings.DM_FAKE_CHUNK_DELAY_SECONDS = 0.05  # the first turn is still running meanwhile
+    room, other = Room(campaign.id, alice), Room(campaign.id, bob)
+    await room.open()
+    await other.open()
+    await room.hello(0)
+    await other.hello(0)
+    ids = [str(uuid.uuid4()) for _ in range(8)]
+    for n, action_id in enumerate(ids):
+        await room.send(
+            {"type": "client.player_action", "action_id": action_id, "text": f"Step {n}"}
+        )
+    await other.send(
+        {"type": "client.player_action", "action_id": str(uuid.uuid4()), "text": "I watch"}
+    )
+    seen: list[dict] = []
+    while sum(m["type"] == "server.ack" for m in seen) < 8:
+        seen.append(await room.recv(timeout=10))
+    acks = {m["action_id"]: m for m in seen if m["type"] == "server.ack"}
+    assert set(acks) == set(ids)
+    assert "notice" not in acks[ids[0]] and "waiting" not in acks[ids[0]]
+    for n, action_id in enumerate(ids[1:], start=1):
+        ack = acks[action_id]
+        assert ack["notice"].startswith(PACING) and ack["waiting"] == n
+    assert acks[ids[2]]["notice"] == (
+        "The DM is still answering your last actions. "
+        "This one is answered after your 2 earlier actions."
+    )
+    theirs = (await other.recv_until(lambda m: m["type"] == "server.ack"))[-1]
+    assert "notice" not in theirs
+    last_seq = max(a["seq"] for a in acks.values())
+    await room.recv_until(
+        lambda m: (
+            m["type"] == "event"
+            and m["event"]["type"] == "dm_narration"
+            and m["event"]["payload"]["through_seq"] >= last_seq
+        ),
+        timeout=60,
+    )
+    await wait_idle()
+    # Answered: the next action waits behind nothing.
+    await room.send(
+        {"type": "client.player_action", "action_id": str(uuid.uuid4()), "text": "Rest"}
+    )
+    assert "notice" not in (await room.recv_until(lambda m: m["type"] == "server.ack"))[-1]
+    await wait_idle()
+    await room.close()
+    await other.close()
+
+
+async def test_a_throttled_action_is_told_in_plain_words_and_can_go_again(
+    campaign, alice, settings
+):
+    settings.WS_THROTTLE = {**settings.WS_THROTTLE, "connection": (3, 2.0)}
+    room = Room(campaign.id, alice)
+    await room.open()
+    await room.hello(0)  # one token
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    for action_id in ids:
+        await room.send({"type": "client.player_action", "action_id": action_id, "text": "Go"})
+    answers: list[dict] = []
+    while len(answers) < 3:
+        message = await room.recv(timeout=10)
+        if message["type"] in ("server.ack", "error"):
+            answers.append(message)
+    [refused] = [a for a in answers if a["type"] == "error"]
+    assert refused["code"] == "rate_limited" and refused["action_id"] == ids[2]
+    assert refused["detail"].startswith(PACING) and "again" in refused["detail"]
+    assert 0 < refused["retry_after"] <= 1.0
+    await asyncio.sleep(refused["retry_after"] + 0.2)
+    await room.send({"type": "client.player_action", "action_id": ids[2], "text": "Go"})
+    again = (await room.recv_until(lambda m: m["type"] in ("server.ack", "error")))[-1]
+    assert again["type"] == "server.ack" and again["action_id"] == ids[2]
+    await wait_idle()
+    await room.close()

@@ -12,6 +12,11 @@ distinctive random token (`ZQX` + hex), so a substring search over the JSON of w
 player reads is a sound check. Values a model writes where players look are other tokens
 (`PUB` + hex): the model publishing a secret on purpose is not what is tested.
 
+The rest of the table keeps secrets from that player too (issue 18): another player's
+private rolls and the GM's (`POST .../rolls` with `private`, reason a secret token) and
+the GM's secret directions to the DM (`POST .../directions` with `secret`); their public
+twins carry public tokens.
+
 `PLAYER_READ_PATHS` is the registry of what a player can read. Every later issue that
 adds a path players can read adds that path to it: one function `(world) -> list of
 texts` that reads it as the player through its public seam (HTTP, WebSocket, page).
@@ -68,6 +73,8 @@ class World:
     public_id: str
     character_id: str
     secrets: set[str] = field(default_factory=set)
+    # Another player at the table, whose private rolls the reader must never see.
+    other: Any = None
 
 
 # --- The player read paths ---------------------------------------------------------------
@@ -245,11 +252,13 @@ def _world(hidden_count: int, flag_count: int) -> World:
     player = users.create_user(username=f"pl-{uuid.uuid4().hex[:10]}", password="pw-Secret-123")
     campaign = campaign_create(name="The Sunken Crown", edition="5e", creator=gm)
     campaign_join(invite_code=campaign.invite_code, user=player, display_name="Alice")
+    other = users.create_user(username=f"ot-{uuid.uuid4().hex[:10]}", password="pw-Secret-123")
+    campaign_join(invite_code=campaign.invite_code, user=other, display_name="Bob")
     state = selectors.snapshot_get(campaign_id=campaign.id).state
     character_id = next(
         cid for cid, c in state["characters"].items() if c["owner_user_id"] == str(player.id)
     )
-    world = World(campaign, gm, player, [], "", character_id)
+    world = World(campaign, gm, player, [], "", character_id, other=other)
     calls = [
         {
             "name": "create_entity",
@@ -496,6 +505,33 @@ def _gm_revert(world: World, pick: int) -> None:
     )
 
 
+# What the rest of the table does beside the DM's turns: (kind, variant).
+TABLE_MOVES = ("other_roll", "gm_roll", "direction")
+
+
+def _table_move(world: World, kind: str, secret: bool) -> None:
+    """Another player's or the GM's roll, or a GM direction: with a secret token when it is
+    private / secret (the reader must never see it), else a public one."""
+    token = _secret_token() if secret else _public_token()
+    if secret:
+        world.secrets.add(token)
+    base = f"/api/campaigns/{world.campaign.id}"
+    if kind == "direction":
+        response = api_as(world.gm).post(
+            f"{base}/directions",
+            {"text": f"The bell tolls. {token}", "secret": secret, "now": len(token) % 2 == 0},
+            format="json",
+        )
+    else:
+        roller = world.other if kind == "other_roll" else world.gm
+        response = api_as(roller).post(
+            f"{base}/rolls",
+            {"formula": "1d20+1", "reason": token, "dc": 12, "private": secret},
+            format="json",
+        )
+    assert response.status_code == 201, response.content[:300]
+
+
 def _leaks(world: World, readers: list[Callable[[World], list[str]]]) -> list[tuple[str, str]]:
     found = []
     for reader in readers:
@@ -523,6 +559,7 @@ WORLDS = st.fixed_dictionaries(
             max_size=3,
         ),
         "reverts": st.lists(st.integers(0, 50), max_size=2),
+        "table": st.lists(st.tuples(st.sampled_from(TABLE_MOVES), st.booleans()), max_size=3),
     }
 )
 
@@ -532,6 +569,8 @@ def _played(drawn: dict[str, Any]) -> World:
     world = _world(drawn["hidden_count"], drawn["flag_count"])
     for via_http, calls in drawn["turns"]:
         _execute(world, [_concrete(world, call) for call in calls], via_http=via_http)
+    for kind, secret in drawn["table"]:
+        _table_move(world, kind, secret)
     for pick in drawn["reverts"]:
         _gm_revert(world, pick)
     return world
@@ -583,3 +622,24 @@ def test_a_rejected_patch_into_an_unknown_id_shows_the_players_nothing() -> None
     assert rejected["visibility"] == {"kind": "gm"}
     assert rejected["payload"]["error"].endswith("the path does not exist")
     assert not any(secret in json.dumps(gm_events[-3:]) for secret in world.secrets)
+
+
+def test_private_rolls_and_secret_directions_reach_no_other_player() -> None:
+    """Every secret move of the rest of the table at once, on every read path: another
+    player's and the GM's private rolls, and the GM's secret direction. Their public
+    twins reach the reader (the check is not vacuous)."""
+    world = _world(1, 0)
+    public = _public_token()
+    response = api_as(world.gm).post(
+        f"/api/campaigns/{world.campaign.id}/directions", {"text": public}, format="json"
+    )
+    assert response.status_code == 201
+    for kind in TABLE_MOVES:
+        _table_move(world, kind, secret=True)
+    assert _leaks(world, PLAYER_READ_PATHS) == []
+    assert public in " ".join(read_events(world))
+    # The roller and the GM do see them.
+    mine = api_as(world.other).get(f"/api/campaigns/{world.campaign.id}/events?limit=1000")
+    gm_view = api_as(world.gm).get(f"/api/campaigns/{world.campaign.id}/events?limit=1000")
+    assert sum(token in mine.content.decode() for token in world.secrets) == 1
+    assert all(token in gm_view.content.decode() for token in world.secrets)

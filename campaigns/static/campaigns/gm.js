@@ -1,5 +1,5 @@
-// The GM's tools in the room: who is at the table (with kick), correct a value, undo an
-// event, reveal the dice seed. Each one is a call to the API; the change itself comes back
+// The GM's tools in the room: who is at the table (with kick), direct the DM, correct a
+// value, undo an event, reveal the dice seed. Each one is a call to the API; the change itself comes back
 // to every member as events on the socket, like any other.
 
 import { api, asObject, asText, el, errorDetail } from "./dom.js";
@@ -176,6 +176,40 @@ export function createGmTools({ config, table, notify }) {
       "Undo",
     );
   }
+
+  // --- Direct the DM (CONTRACTS §7 "GM direction") -----------------------------------------
+
+  const directForm = document.getElementById("gm-direct-form");
+  const directText = document.getElementById("gm-direct-text");
+  const directSecret = document.getElementById("gm-direct-secret");
+  const directNow = document.getElementById("gm-direct-now");
+  const directStatus = document.getElementById("gm-direct-status");
+  const directButton = document.getElementById("gm-direct-send");
+
+  directForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = directText.value.trim();
+    if (!text) {
+      say(directStatus, "Write what happens, or what the DM should do.", false);
+      directText.setAttribute("aria-invalid", "true");
+      directText.focus();
+      return;
+    }
+    directText.removeAttribute("aria-invalid");
+    const secret = directSecret.checked;
+    const now = directNow.checked;
+    directButton.disabled = true;
+    const result = await api(`${base}/directions`, { method: "POST", body: { text, secret, now } });
+    directButton.disabled = false;
+    if (result.ok) {
+      const who = secret ? "the DM and the GMs only" : "the whole table";
+      say(directStatus, `Sent to the DM (${who}; ${now ? "to narrate now" : "for its next turn"}).`, true);
+      directText.value = "";
+    } else {
+      say(directStatus, `Not sent: ${errorDetail(result)}`, false);
+    }
+  });
+  directText.addEventListener("input", () => directText.removeAttribute("aria-invalid"));
 
   // --- The dice seed ----------------------------------------------------------------------
 

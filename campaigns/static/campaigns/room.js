@@ -8,6 +8,7 @@
 // never as HTML.
 
 import { createAudio } from "./audio.js";
+import { createDice, rollOutcomeWords } from "./dice.js";
 import { asObject, asText, el, timeOf } from "./dom.js";
 import { createGmTools } from "./gm.js";
 import { plainText, renderInline, renderMarkdown } from "./markdown.js";
@@ -41,6 +42,7 @@ const optionsBox = document.getElementById("options");
 const composer = document.getElementById("composer");
 const input = document.getElementById("action-text");
 const charCount = document.getElementById("action-count");
+const composerNote = document.getElementById("composer-note");
 const panelToggle = document.getElementById("panel-toggle");
 const maxChars = Number(config.maxActionChars) || 2000;
 const isGm = config.role === "gm";
@@ -66,6 +68,8 @@ const streams = new Map();
 const finishedTurns = new Set();
 /** Turns whose stream was cut by a reconnect: the deltas sent meanwhile are gone. */
 const interruptedTurns = new Set();
+/** The seq of the action a pacing notice is about (0: none shown). */
+let pacingThroughSeq = 0;
 /** roll_id -> its roll_requested payload (the reason is told with the result). */
 const rollRequests = new Map();
 /** patch_id -> the reason given in its state_patch_requested. */
@@ -95,6 +99,19 @@ const table = createTable({
 });
 const gmTools = isGm ? createGmTools({ config, table, notify }) : null;
 const whispers = createWhisperBox({ config, send, isLive: () => live && !stopped, notify });
+const dice = createDice({
+  send,
+  isLive: () => live && !stopped,
+  newId: newActionId,
+  say: (where, text, tone, typed) => {
+    showNote(text, tone);
+    // A refused /roll comes back to the box to be corrected (unless something new is there).
+    if (typed && !input.value.trim()) {
+      input.value = typed;
+      updateCount();
+    }
+  },
+});
 const audio = createAudio({
   toggle: document.getElementById("audio-toggle"),
   feedEvents: eventsList,
@@ -259,6 +276,7 @@ function connect() {
   clearInterval(countdownTimer);
   live = false;
   whispers.onConnection();
+  dice.onConnection();
   setStatus("connecting", attempt ? "Reconnecting…" : "Connecting…");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}${config.wsPath}`);
@@ -289,6 +307,7 @@ function onClosed(code) {
   socket = null;
   live = false;
   whispers.onConnection();
+  dice.onConnection();
   clearInterval(pingTimer);
   refreshPendingStates();
   dropStreams();
@@ -301,6 +320,7 @@ function onClosed(code) {
     input.disabled = true;
     composer.querySelector("button[type=submit]").disabled = true;
     whispers.stop();
+    dice.stop();
     onlineList.replaceChildren(el("li", { class: "muted online-empty" }, "Not connected."));
     onlineCount.textContent = "–";
     for (const button of optionsBox.querySelectorAll("button")) button.disabled = true;
@@ -372,13 +392,13 @@ function onReady(data) {
   setStatus("live", "Live");
   setBanner("connection", null);
   whispers.onReady();
+  dice.onConnection();
   if (wasReconnect) announce("Reconnected.");
   table.refreshSoon();
   // Actions the server has not acked yet go again, with the same action_id: the server
   // stores each action_id once, so a resend after a lost ack is harmless.
-  for (const [actionId, action] of pending) {
-    if (action.state === "queued" || action.state === "sent") transmit(actionId);
-  }
+  for (const action of pending.values()) if (action.state === "sent") action.state = "queued";
+  flushOutbox();
 }
 
 function onEvent(event) {
@@ -390,6 +410,7 @@ function onEvent(event) {
     settleFromEvent(event);
   });
   whispers.onEvent(event);
+  dice.onEvent(event);
   afterEvent(event);
 }
 
@@ -408,9 +429,11 @@ function afterEvent(event) {
       break;
     case "dm_narration":
       setBanner("turn", null);
+      pacingAnswered(p.through_seq);
       if (live) announce(`The DM: ${plainText(p.text)}`);
       break;
     case "turn_failed":
+      pacingAnswered(p.through_seq);
       turnFailedBanner(asText(p.code), asText(p.detail));
       break;
     case "player_action":
@@ -418,7 +441,10 @@ function afterEvent(event) {
       if (live && event.actor?.user_id !== config.userId) announce(`${nameOf(event.actor?.user_id)}: ${asText(p.text)}`);
       break;
     case "roll_result":
-      if (live) announce(`Roll ${asText(p.formula)}: ${asText(p.total)}${privacyWords(event) ? ` (${privacyWords(event)})` : ""}`);
+      if (live) announce(`Roll ${asText(p.formula)}: ${rollOutcomeWords(p)}${privacyWords(event) ? ` (${privacyWords(event)})` : ""}`);
+      break;
+    case "gm_direction":
+      if (live && event.actor?.user_id !== config.userId) announce(`GM direction: ${asText(p.text)}`);
       break;
     case "whisper": {
       const whisper = describeWhisper(event, p);
@@ -437,11 +463,31 @@ function afterEvent(event) {
 }
 
 function onAck(data) {
+  if (dice.onAck(data)) return;
   if (whispers.onAck(data)) return;
+  if (data.notice) onWaiting(data);
   const action = pending.get(asText(data.action_id));
   if (!action) return; // its event already arrived
   action.state = "acked";
   updatePending(action);
+  flushOutbox();
+}
+
+/** The server took an action that waits behind the sender's earlier, unanswered ones. */
+function onWaiting(data) {
+  const notice = asText(data.notice);
+  const action = pending.get(asText(data.action_id));
+  if (action) action.note = notice;
+  notify(notice, "info", "pacing");
+  // Gone by itself once the DM has answered through this action.
+  if (Number.isInteger(data.seq)) pacingThroughSeq = data.seq;
+}
+
+/** The DM answered (or gave up) through `throughSeq`: the pacing notice has done its work. */
+function pacingAnswered(throughSeq) {
+  if (!pacingThroughSeq || !Number.isInteger(throughSeq) || throughSeq < pacingThroughSeq) return;
+  pacingThroughSeq = 0;
+  noticesBox.querySelector('[data-key="pacing"]')?.remove();
 }
 
 function onDelta(data) {
@@ -474,14 +520,32 @@ function onDelta(data) {
 }
 
 function onError(data) {
+  if (dice.onError(data)) return;
   const actionId = asText(data.action_id);
   const action = actionId ? pending.get(actionId) : undefined;
   const code = asText(data.code);
   const detail = asText(data.detail) || "Something went wrong.";
+  if (action && code === "rate_limited") {
+    // Not taken yet because the DM is still busy with this player's last actions: said,
+    // and sent again by itself (the same action_id: never stored twice).
+    // The actions typed after it wait behind it (the outbox), so the order stays the typed one.
+    const wait = Math.min(30, Math.max(0.5, Number(data.retry_after) || 2));
+    action.state = "queued";
+    action.note = detail;
+    updatePending(action);
+    clearTimeout(action.retryTimer);
+    action.retryTimer = setTimeout(() => {
+      action.retryTimer = null;
+      flushOutbox();
+    }, wait * 1000 + Math.random() * 200);
+    notify(detail, "info", "pacing");
+    return;
+  }
   if (action) {
     action.state = "failed";
     action.error = detail;
     updatePending(action);
+    flushOutbox();
   }
   if (!action && whispers.onError(data)) notify(`Your whisper was not sent. ${errorText(code, detail)}`);
   else if (code === "budget_exceeded") turnFailedBanner(code, detail);
@@ -499,11 +563,15 @@ function errorText(code, detail) {
   return `${known[code] || "Error:"} ${detail}`;
 }
 
-/** A dismissable notice: errors by default, `tone` "info" for good news. */
-function notify(text, tone = "error") {
+/**
+ * A dismissable notice: errors by default, `tone` "info" for good news. A `key` keeps one
+ * notice of its kind: a new one replaces it instead of stacking up.
+ */
+function notify(text, tone = "error", key = "") {
+  if (key) noticesBox.querySelector(`[data-key="${key}"]`)?.remove();
   const notice = el(
     "div",
-    { class: `notice notice-${tone}`, role: tone === "error" ? "alert" : "status" },
+    { class: `notice notice-${tone}`, role: tone === "error" ? "alert" : "status", "data-key": key || null },
     el("p", {}, text),
     el("button", { type: "button", class: "btn btn-ghost", "aria-label": "Dismiss this notice" }, "Dismiss"),
   );
@@ -708,6 +776,19 @@ const RENDERERS = {
     );
   },
 
+  gm_direction(event, p) {
+    // The GM speaking to the DM: a line of its own, never a character's action.
+    const mine = event.actor?.user_id === config.userId;
+    const who = mine ? "You direct the DM" : `${nameOf(event.actor?.user_id)} (GM) directs the DM`;
+    return el(
+      "li",
+      { class: "entry entry-direction" },
+      head(who, event, el("span", { class: "badge badge-gm" }, "GM")),
+      el("p", { class: "entry-text" }, asText(p.text)),
+      p.now === false ? el("p", { class: "entry-note" }, "For the DM's next turn.") : null,
+    );
+  },
+
   roll_requested(event, p) {
     rollRequests.set(asText(p.roll_id), p);
     return null; // told together with its result, which follows in the same turn
@@ -728,7 +809,9 @@ const RENDERERS = {
     const kept20 = (Array.isArray(p.dice) ? p.dice : []).filter((d) => d?.sides === 20 && d?.kept !== false);
     const natural = kept20.length === 1 && (kept20[0].value === 20 || kept20[0].value === 1) ? kept20[0].value : null;
     const privacy = privacyWords(event);
-    const spoken = `${privacy ? `${privacy[0].toUpperCase()}${privacy.slice(1)}. ` : ""}Roll${reason ? ` for ${reason}` : ""}: ${formula}${detail ? `, ${detail.replaceAll("~~", "")}` : ""}, total ${total}.`;
+    const target = Number.isInteger(p.dc) ? { dc: p.dc, success: p.success === true } : null;
+    const against = target ? ` against DC ${target.dc}: ${target.success ? "success" : "failure"}` : "";
+    const spoken = `${privacy ? `${privacy[0].toUpperCase()}${privacy.slice(1)}. ` : ""}Roll${reason ? ` for ${reason}` : ""}: ${formula}${detail ? `, ${detail.replaceAll("~~", "")}` : ""}, total ${total}${against}.`;
     return el(
       "li",
       { class: `entry entry-roll${natural === 20 ? " roll-crit" : natural === 1 ? " roll-fumble" : ""}` },
@@ -746,6 +829,7 @@ const RENDERERS = {
         "div",
         { class: "roll-foot", "aria-hidden": "true" },
         visibilityTag(event),
+        target ? el("span", { class: `roll-target ${target.success ? "success" : "failure"}` }, `DC ${target.dc} · ${target.success ? "Success" : "Failure"}`) : null,
         detail ? rollDetail(detail) : null,
         natural === 20 ? el("span", { class: "roll-natural" }, "Natural 20!") : null,
         natural === 1 ? el("span", { class: "roll-natural" }, "Natural 1") : null,
@@ -981,6 +1065,15 @@ function submitAction() {
   if (stopped) return;
   const text = input.value.trim();
   if (!text) return;
+  if (text.startsWith("/")) {
+    // A command is answered here and never goes to the DM as story.
+    if (runCommand(text)) {
+      input.value = "";
+      updateCount();
+    }
+    return;
+  }
+  hideNote();
   if (text.length > maxChars) {
     notify(`An action is at most ${maxChars} characters; this one has ${text.length}.`);
     return;
@@ -1001,13 +1094,27 @@ function submitAction() {
 function transmit(actionId) {
   const action = pending.get(actionId);
   if (!action) return;
-  // Before server.ready the hello's backlog may still hold this action's event: wait for it.
-  if (live && send({ type: "client.player_action", action_id: actionId, text: action.text })) {
-    action.state = "sent";
-  } else if (action.state !== "acked") {
-    action.state = "queued";
-  }
+  if (action.state !== "acked" && action.state !== "sent") action.state = "queued";
   updatePending(action);
+  flushOutbox();
+}
+
+/**
+ * The outbox: actions leave one at a time, in the order they were typed; the next goes
+ * once the server has answered the one before (acked, refused, or its event arrived). A
+ * throttled one is sent again after its wait, and those typed after it wait behind it.
+ * Before server.ready the hello's backlog may still hold an action's event: nothing goes.
+ */
+function flushOutbox() {
+  for (const [actionId, action] of pending) {
+    if (action.state === "sent" || (action.state === "queued" && action.retryTimer)) return;
+    if (action.state !== "queued") continue;
+    if (live && send({ type: "client.player_action", action_id: actionId, text: action.text })) {
+      action.state = "sent";
+    }
+    updatePending(action);
+    return;
+  }
 }
 
 function renderPending(action) {
@@ -1033,11 +1140,11 @@ function updatePending(action) {
     return;
   }
   const labels = {
-    queued: live ? "Sending…" : "Waiting for the connection…",
+    queued: live ? (action.note ? "Sending again shortly…" : "Sending…") : "Waiting for the connection…",
     sent: "Sending…",
     acked: "Delivered",
   };
-  state.replaceChildren(el("span", {}, labels[action.state] || ""));
+  state.replaceChildren(el("span", {}, labels[action.state] || ""), action.note ? el("span", { class: "pending-note" }, action.note) : null);
 }
 
 function refreshPendingStates() {
@@ -1058,8 +1165,10 @@ function retry(actionId) {
 function discard(actionId) {
   const action = pending.get(actionId);
   if (!action) return;
+  clearTimeout(action.retryTimer);
   action.el?.remove();
   pending.delete(actionId);
+  flushOutbox();
   input.focus();
 }
 
@@ -1069,8 +1178,72 @@ function settleFromEvent(event) {
   const actionId = asText(event.payload?.action_id);
   const action = pending.get(actionId);
   if (!action) return;
+  clearTimeout(action.retryTimer);
   action.el?.remove();
   pending.delete(actionId);
+  flushOutbox(); // in case its ack never comes (a lost one): the next goes anyway
+}
+
+// --- Commands typed in the action box ----------------------------------------------------------
+
+/** The commands, as /help lists them: [name, what to type, what it does, run(args) -> cleared]. */
+const COMMANDS = [
+  ["roll", "/roll 1d20+3 Stealth", "roll dice everyone sees; add dc 15 after the dice for a target (/roll 1d20+3 dc 15 Stealth)", (args, typed) => dice.command(args, { typed })],
+  ["gmroll", "/gmroll 1d20+2 Insight", "the same roll, seen only by you and the GM", (args, typed) => dice.command(args, { secret: true, typed })],
+  ["help", "/help", "this list", () => {
+    showHelp();
+    return true;
+  }],
+];
+
+/** Run "/name args"; returns whether the action box may be cleared. */
+function runCommand(text) {
+  const match = text.match(/^\/(\S*)\s*([\s\S]*)$/);
+  const name = (match?.[1] || "").toLowerCase();
+  const command = COMMANDS.find(([known]) => known === name);
+  if (!command) {
+    showNote(
+      el("span", {}, `Unknown command ${name ? `/${name.slice(0, 30)}` : "/"}: nothing was sent. Type `, el("code", {}, "/help"), " for the commands."),
+      "error",
+    );
+    return false;
+  }
+  return command[3](match[2].trim(), text);
+}
+
+function showHelp() {
+  showNote(
+    el(
+      "div",
+      {},
+      el("strong", {}, "Commands"),
+      " (answered here, never sent to the DM):",
+      el(
+        "ul",
+        {},
+        COMMANDS.map(([, example, what]) => el("li", {}, el("code", {}, example), ` — ${what}`)),
+      ),
+      "Anything else you type is your character's action.",
+    ),
+    "info",
+  );
+}
+
+/** What a command answers, under the action box: text or nodes, `tone` error, info or ok. */
+function showNote(content, tone = "info") {
+  composerNote.dataset.tone = tone;
+  composerNote.setAttribute("role", tone === "error" ? "alert" : "status");
+  composerNote.replaceChildren(
+    el("div", { class: "composer-note-body" }, content),
+    el("button", { type: "button", class: "btn btn-ghost", "aria-label": "Close this note", onclick: () => hideNote(true) }, "Close"),
+  );
+  composerNote.hidden = false;
+}
+
+function hideNote(focus = false) {
+  composerNote.hidden = true;
+  composerNote.replaceChildren();
+  if (focus) input.focus();
 }
 
 // --- Composer ----------------------------------------------------------------------------------
