@@ -54,7 +54,9 @@ class Caller:
 
 
 def reservation_key(call_id: str, purpose: str) -> str:
-    return f"turn:{call_id}:{purpose}"[:100]
+    """One reservation per call: a turn makes several calls (its steps, a repair), and a
+    turn taken over from a dead worker calls again while the old reservation lives."""
+    return f"turn:{call_id}:{purpose}:{uuid.uuid4().hex[:12]}"[:100]
 
 
 async def model_call(
@@ -64,11 +66,16 @@ async def model_call(
     *,
     sink: StreamSink | None = None,
     input_tokens: int | None = None,
+    throttle: bool = True,
 ) -> ModelReply:
     """One model call, paid for: raises ModelError (the call failed or was throttled) or
-    BudgetExceeded (billing refused it; nothing was called)."""
+    BudgetExceeded (billing refused it; nothing was called). `throttle=False` for the later
+    calls of one piece of work (a turn's next step, a repair): the rate limit counts turns,
+    and a turn that has begun is not cut off halfway by it."""
     authors = list(dict.fromkeys(caller.user_ids))
-    if not await amodel_call_allowed(caller.campaign_id, authors[0] if len(authors) == 1 else None):
+    if throttle and not await amodel_call_allowed(
+        caller.campaign_id, authors[0] if len(authors) == 1 else None
+    ):
         raise ModelError(
             "too many DM turns in the last minute; wait a moment and act again",
             code="rate_limited",
@@ -164,12 +171,15 @@ async def model_answer(
     repair_messages: Callable[[str, str], list[dict[str, str]]],
     sink: StreamSink | None = None,
     input_tokens: int | None = None,
+    throttle: bool = True,
 ) -> Answer[T]:
     """A call whose answer must parse: on a `ValueError` from `parse`, one repair call
     (purpose `repair`, not streamed) carrying the bad answer and the error; if that is
     unusable too, an Answer with value None (the caller falls back). A failed or refused
     first call raises; a failed or refused repair counts as unusable."""
-    reply = await model_call(adapter, request, caller, sink=sink, input_tokens=input_tokens)
+    reply = await model_call(
+        adapter, request, caller, sink=sink, input_tokens=input_tokens, throttle=throttle
+    )
     try:
         return Answer(parse(reply.text), [reply])
     except ValueError as exc:
@@ -186,7 +196,7 @@ async def model_answer(
         deadline=request.deadline,
     )
     try:
-        repaired = await model_call(adapter, repair, caller)
+        repaired = await model_call(adapter, repair, caller, throttle=False)
     except DomainError as exc:  # a ModelError, or billing refused the repair
         log.warning("call %s: the repair call failed (%s)", caller.call_id, exc.detail)
         return Answer(None, [reply], error)

@@ -41,6 +41,7 @@ from django.db.models.functions import Cast
 from billing.selectors import budget_degradation, budget_model_choice
 from campaigns.events import NewEvent
 from campaigns.models import Event
+from campaigns.retractions import told_by_retracted_turn, turns_retracted
 from campaigns.selectors import events_after, snapshot_get
 from campaigns.services import events_append
 from llm.adapters import ModelAdapter, ModelRequest, adapter_for
@@ -205,12 +206,16 @@ def _entity_line(entity: dict[str, Any]) -> str:
 
 def story_lines(events: Sequence[Event], state: dict[str, Any]) -> list[Line]:
     """The public story in `events`, one line per thing that happened. Events not visible
-    to every player are left out: a summary is read by everyone."""
+    to every player are left out: a summary is read by everyone. So is what a turn whose
+    narration the GM retracted said or did (its rolls stay: they are facts)."""
     reasons: dict[str, str] = {}
     lines: list[Line] = []
+    retracted = turns_retracted(campaign_id=events[0].campaign_id) if events else set()
     for event in events:
         p = event.payload
         if (event.visibility or {}).get("kind", "all") != "all":
+            continue
+        if retracted and told_by_retracted_turn(event.type, p, retracted):
             continue
         if event.type == "player_action":
             text = _clip(p.get("text"))

@@ -6,7 +6,13 @@ text of `fake_answer`, streamed in chunks with its usage counted by the tokenize
 real model. The same turn always gets the same answer; choices are made from a hash of
 the input.
 
-Tools it uses: an attack, a sneak or a search gets a `roll`; picking something up gets
+It plays by the dice, as CONTRACTS §7 asks: an action whose outcome is uncertain (an
+attack, sneaking, searching, climbing, persuading, picking a lock, a secret perception)
+is a check. Its first answer then only rolls, each with a DC (`"narration": ""`); given
+the results it narrates each check as the dice decided, success or failure, naming the
+total (a secret check's total goes to its player alone, in `narrate_private`).
+
+Tools it uses: a check gets a `roll`; picking something up gets
 an `apply_state_patch` adding it to the actor's inventory; meeting or greeting someone
 not yet known gets a `create_entity`; a fight starting gets a `trigger_audio` cue.
 Looking for traps, listening at a door, eavesdropping or a perception check is a secret
@@ -31,6 +37,7 @@ from django.conf import settings
 from llm.adapters import ModelRequest
 
 from .prompt import ActionInTurn, TurnContext
+from .schema import TOOL_CALLS_MAX
 
 OPENINGS = [
     "“{act}” With that, {who} acts, and the air shifts.",
@@ -50,24 +57,65 @@ CONSEQUENCES = [
     "A voice, too faint to place, murmurs a name none of you have spoken aloud.",
 ]
 
-ATTACK_LINES = [
-    "Steel flashes; the dice will decide whether the blow lands.",
-    "The strike comes fast, and everything hangs on the roll.",
-    "Muscles tense, weapon rising: fortune will judge this blow.",
+# Each check's lines once the dice have fallen: {who}, {total}, {dc}. Success and failure
+# read plainly differently, and each names the total against the DC.
+CHECK_LINES: dict[str, dict[bool, list[str]]] = {
+    "attack": {
+        True: [
+            "{who}'s blow lands true: {total} against AC {dc}, and the foe reels.",
+            "Steel bites: {who} strikes home ({total} against AC {dc}).",
+        ],
+        False: [
+            "{who}'s swing goes wide: {total} against AC {dc}, and the foe sidesteps.",
+            "The strike glances off harmlessly: {who} rolls {total} against AC {dc}.",
+        ],
+    },
+    "sneak": {
+        True: [
+            "{who} slips through the shadows unseen ({total} against DC {dc}).",
+            "Not a board creaks: {who} moves like a ghost, {total} against DC {dc}.",
+        ],
+        False: [
+            "A loose stone clatters under {who}'s foot ({total} against DC {dc}): "
+            "someone has heard.",
+            "{who} stumbles into the light, {total} against DC {dc}; heads turn.",
+        ],
+    },
+    "search": {
+        True: [
+            "{who}'s careful search pays off ({total} against DC {dc}): something turns up.",
+            "Nothing escapes {who} this time: {total} against DC {dc}.",
+        ],
+        False: [
+            "{who} searches every corner and finds nothing ({total} against DC {dc}).",
+            "Dust and cobwebs, nothing more: {who}'s search fails, {total} against DC {dc}.",
+        ],
+    },
+    "climb": {
+        True: ["{who} hauls up and over the top ({total} against DC {dc})."],
+        False: ["{who}'s grip slips and the climb fails, {total} against DC {dc}."],
+    },
+    "persuade": {
+        True: ["{who}'s words win them over ({total} against DC {dc})."],
+        False: ["{who}'s words fall flat: {total} against DC {dc}, and the answer is no."],
+    },
+    "lock": {
+        True: ["With a soft click the lock yields to {who} ({total} against DC {dc})."],
+        False: ["The lock resists {who}'s picks: {total} against DC {dc}."],
+    },
+}
+# A secret GM direction is acted on without its words being told.
+SECRET_DIRECTION_LINES = [
+    "Something in the scene shifts, as if an unseen hand has set it in motion.",
+    "The air changes; somewhere out of sight, events are already under way.",
 ]
-SNEAK_LINES = [
-    "{who} keeps low and silent; a roll will tell whether anyone notices.",
-    "Every step is placed with care, and the dice will say if it was care enough.",
-]
-SEARCH_LINES = [
-    "{who} works through every corner and crevice; the roll decides what turns up.",
-    "Fingers trace seams and shadows alike while fate weighs what can be found.",
-]
+# Told before the dice fall, in a narration that rolled nothing (never an outcome).
 PERCEIVE_LINES = [
     "{who} pauses, looking around and listening.",
     "{who} goes still for a moment, eyes and ears open.",
 ]
-# Told to the one player alone (narrate_private): a trap, or something overheard.
+# Told to the one player alone (narrate_private) when the secret check succeeds: a trap,
+# or something overheard; a failed one is told SECRET_NOTHING.
 SECRET_TRAP_LINES = [
     "Only you notice it: a hair-thin wire stretched across the threshold, ankle-high.",
     "You alone spot the loose flagstone ahead; the scratches around it are fresh.",
@@ -78,6 +126,9 @@ SECRET_SOUND_LINES = [
     "Only you catch the faint scrape of a blade being drawn somewhere close.",
     "You alone make out a whisper: someone knows you are here.",
 ]
+SECRET_NOTHING = (
+    "You notice nothing out of the ordinary nothing out of the ordinary ({total} against DC {dc})."
+)
 TAKE_LINES = [
     "{who} takes the {item} and stows it away.",
     "The {item} is light in {who}'s hand, then safely packed.",
@@ -124,6 +175,13 @@ _ATTACK = re.compile(
 _SNEAK = re.compile(
     r"\b(sneak|sneaks|hide|hides|creep|creeps|stealth|stealthily|tiptoe|tiptoes)\b", re.I
 )
+_CLIMB = re.compile(r"\b(climb|climbs|scale|scales|clamber|clambers)\b", re.I)
+_PERSUADE = re.compile(
+    r"\b(persuade|persuades|convince|convinces|bargain|bargains|haggle|haggles|"
+    r"intimidate|intimidates|deceive|deceives|bluff|bluffs)\b",
+    re.I,
+)
+_LOCK = re.compile(r"\b(?:pick|picks|picking) (?:the |a |an |that |this )?lock\b", re.I)
 _SEARCH = re.compile(
     r"\b(search|searches|investigate|investigates|examine|examines|inspect|"
     r"inspects|look for|looks for|rummage|rummages)\b",
@@ -155,12 +213,39 @@ _MEET = re.compile(
 
 
 @dataclass
+class _Check:
+    """An uncertain thing an action attempts: rolled first, narrated as the dice decide."""
+
+    kind: str  # a CHECK_LINES key, or "perceive" (a secret check)
+    who: str
+    formula: str
+    reason: str
+    dc: int
+    h: int
+    private_to: str | None = None
+    trap: bool = False  # perceive: a trap noticed, else something overheard
+    reveals: str | None = None  # search: the hidden entity a success reveals
+
+    def roll_call(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"formula": self.formula, "reason": self.reason, "dc": self.dc}
+        if self.private_to:
+            args["private_to"] = self.private_to
+        return {"name": "roll", "args": args}
+
+
+@dataclass
 class _Plan:
-    sentences: list[str] = field(default_factory=list)
+    # The narration's sentences, in order; a check's sentence is told once its dice fall.
+    sentences: list[str | _Check] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     extra_options: list[str] = field(default_factory=list)
+    checks: list[_Check] = field(default_factory=list)
     fight: bool = False
-    secret_door: bool = False  # already made or revealed in this turn
+    secret_door: bool = False  # already made or found in this turn
+
+    def check(self, check: _Check) -> None:
+        self.checks.append(check)
+        self.sentences.append(check)
 
 
 def _digest(*parts: Any) -> int:
@@ -211,47 +296,39 @@ def _plan_action(
 ) -> None:
     who = action.who
     text = action.text
+
+    def check(kind: str, formula: str, reason: str, dc: int, **more: Any) -> None:
+        plan.check(_Check(kind, who, formula, f"{who} {reason}", dc, h, **more))
+
     if _ATTACK.search(text):
-        plan.tool_calls.append(
-            {"name": "roll", "args": {"formula": "1d20+5", "reason": f"{who}'s attack"}}
-        )
-        plan.sentences.append(ATTACK_LINES[h % len(ATTACK_LINES)])
+        check("attack", "1d20+5", "attacking", 11 + h % 6)
         plan.fight = True
         plan.extra_options.append("Press the attack")
     if _SNEAK.search(text):
-        plan.tool_calls.append(
-            {"name": "roll", "args": {"formula": "1d20+3", "reason": f"{who} sneaking (stealth)"}}
-        )
-        plan.sentences.append(SNEAK_LINES[h % len(SNEAK_LINES)].format(who=who))
+        check("sneak", "1d20+3", "sneaking (stealth)", 10 + h % 8)
+    lock = _LOCK.search(text) is not None
+    if lock:
+        check("lock", "1d20+4", "picking the lock (thieves' tools)", 12 + h % 6)
+    if _CLIMB.search(text):
+        check("climb", "1d20+2", "climbing (athletics)", 10 + h % 6)
+    if _PERSUADE.search(text):
+        check("persuade", "1d20+1", "persuading (persuasion)", 10 + h % 8)
     secret = action.user_id is not None and _PERCEIVE.search(text) is not None
     if secret:
-        plan.tool_calls.append(
-            {
-                "name": "roll",
-                "args": {
-                    "formula": "1d20+4",
-                    "reason": f"{who} perceiving (perception)",
-                    "private_to": action.user_id,
-                },
-            }
+        check(
+            "perceive",
+            "1d20+4",
+            "perceiving (perception)",
+            10 + h % 6,
+            private_to=action.user_id,
+            trap=_TRAP.search(text) is not None,
         )
-        lines = SECRET_TRAP_LINES if _TRAP.search(text) else SECRET_SOUND_LINES
-        plan.tool_calls.append(
-            {
-                "name": "narrate_private",
-                "args": {"to": action.user_id, "text": lines[h % len(lines)]},
-            }
-        )
-        plan.sentences.append(PERCEIVE_LINES[h % len(PERCEIVE_LINES)].format(who=who))
     elif _SEARCH.search(text):
-        plan.tool_calls.append(
-            {
-                "name": "roll",
-                "args": {"formula": "1d20+2", "reason": f"{who} searching (investigation)"},
-            }
-        )
-        plan.sentences.append(SEARCH_LINES[h % len(SEARCH_LINES)].format(who=who))
-    take = _TAKE.search(text)
+        door = _hidden_secret_door(state) if _SECRET_DOOR.search(text) else None
+        if door is not None:
+            plan.secret_door = True
+        check("search", "1d20+2", "searching (investigation)", 10 + h % 8, reveals=door)
+    take = None if lock else _TAKE.search(text)
     if take and action.character_id and action.character_id in state.get("characters", {}):
         item = " ".join(take.group("item").split())[:40].strip()
         if item:
@@ -272,7 +349,7 @@ def _plan_action(
             )
             plan.sentences.append(TAKE_LINES[h % len(TAKE_LINES)].format(who=who, item=item))
     if _SECRET_DOOR.search(text) and not plan.secret_door:
-        _plan_secret_door(who, text, state, plan)
+        _plan_secret_door(state, plan)
     meet = _MEET.search(text)
     if meet:
         what = " ".join(meet.group("who").split())[:60].strip()
@@ -297,64 +374,127 @@ def _plan_action(
             plan.extra_options.append(f"Ask {name} what they know")
 
 
-def _plan_secret_door(who: str, text: str, state: dict[str, Any], plan: _Plan) -> None:
-    """The first mention makes it (hidden); a search once it exists reveals it."""
+def _hidden_secret_door(state: dict[str, Any]) -> str | None:
+    """The id of the secret door the players have not found yet, if there is one."""
+    for entity_id, entity in state.get("entities", {}).items():
+        if entity.get("name") == SECRET_DOOR_NAME and entity.get("hidden") is True:
+            return str(entity_id)
+    return None
+
+
+def _plan_secret_door(state: dict[str, Any], plan: _Plan) -> None:
+    """The first mention of a secret door makes one, hidden; a successful search for it
+    once it exists finds it (`_Check.reveals`)."""
     plan.secret_door = True
-    door = next(
-        (
-            (entity_id, entity)
-            for entity_id, entity in state.get("entities", {}).items()
-            if entity.get("name") == SECRET_DOOR_NAME
-        ),
-        None,
-    )
-    if door is None:
-        plan.tool_calls.append(
-            {
-                "name": "create_entity",
-                "args": {
-                    "kind": "location",
-                    "name": SECRET_DOOR_NAME,
-                    "data": dict(SECRET_DOOR_DATA),
-                    "hidden": True,
-                },
-            }
-        )
+    if any(e.get("name") == SECRET_DOOR_NAME for e in state.get("entities", {}).values()):
         return
-    entity_id, entity = door
-    if entity.get("hidden") is True and _SEARCH.search(text):
+    plan.tool_calls.append(
+        {
+            "name": "create_entity",
+            "args": {
+                "kind": "location",
+                "name": SECRET_DOOR_NAME,
+                "data": dict(SECRET_DOOR_DATA),
+                "hidden": True,
+            },
+        }
+    )
+
+
+def _told(check: _Check, result: dict[str, Any] | None, plan: _Plan) -> str:
+    """The sentence of a check, as its roll decided (and what follows from it)."""
+    if result is None:  # no roll came back for it (the turn's steps ran out)
+        if check.kind == "perceive":
+            return PERCEIVE_LINES[check.h % len(PERCEIVE_LINES)].format(who=check.who)
+        return f"Whether {check.who} manages it, the moment does not yet tell."
+    total, dc = result.get("total"), result.get("dc")
+    success = result.get("success")
+    if success is None:
+        success = dc is None or (isinstance(total, int) and total >= dc)
+    dc = check.dc if dc is None else dc
+    if check.kind == "perceive":
+        if success:
+            lines = SECRET_TRAP_LINES if check.trap else SECRET_SOUND_LINES
+            private = lines[check.h % len(lines)]
+        else:
+            private = SECRET_NOTHING.format(total=total, dc=dc)
+        plan.tool_calls.append(
+            {"name": "narrate_private", "args": {"to": check.private_to, "text": private}}
+        )
+        # The public narration stays vague: the total is the player's secret.
+        return PERCEIVE_LINES[check.h % len(PERCEIVE_LINES)].format(who=check.who)
+    lines = CHECK_LINES[check.kind][bool(success)]
+    told = lines[check.h % len(lines)].format(who=check.who, total=total, dc=dc)
+    if check.kind == "search" and check.reveals and success:
         plan.tool_calls.append(
             {
                 "name": "apply_state_patch",
                 "args": {
-                    "reason": f"{who} finds the secret door",
+                    "reason": f"{check.who} finds the secret door",
                     "patches": [
-                        {"op": "replace", "path": f"/entities/{entity_id}/hidden", "value": False}
+                        {
+                            "op": "replace",
+                            "path": f"/entities/{check.reveals}/hidden",
+                            "value": False,
+                        }
                     ],
                 },
             }
         )
-        plan.sentences.append(f"{who} finds it: {SECRET_DOOR_DATA['description']}.")
+        told += f" {check.who} finds it: {SECRET_DOOR_DATA['description']}."
+    return told
 
 
-def fake_answer(context: TurnContext) -> dict[str, Any]:
-    """The fake DM's answer to a turn, as the JSON object a model would write."""
+def fake_answer(
+    context: TurnContext,
+    results: list[dict[str, Any]] | None = None,
+    *,
+    last_step: bool = False,
+) -> dict[str, Any]:
+    """The fake DM's answer to one step of a turn, as the JSON object a model would write.
+
+    `results` are the rolls of this turn so far, in order (CONTRACTS §7). While the turn's
+    checks are not all rolled (and this is not its last step), the answer only rolls them;
+    then it narrates each as its result decided."""
     state = context.state
     h = _digest(
-        context.location, context.through_seq, *[f"{a.who}:{a.text}" for a in context.actions]
+        context.location,
+        context.through_seq,
+        *[f"{a.who}:{a.text}" for a in context.actions],
+        *[d.text for d in context.directions],
     )
     plan = _Plan()
+    # The GM's directions come true in the world first; no one at the table did them.
+    for k, direction in enumerate(context.directions):
+        if direction.secret:  # acted on, never told
+            plan.sentences.append(SECRET_DIRECTION_LINES[(h + k) % len(SECRET_DIRECTION_LINES)])
+        else:
+            told = " ".join(direction.text.split())
+            plan.sentences.append(told if told[-1:] in '.!?…”"' else told + ".")
     used: set[str] = set()
     for i, action in enumerate(context.actions):
         ah = h >> (i * 3)
         opening = OPENINGS[ah % len(OPENINGS)]
         plan.sentences.append(opening.format(who=action.who, act=_quoted(action.text)))
         _plan_action(action, state, ah >> 5, plan, used)
+    results = list(results or [])
+    unrolled = plan.checks[len(results) :]
+    if unrolled and not last_step:
+        return {
+            "narration": "",
+            "tool_calls": [check.roll_call() for check in unrolled[:TOOL_CALLS_MAX]],
+            "options": [],
+        }
+    outcome = dict(zip(map(id, plan.checks), results, strict=False))
+    sentences = [
+        item if isinstance(item, str) else _told(item, outcome.get(id(item)), plan)
+        for item in plan.sentences
+    ]
     cue = next((c for c in FIGHT_CUES if c in getattr(settings, "AUDIO_CUES", {})), None)
     if plan.fight and cue:
         plan.tool_calls.append({"name": "trigger_audio", "args": {"cue": cue, "volume": 0.7}})
     where = f" in {context.location}" if context.location else ""
-    plan.sentences.append(
+    sentences.append(
         CONSEQUENCES[h % len(CONSEQUENCES)].replace("Somewhere", f"Somewhere{where}", 1)
     )
     count = 3 + h % 4  # 3 to 6 options
@@ -366,19 +506,25 @@ def fake_answer(context: TurnContext) -> dict[str, Any]:
         if option not in options:
             options.append(option)
         k += 1
-    if not context.actions:
-        plan.sentences.insert(0, "The table falls quiet, waiting.")
+    if not context.actions and not context.directions:
+        sentences.insert(0, "The table falls quiet, waiting.")
     return {
-        "narration": " ".join(plan.sentences),
-        "tool_calls": plan.tool_calls[:8],
+        "narration": " ".join(sentences),
+        "tool_calls": plan.tool_calls[:TOOL_CALLS_MAX],
         "options": options,
     }
 
 
-def fake_reply(context: TurnContext):
-    """The `fake_reply` of a turn's model request: the fake DM's answer to its facts."""
+def fake_reply(
+    context: TurnContext,
+    results: list[dict[str, Any]] | None = None,
+    *,
+    last_step: bool = False,
+):
+    """The `fake_reply` of a turn step's model request: the fake DM's answer to its facts
+    and to the rolls made so far."""
 
     def reply(request: ModelRequest) -> str:
-        return json.dumps(fake_answer(context), ensure_ascii=False)
+        return json.dumps(fake_answer(context, results, last_step=last_step), ensure_ascii=False)
 
     return reply

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from memory.selectors import TurnMemory
 
 EVENT_TEXT_MAX_CHARS = 600
+GM_ONLY_DIRECTION = "only the GM knows this; never reveal it to the players"
 STATE_ENTITIES_MAX = 40
 # Events that tell the DM nothing about the story.
 SKIPPED_EVENT_TYPES = {
@@ -34,6 +35,7 @@ SKIPPED_EVENT_TYPES = {
     "dice_seed_committed",
     "dice_seed_revealed",
     "dm_audio_ready",
+    "dm_narration_retracted",
     "roll_requested",
     "summary_created",  # told by the memory block instead (memory.summaries)
 }
@@ -47,6 +49,16 @@ class ActionInTurn:
     character_id: str | None
     character_name: str | None
     text: str
+
+
+@dataclass(frozen=True)
+class Direction:
+    """A GM's direction to the DM (CONTRACTS §7): a fact of the world or an instruction,
+    never a character's action. A secret one is known to the GMs alone."""
+
+    seq: int
+    text: str
+    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,8 @@ class TurnContext:
     memory: TurnMemory | None = None
     # Entity ids, oldest first: the prompt shows the newest when there are many.
     entity_order: list[str] = field(default_factory=list)
+    # The GM's directions since the last answer, oldest first.
+    directions: list[Direction] = field(default_factory=list)
 
     @property
     def location(self) -> str:
@@ -94,10 +108,18 @@ You are the Dungeon Master of a tabletop role-playing campaign played by several
 at once. Edition: {edition}.
 
 Rules you always follow:
-1. Never invent dice results. When chance decides something (attacks, sneaking, searching, \
-saving throws, damage), call the `roll` tool; the server rolls the dice and everyone sees the \
-result (with `private_to`, only that player). Narrate the attempt and the stakes, not a number \
-you made up.
+1. The dice decide, and you read them before you narrate. Whenever the outcome of an \
+action is uncertain (an attack, sneaking, searching, climbing, persuading, listening, picking \
+a lock, a saving throw), roll first: answer with `"narration": ""` and only `roll` calls, one \
+per uncertain thing, each with a `dc` you choose (10 easy, 15 hard, 20 very hard; for an \
+attack, the target's AC) and the acting character's modifier in the formula (for example \
+1d20+3). The server rolls and sends you each total, its dc and whether it succeeded; then \
+answer again with the narration, telling what the dice decided: a success succeeds, a \
+failure fails. Never narrate the outcome of something uncertain before its roll, and never \
+invent a number. A roll with `private_to` is seen only by that player (and the GM). When a \
+player should roll their own check, use `request_roll` (`to` their user id, the formula, the \
+reason, the `dc`) in that rolling answer instead: the server waits for their roll (or rolls for \
+them after a while) and gives you its result the same way.
 2. Change the world only through tools: `apply_state_patch` for hit points, inventory, \
 conditions, the scene and flags (RFC 6902 operations on the state shown to you, for example \
 {{"op": "add", "path": "/characters/<id>/inventory/-", "value": "rope"}}; you may change \
@@ -323,10 +345,28 @@ def prompt_build(*, context: TurnContext, budget: int, nonce: str | None = None)
             "Problems with your last turn (the server refused these; take them into account):\n"
             + _data_block(nonce, "PROBLEMS", problems)
         )
-    tail_parts.append(
-        f"The players act now ({len(actions)} action{'s' if len(actions) != 1 else ''}); answer "
-        "every one of them:\n" + _data_block(nonce, "PLAYER ACTIONS", actions)
-    )
+    if context.directions:
+        tail_parts.append(
+            "The GM, who runs this table, directs you. These are facts of the world or "
+            "instructions to you, never a character's action: no one at the table says or "
+            "does them. Narrate what they make happen; one marked `secret` is known to the GM "
+            "alone: act on it without revealing it:\n"
+            + _data_block(
+                nonce,
+                "GM DIRECTION",
+                [
+                    {"text": d.text, **({"secret": GM_ONLY_DIRECTION} if d.secret else {})}
+                    for d in context.directions
+                ],
+            )
+        )
+    if actions or not context.directions:
+        tail_parts.append(
+            f"The players act now ({len(actions)} action{'s' if len(actions) != 1 else ''}); "
+            "answer every one of them:\n" + _data_block(nonce, "PLAYER ACTIONS", actions)
+        )
+    else:
+        tail_parts.append("No player acted: narrate what the GM's direction makes happen now.")
     tail_parts.append("Reply with the JSON object only.")
     tail = "\n\n".join(tail_parts)
 
@@ -339,7 +379,7 @@ def prompt_build(*, context: TurnContext, budget: int, nonce: str | None = None)
         - count_tokens(_data_block(nonce, "RECENT EVENTS", []))
         - MESSAGE_OVERHEAD_TOKENS
     )
-    this_turn = {a.seq for a in context.actions}
+    this_turn = {a.seq for a in context.actions} | {d.seq for d in context.directions}
     # Events the summaries already tell are left out: the prompt stays bounded.
     summarized = context.memory.summarized_through_seq if context.memory else 0
     candidates = [
@@ -400,16 +440,55 @@ def _memory_parts(memory: TurnMemory | None, nonce: str) -> list[str]:
 
 REPAIR_INSTRUCTIONS = (
     "Your answer could not be used: {error}\n"
-    "Reply again with exactly one JSON object matching the schema: a non-empty `narration`, "
+    "Reply again with exactly one JSON object matching the schema: a non-empty `narration` "
+    '(or `""` with only `roll` calls, to roll first), '
     "`tool_calls` using only the tools {tools} with their exact arguments, and 1 to {options_max} "
     "`options`. No text before or after the JSON."
 )
 
 
-def repair_messages(*, prompt: Prompt, bad_answer: str, error: str) -> list[dict[str, str]]:
-    """The turn's messages plus the rejected answer and what was wrong with it."""
+ROLL_RESULTS_INSTRUCTIONS = (
+    "The dice have fallen. The results of the rolls you asked for, in order (a roll marked "
+    "`secret` is known only to those it names):\n{results}\n"
+    "Now answer with the whole JSON object again: the narration of this turn, telling what "
+    "these results decided (`success` true: it succeeds; false: it fails), with the tool calls "
+    "that go with it and the options. {more}"
+)
+ROLL_RESULT_KEYS = ("reason", "formula", "total", "detail", "dc", "success")
+MORE_ROLLS = 'If something else is still uncertain, you may roll again instead (narration "").'
+LAST_STEP = "This is your last step: the narration must not be empty, and no more rolls."
+
+
+def roll_results_message(
+    *, prompt: Prompt, results: list[dict[str, Any]], state: dict[str, Any], last_step: bool
+) -> dict[str, str]:
+    """The user message that gives the model its rolls' results (CONTRACTS §7): each
+    roll's formula, total, detail, dc and success; a private roll marked secret."""
+    items = []
+    for result in results:
+        item = {
+            key: result.get(key)
+            for key in ("reason", "formula", "total", "detail", "dc", "success")
+        }
+        private_to = result.get("private_to")
+        if private_to:
+            item["secret"] = _secret_note({"kind": "users", "user_ids": [str(private_to)]}, state)
+        items.append(item)
+    return {
+        "role": "user",
+        "content": ROLL_RESULTS_INSTRUCTIONS.format(
+            results=_data_block(prompt.nonce, "ROLL RESULTS", items),
+            more=LAST_STEP if last_step else MORE_ROLLS,
+        ),
+    }
+
+
+def repair_messages(
+    *, messages: list[dict[str, str]], bad_answer: str, error: str
+) -> list[dict[str, str]]:
+    """The step's messages plus the rejected answer and what was wrong with it."""
     return [
-        *prompt.messages,
+        *messages,
         {"role": "assistant", "content": _clip(bad_answer, 4000)},
         {
             "role": "user",

@@ -23,8 +23,13 @@ def turns_deferred() -> Iterator[None]:
 def queue_turn_after_actions(
     sender: Any, campaign_id: Any, events: list[Any], **kwargs: Any
 ) -> None:
-    """A committed player action means the DM owes the table an answer."""
+    """A committed player action, a GM's direction to narrate now, or a GM's retry of the
+    last narration means the DM owes the table an answer."""
     if getattr(_local, "deferred", False):
         return
-    if any(event.type == "player_action" for event in events):
+    if any(
+        event.type in ("player_action", "dm_narration_retracted")
+        or (event.type == "gm_direction" and (event.payload or {}).get("now", True))
+        for event in events
+    ):
         turn_request(campaign_id=campaign_id)

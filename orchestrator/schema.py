@@ -13,7 +13,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llm.adapters import AnswerFormat
 
@@ -40,10 +40,27 @@ class RollArgs(_Strict):
         description="Dice notation such as 1d20+5, 2d20kh1, 4d6kh3, (1d8+2)*2",
     )
     reason: str = Field(min_length=1, max_length=200, description="What the roll decides")
+    dc: int | None = Field(
+        default=None,
+        ge=1,
+        le=40,
+        description="The difficulty class you choose: the roll succeeds when its total >= dc",
+    )
     private_to: str | None = Field(
         default=None,
         max_length=40,
         description="A player's user id for a secret roll only that player (and the GM) sees",
+    )
+
+
+class RequestRollArgs(_Strict):
+    to: str = Field(min_length=1, max_length=40, description="The user id of the player who rolls")
+    formula: str = Field(
+        min_length=1, max_length=60, description="Dice notation with their modifier: 1d20+3"
+    )
+    reason: str = Field(min_length=1, max_length=200, description="What the roll decides")
+    dc: int | None = Field(
+        default=None, ge=1, le=40, description="The difficulty class; not shown before the roll"
     )
 
 
@@ -98,6 +115,11 @@ class RollCall(_Strict):
     args: RollArgs
 
 
+class RequestRollCall(_Strict):
+    name: Literal["request_roll"]
+    args: RequestRollArgs
+
+
 class ApplyStatePatchCall(_Strict):
     name: Literal["apply_state_patch"]
     args: ApplyStatePatchArgs
@@ -119,22 +141,43 @@ class NarratePrivateCall(_Strict):
 
 
 ToolCall = Annotated[
-    RollCall | ApplyStatePatchCall | CreateEntityCall | TriggerAudioCall | NarratePrivateCall,
+    RollCall
+    | RequestRollCall
+    | ApplyStatePatchCall
+    | CreateEntityCall
+    | TriggerAudioCall
+    | NarratePrivateCall,
     Field(discriminator="name"),
 ]
-TOOL_NAMES = ("roll", "apply_state_patch", "create_entity", "trigger_audio", "narrate_private")
+TOOL_NAMES = (
+    "roll",
+    "request_roll",
+    "apply_state_patch",
+    "create_entity",
+    "trigger_audio",
+    "narrate_private",
+)
+# The tools of a rolling answer (narration ""): the dice, before the narration.
+ROLL_TOOLS = frozenset({"roll", "request_roll"})
 
 
 # --- The answer ----------------------------------------------------------------------------
 
 
 class DMAnswer(_Strict):
-    """The DM model's whole answer to a turn."""
+    """The DM model's answer to one step of a turn.
+
+    Either the narration (with the tool calls and options that go with it), or, with an
+    empty narration, only `roll` calls: the model asks to see the dice before it tells
+    what they decided (a two-step turn, CONTRACTS §7)."""
 
     narration: str = Field(
-        min_length=1,
         max_length=NARRATION_MAX_CHARS,
-        description="What happens next, told to the players; never a made-up dice result",
+        description=(
+            "What happens next, told to the players; never an outcome the dice have not "
+            'decided yet. "" only to roll first: then tool_calls holds the rolls and you '
+            "narrate once you have their results"
+        ),
     )
     tool_calls: list[ToolCall] = Field(
         default_factory=list,
@@ -142,17 +185,31 @@ class DMAnswer(_Strict):
         description="Rolls, state changes, entities, sound cues, private words; run by the server",
     )
     options: list[Annotated[str, Field(min_length=1, max_length=OPTION_MAX_CHARS)]] = Field(
-        min_length=1,
         max_length=OPTIONS_MAX,
-        description="3 to 6 short things the players may do next",
+        description='3 to 6 short things the players may do next (may be [] with narration "")',
     )
 
     @field_validator("narration")
     @classmethod
-    def _narration_has_words(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("narration must not be blank")
+    def _narration_trimmed(cls, value: str) -> str:
         return value.strip()
+
+    @model_validator(mode="after")
+    def _narrates_or_rolls(self) -> DMAnswer:
+        if not self.narration:
+            if not any(call.name in ROLL_TOOLS for call in self.tool_calls):
+                raise ValueError(
+                    "narration must not be blank (it may be empty only when tool_calls "
+                    "holds a roll, to see its result first)"
+                )
+        elif not self.options:
+            raise ValueError("options: give 1 to 8 options with the narration")
+        return self
+
+    @property
+    def asks_for_rolls(self) -> bool:
+        """Rolls first, narration after their results (a two-step turn)."""
+        return not self.narration
 
     def tool_calls_as_dicts(self) -> list[dict[str, Any]]:
         """The tool calls as `{"name", "args"}` dicts for `campaigns.tools.turn_commit`."""
@@ -167,8 +224,24 @@ class DMAnswer(_Strict):
 
 @functools.cache
 def answer_json_schema_text() -> str:
-    """The JSON schema of `DMAnswer` as compact JSON (made once: it costs milliseconds)."""
-    return json.dumps(DMAnswer.model_json_schema(by_alias=True), separators=(",", ":"))
+    """The JSON schema of `DMAnswer` as compact JSON (made once: it costs milliseconds).
+    Without pydantic's `title`s, which tell a model nothing the names do not and cost
+    every prompt a few hundred tokens."""
+    return json.dumps(_untitled(DMAnswer.model_json_schema(by_alias=True)), separators=(",", ":"))
+
+
+def _untitled(node: Any, *, names: bool = False) -> Any:
+    if isinstance(node, list):
+        return [_untitled(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if names:  # a map of names to schemas: a property may be called "title"
+        return {key: _untitled(value) for key, value in node.items()}
+    return {
+        key: _untitled(value, names=key in ("properties", "$defs"))
+        for key, value in node.items()
+        if key != "title"
+    }
 
 
 def answer_json_schema() -> dict[str, Any]:
@@ -325,10 +398,17 @@ def describe_validation_error(exc: ValidationError, limit: int = 8) -> str:
     return "; ".join(parts)
 
 
-def answer_parse(text: str) -> DMAnswer:
-    """A valid answer from the model's raw text, or `AnswerInvalid` saying what is wrong."""
+def answer_parse(text: str, *, must_narrate: bool = False) -> DMAnswer:
+    """A valid answer from the model's raw text, or `AnswerInvalid` saying what is wrong.
+    With `must_narrate` (a turn's last step) an answer that only rolls is invalid too."""
     data = _first_json_object(text)
     try:
-        return DMAnswer.model_validate(_trim(data))
+        answer = DMAnswer.model_validate(_trim(data))
     except ValidationError as exc:
         raise AnswerInvalid(describe_validation_error(exc)) from None
+    if must_narrate and answer.asks_for_rolls:
+        raise AnswerInvalid(
+            "narration must not be empty: this is the turn's last step, so narrate now "
+            "what the dice already decided, without new rolls"
+        )
+    return answer

@@ -11,10 +11,11 @@ from django.conf import settings
 from django.utils import timezone
 
 from campaigns import selectors as campaign_selectors
+from campaigns.retractions import told_by_retracted_turn, turns_retracted
 from memory.selectors import TurnMemory, turn_memory_get
 
 from .models import DMSettings, TurnLock
-from .prompt import STATE_ENTITIES_MAX, ActionInTurn, RecentEvent, TurnContext
+from .prompt import STATE_ENTITIES_MAX, ActionInTurn, Direction, RecentEvent, TurnContext
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,49 @@ def turn_owed(*, campaign_id: uuid.UUID | str) -> tuple[int, int] | None:
     return (answered, last) if last > answered else None
 
 
+@dataclass(frozen=True)
+class Unfinished:
+    """Rolls a turn made that no narration stands on: the turn goes on with them."""
+
+    turn_id: str  # the turn that rolled them
+    resumed: bool  # True: cut short, the next turn is that turn going on (same turn_id);
+    # False: its narration was retracted (a retry), the new answer is a turn of its own
+
+
+def turn_unfinished(*, campaign_id: uuid.UUID | str, answered_seq: int) -> Unfinished | None:
+    """A turn that rolled its dice and then neither narrated nor failed (it was cut short:
+    its worker died, say), or whose narration a GM retracted: the next turn is given its
+    rolls instead of rolling again (CONTRACTS §7: rolls are facts)."""
+    ended: set[str] = set()
+    retracted: set[str] = set()  # retracted, and no answer since has used its rolls
+    rolled: list[str] = []
+    cursor = answered_seq
+    while True:
+        page = campaign_selectors.events_after(
+            campaign_id=campaign_id, after_seq=cursor, limit=campaign_selectors.EVENTS_PAGE_MAX
+        )
+        if not page:
+            break
+        for event in page:
+            turn_id = (event.payload or {}).get("turn_id")
+            if not turn_id:
+                continue
+            if event.type in ("dm_narration", "turn_failed"):
+                ended.add(str(turn_id))
+                retracted.clear()  # the retry answered (or failed) with those rolls
+            elif event.type == "dm_narration_retracted":
+                retracted.add(str(turn_id))
+            elif event.type == "roll_result" and event.actor_kind == "dm":
+                rolled.append(str(turn_id))
+        cursor = page[-1].seq
+    for turn_id in reversed(rolled):  # the latest such turn
+        if turn_id in retracted:
+            return Unfinished(turn_id, resumed=False)
+        if turn_id not in ended:
+            return Unfinished(turn_id, resumed=True)
+    return None
+
+
 def turn_context_get(
     *, campaign_id: uuid.UUID | str, answered_seq: int, through_seq: int
 ) -> TurnContext:
@@ -91,9 +135,12 @@ def turn_context_get(
         for e in events
         if e.type == "roll_requested"
     }
+    retracted = turns_retracted(campaign_id=campaign_id)
     recent = []
     for e in events:
         payload = e.payload
+        if retracted and told_by_retracted_turn(e.type, payload, retracted):
+            continue  # what a retried answer said is no longer the story
         if e.type == "roll_result" and reasons.get(payload.get("roll_id")):
             payload = {**payload, "reason": reasons[payload.get("roll_id")]}
         recent.append(
@@ -117,7 +164,23 @@ def turn_context_get(
         entity_order=campaign_selectors.entity_ids_by_creation(campaign_id=campaign_id)
         if len(state.get("entities", {})) > STATE_ENTITIES_MAX
         else [],
+        directions=_directions_since(campaign_id, answered_seq),
     )
+
+
+def _directions_since(campaign_id: uuid.UUID | str, answered_seq: int) -> list[Direction]:
+    """The GM's directions since the last answer: narrated at once (`now`) or held for
+    this turn, they join its prompt as direction, never as a player's action."""
+    return [
+        Direction(
+            seq=event.seq,
+            text=str(event.payload.get("text", "")),
+            secret=(event.visibility or {}).get("kind", "all") != "all",
+        )
+        for event in campaign_selectors.events_of_type_after(
+            campaign_id=campaign_id, event_type="gm_direction", after_seq=answered_seq
+        )
+    ]
 
 
 def _memory_get(

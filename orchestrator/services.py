@@ -1,15 +1,21 @@
 """DM turns: who owes the table an answer, one turn at a time per campaign.
 
-A turn answers every player action since the last narration. It builds the prompt,
-calls the campaign's model (streaming the narration to the room), parses the answer
-(one repair, then a fallback), and hands the tool calls and the narration to
-`campaigns.tools.turn_commit`, which appends them in ONE transaction: a turn is all or
-nothing. A failed model call ends the turn with `turn_failed` and a code the room shows.
+A turn answers every player action since the last narration. It builds the prompt and
+runs a short loop, as a human DM does (CONTRACTS §7): the model may first answer with
+only `roll` calls and an empty narration; the server rolls them at once (`roll_result`
+events, under the turn's `turn_id`) and calls the model again with their results, so the
+narration follows the dice. At most DM_MAX_STEPS answers; each parsed with one repair,
+then a fallback. The narrating answer's tool calls and narration go to
+`campaigns.tools.turn_commit`, which appends them in ONE transaction. A failed model call
+ends the turn with `turn_failed` and a code the room shows; its rolls stay in the log, and
+a turn cut short after rolling goes on with its rolls instead of rolling again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import time
 import uuid
@@ -26,9 +32,9 @@ from django.utils import timezone
 from billing.selectors import budget_model_choice
 from billing.services import BudgetExceeded
 from campaigns.events import NewEvent
-from campaigns.selectors import campaign_get, player_actions_between
+from campaigns.selectors import campaign_get, player_actions_between, turn_rolls_logged
 from campaigns.services import events_append
-from campaigns.tools import ToolRejection, turn_commit
+from campaigns.tools import ToolRejection, turn_commit, turn_rolls_commit
 from llm.adapters import PROVIDERS, ModelError, ModelRequest, Usage, adapter_for
 from llm.services import Caller, model_answer
 from rpgai import tracing
@@ -38,7 +44,7 @@ from rpgai.errors import Conflict, DomainError, NotFound
 from . import selectors
 from .fake import fake_reply
 from .models import DMSettings, TurnLock
-from .prompt import Prompt, TurnContext, prompt_build, repair_messages
+from .prompt import Prompt, TurnContext, prompt_build, repair_messages, roll_results_message
 from .rounds import round_hold
 from .schema import DMAnswer, answer_format, answer_parse
 from .streaming import NarrationStream
@@ -196,6 +202,7 @@ class TurnOutcome:
     rejections: list[ToolRejection] = field(default_factory=list)
     prompt_tokens: int = 0
     first_delta_at: float | None = None
+    steps: int = 0  # model answers asked for (repairs not counted)
 
 
 @dataclass
@@ -235,7 +242,7 @@ async def aturn_run(
     turn = _Turn(
         campaign_id=campaign_id,
         context=context,
-        outcome=TurnOutcome(turn_id=str(uuid.uuid4()), through_seq=through),
+        outcome=TurnOutcome(turn_id=prepared.turn_id, through_seq=through),
         request_id=request_id or prepared.request_id,
         deadline=time.monotonic() + settings.DM_TURN_DEADLINE_SECONDS,
     )
@@ -282,6 +289,8 @@ class _Prepared:
     provider: str
     model: str
     prompt: Prompt
+    turn_id: str
+    rolled: list[dict[str, Any]]  # the rolls of this turn made before it was cut short
 
 
 def _turn_prepare(*, campaign_id: uuid.UUID | str) -> _Prepared | None:
@@ -297,7 +306,23 @@ def _turn_prepare(*, campaign_id: uuid.UUID | str) -> _Prepared | None:
     provider, model = budget_model_choice(
         campaign_id=campaign_id, provider=config.provider, model=config.model
     )
+    # A turn that rolled and was then cut short (its worker died) goes on under its own
+    # turn_id, with the rolls it made; a retried turn (the GM retracted its answer) is a
+    # turn of its own, given the rolls of the answer retracted.
+    unfinished = selectors.turn_unfinished(campaign_id=campaign_id, answered_seq=answered)
     return _Prepared(
+        turn_id=(
+            unfinished.turn_id
+            if unfinished is not None and unfinished.resumed
+            else str(uuid.uuid4())
+        ),
+        rolled=(
+            turn_rolls_logged(
+                campaign_id=campaign_id, turn_id=unfinished.turn_id, after_seq=answered
+            )
+            if unfinished is not None
+            else []
+        ),
         context=context,
         request_id=_last_request_id(campaign_id, through),
         provider=provider,
@@ -317,47 +342,89 @@ def _last_request_id(campaign_id: uuid.UUID | str, through: int) -> str:
 async def _turn_play(
     turn: _Turn, prepared: _Prepared, on_delta: Callable[[str], None] | None
 ) -> TurnOutcome:
+    """The turn's loop (CONTRACTS §7): each step is one model answer. An answer that only
+    rolls (narration "") has its rolls made at once, and the next step is given their
+    results; the answer that narrates is committed with its tool calls. At most
+    DM_MAX_STEPS steps; the last must narrate (or the turn falls back)."""
     try:
         adapter = adapter_for(provider=prepared.provider, model=prepared.model)
     except ModelError as exc:
         return await db(_turn_fail, turn, exc.code, exc.detail)
     prompt = prepared.prompt
     turn.outcome.prompt_tokens = prompt.tokens
+    max_steps = max(1, settings.DM_MAX_STEPS)
+    messages = list(prompt.messages)
+    results = list(prepared.rolled)
+    refused: list[dict[str, Any]] = []  # tool calls of rolling steps: not run
+    if results:
+        # A turn cut short after its rolls (its worker died): they are facts; it goes on
+        # from them and never rolls them again.
+        messages += [
+            {"role": "assistant", "content": _rolls_answer_text(results)},
+            roll_results_message(
+                prompt=prompt, results=results, state=turn.context.state, last_step=max_steps <= 2
+            ),
+        ]
+    step = 2 if results else 1
 
     stream = None
     if settings.DM_STREAM:
         stream = NarrationStream(
             campaign_id=turn.campaign_id, turn_id=turn.outcome.turn_id, on_delta=on_delta
         )
-    request = ModelRequest(
-        messages=prompt.messages,
-        max_tokens=settings.DM_MAX_TOKENS,
-        purpose="dm_turn",
-        answer_format=answer_format(),
-        fake_reply=fake_reply(turn.context),
-        deadline=turn.deadline,
-    )
+    answer: DMAnswer | None = None
     try:
-        answered = await model_answer(
-            adapter,
-            request,
-            turn.caller,
-            parse=answer_parse,
-            repair_messages=lambda bad, error: repair_messages(
-                prompt=prompt, bad_answer=bad, error=error
-            ),
-            sink=stream,
-            input_tokens=prompt.tokens,
-        )
+        while True:
+            last_step = step >= max_steps
+            step_messages = messages
+            request = ModelRequest(
+                messages=step_messages,
+                max_tokens=settings.DM_MAX_TOKENS,
+                purpose="dm_turn",
+                answer_format=answer_format(),
+                fake_reply=fake_reply(turn.context, results, last_step=last_step),
+                deadline=turn.deadline,
+            )
+            if stream is not None:
+                stream.restart()  # a rolling step streams no narration; the next one may
+            answered = await model_answer(
+                adapter,
+                request,
+                turn.caller,
+                parse=functools.partial(answer_parse, must_narrate=last_step),
+                repair_messages=lambda bad, error, m=step_messages: repair_messages(
+                    messages=m, bad_answer=bad, error=error
+                ),
+                sink=stream,
+                input_tokens=prompt.tokens if len(step_messages) == len(prompt.messages) else None,
+                throttle=step == 1,  # the rate limit counts turns, not their steps
+            )
+            turn.outcome.usage += [reply.usage for reply in answered.replies]
+            answer = answered.value
+            if answer is None or not answer.asks_for_rolls:
+                break
+            rolled = await db(_rolls_step, turn, answer, refused, offset=len(results))
+            results += rolled
+            messages = [
+                *messages,
+                {"role": "assistant", "content": _answer_text(answer)},
+                roll_results_message(
+                    prompt=prompt,
+                    results=rolled,
+                    state=turn.context.state,
+                    last_step=step + 1 >= max_steps,
+                ),
+            ]
+            step += 1
     except DomainError as exc:  # a ModelError, or refused before the call (a budget, say)
+        # Rolls made by earlier steps stay in the log: they are facts (CONTRACTS §7).
         return await db(_turn_fail, turn, exc.code, exc.detail, notices=_failure_notices(exc, turn))
     finally:
         if stream is not None:
             await stream.close()  # the last deltas go before the narration event
             turn.outcome.first_delta_at = stream.first_delta_at
-    turn.outcome.usage = [reply.usage for reply in answered.replies]
+    turn.outcome.steps = step
 
-    answer = answered.value
     if answer is None:
         answer = DMAnswer(
             narration=FALLBACK_NARRATION, options=_fallback_options(turn.context), tool_calls=[]
@@ -374,10 +441,61 @@ async def _turn_play(
         fallback=turn.outcome.fallback,
         request_id=turn.request_id,
         actor_kind="dm",
+        narration_extra={"tool_errors": refused} if refused else None,
     )
     turn.outcome.events = result.events
     turn.outcome.rejections = result.rejections
     return turn.outcome
+
+
+def _rolls_step(
+    turn: _Turn, answer: DMAnswer, refused: list[dict[str, Any]], *, offset: int
+) -> list[dict[str, Any]]:
+    """Make the rolls of an answer that asks to see its dice first; its other tool calls
+    are refused (state changes belong to the narrating answer) into `refused`."""
+    rolls = []
+    for index, call in enumerate(answer.tool_calls_as_dicts()):
+        if call["name"] == "roll":
+            rolls.append(call["args"])
+        else:
+            refused.append(
+                {
+                    "index": offset + index,
+                    "name": call["name"],
+                    "reason": "only rolls run before the narration; send this call with it",
+                }
+            )
+    return turn_rolls_commit(
+        campaign_id=turn.campaign_id,
+        turn_id=turn.outcome.turn_id,
+        rolls=rolls,
+        request_id=turn.request_id,
+    )
+
+
+def _answer_text(answer: DMAnswer) -> str:
+    """An earlier step's answer, replayed to the model as plain assistant text."""
+    return json.dumps(
+        {
+            "narration": answer.narration,
+            "tool_calls": answer.tool_calls_as_dicts(),
+            "options": answer.options,
+        },
+        ensure_ascii=False,
+    )
+
+
+def _rolls_answer_text(results: list[dict[str, Any]]) -> str:
+    """The rolling answer of a turn cut short, rebuilt from the rolls it logged."""
+    calls = []
+    for result in results:
+        args = {"formula": result.get("formula"), "reason": result.get("reason")}
+        if result.get("dc") is not None:
+            args["dc"] = result["dc"]
+        if result.get("private_to"):
+            args["private_to"] = result["private_to"]
+        calls.append({"name": "roll", "args": args})
+    return json.dumps({"narration": "", "tool_calls": calls, "options": []}, ensure_ascii=False)
 
 
 def _fallback_options(context: TurnContext) -> list[str]:

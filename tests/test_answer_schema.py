@@ -55,8 +55,9 @@ def test_the_json_schema_sent_to_the_model_is_the_validation_schema():
     schema = answer_json_schema()
     assert set(schema["required"]) == {"narration", "options"}
     props = schema["properties"]
-    assert props["narration"]["minLength"] == 1
-    assert props["options"]["minItems"] == 1 and props["options"]["maxItems"] == OPTIONS_MAX
+    # "" is a valid narration when the answer only rolls (a two-step turn, CONTRACTS §7).
+    assert "minLength" not in props["narration"]
+    assert props["options"]["maxItems"] == OPTIONS_MAX
     text = json.dumps(schema)
     for tool in ("roll", "apply_state_patch", "create_entity", "trigger_audio"):
         assert f'"{tool}"' in text
@@ -70,8 +71,9 @@ def test_the_json_schema_sent_to_the_model_is_the_validation_schema():
         ("The goblin attacks!", "no JSON object"),
         ('{"narration": "cut off', "not valid JSON"),
         ("[1, 2, 3]", "no JSON object"),
-        (with_(narration=""), "narration"),
-        (with_(narration="   "), "narration"),
+        (with_(narration="", tool_calls=[]), "narration"),
+        (with_(narration="   ", tool_calls=GOOD["tool_calls"][1:]), "narration"),
+        (with_(options=[]), "options"),
         (with_(options=[]), "options"),
         (json.dumps({"narration": "x"}), "options"),
         (with_(tool_calls=[{"name": "delete_campaign", "args": {}}]), "delete_campaign"),
@@ -143,3 +145,15 @@ def test_an_unclosed_think_block_is_all_reasoning():
     assert strip_reasoning("<think>still thinking " + json.dumps(GOOD)) == ""
     with pytest.raises(AnswerInvalid):
         answer_parse("<think>still thinking " + json.dumps(GOOD))
+
+
+def test_an_empty_narration_asks_for_the_rolls_first_but_never_on_the_last_step():
+    """CONTRACTS §7: an answer with a `roll` and narration "" asks to see the results; on
+    the last step of a turn the narration must be there."""
+    rolls_only = json.dumps({"narration": "", "tool_calls": GOOD["tool_calls"][:1], "options": []})
+    answer = answer_parse(rolls_only)
+    assert answer.asks_for_rolls and answer.narration == ""
+    assert not answer_parse(json.dumps(GOOD)).asks_for_rolls
+    with pytest.raises(AnswerInvalid) as caught:
+        answer_parse(rolls_only, must_narrate=True)
+    assert "last step" in str(caught.value)

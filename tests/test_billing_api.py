@@ -73,7 +73,7 @@ def money(text: str) -> Decimal:
 
 
 def test_usage_by_day_model_and_purpose(campaign, gm, alice):
-    play(campaign, alice, "I search the shelves")
+    play(campaign, alice, "I look around the shelves")  # one model call
     play(campaign, alice, "I greet the innkeeper")
     yesterday = timezone.now() - timedelta(days=1)
     ModelUsage.objects.create(

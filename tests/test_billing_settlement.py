@@ -63,7 +63,7 @@ def act(campaign, user, text: str):
 
 
 def test_a_turn_is_settled_to_the_usage_the_model_reported(campaign, alice):
-    action = act(campaign, alice, "I search the dusty shelves for a map")
+    action = act(campaign, alice, "I look around the dusty shelves")  # one step
     outcome = turn_run(campaign_id=campaign.id)
 
     [reported] = outcome.usage
@@ -88,7 +88,7 @@ def test_a_turn_is_settled_to_the_usage_the_model_reported(campaign, alice):
 def test_different_answers_cost_different_amounts(campaign, alice):
     act(campaign, alice, "I wait")
     turn_run(campaign_id=campaign.id)
-    act(campaign, alice, "I attack the goblin, then I greet the old innkeeper by the fire")
+    act(campaign, alice, "I pick up the lantern, then I greet the old innkeeper by the fire")
     turn_run(campaign_id=campaign.id)
     first, second = ModelUsage.objects.filter(campaign_id=campaign.id).order_by("created_at")
     assert first.cost_usd != second.cost_usd
@@ -116,7 +116,7 @@ def test_the_reservation_is_the_prompt_plus_max_tokens_priced(
 
     monkeypatch.setattr(FakeModel, "complete", complete)
     monkeypatch.setattr(FakeModel, "stream", stream)
-    act(campaign, alice, "I listen at the door")
+    act(campaign, alice, "I open the door")
     outcome = turn_run(campaign_id=campaign.id)
     [(amount, prompt_tokens)] = held
     assert amount == (Decimal(prompt_tokens) * 2 + Decimal(700) * 8) / 1_000_000

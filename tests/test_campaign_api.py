@@ -68,7 +68,7 @@ def test_events_and_snapshot(client_for, campaign, alice):
 
 def test_action_is_accepted_once(client_for, campaign, alice, django_capture_on_commit_callbacks):
     client = client_for(alice)
-    body = {"action_id": str(uuid.uuid4()), "text": "I climb the mast"}
+    body = {"action_id": str(uuid.uuid4()), "text": "I sing a sea shanty"}
     with django_capture_on_commit_callbacks(execute=True):
         first = client.post(f"/api/campaigns/{campaign.id}/actions", body, format="json")
         again = client.post(f"/api/campaigns/{campaign.id}/actions", body, format="json")

@@ -17,7 +17,7 @@ from campaigns.selectors import events_after, membership_get, snapshot_get
 from campaigns.services import player_action_submit
 from llm.adapters import ModelRequest, adapter_for
 from llm.tokens import count_message_tokens, count_tokens
-from orchestrator.fake import fake_reply
+from orchestrator.fake import fake_answer, fake_reply
 from orchestrator.prompt import ActionInTurn, TurnContext, prompt_build
 from orchestrator.schema import answer_parse
 from orchestrator.services import turns_run_pending
@@ -121,15 +121,21 @@ def test_a_trap_search_or_listening_is_a_secret_roll_and_words_for_that_player_a
     user_id = str(uuid.uuid4())
     ctx = context(("Alice", text))
     ctx = replace(ctx, actions=[replace(ctx.actions[0], user_id=user_id)])
-    _, answer, _ = answer_to(ctx)
-    calls = answer.tool_calls_as_dicts()
-    assert [c["name"] for c in calls] == ["roll", "narrate_private"]
-    roll, private = calls
+    _, first, _ = answer_to(ctx)
+    # First the secret roll alone, then the words for Alice as the dice decided.
+    [roll] = first.tool_calls_as_dicts()
+    assert first.asks_for_rolls and roll["name"] == "roll"
     assert roll["args"]["private_to"] == user_id and "perception" in roll["args"]["reason"]
-    assert private["args"]["to"] == user_id
-    # What only Alice noticed stays out of the public narration.
-    assert private["args"]["text"] not in answer.narration
-    assert "Alice" in answer.narration
+    for total, success in ((19, True), (3, False)):
+        result = {**roll["args"], "total": total, "success": success}
+        answer = answer_parse(json.dumps(fake_answer(ctx, [result])))
+        [private] = answer.tool_calls_as_dicts()
+        assert private["name"] == "narrate_private" and private["args"]["to"] == user_id
+        assert ("nothing out of the ordinary" in private["args"]["text"]) is not success
+        # What only Alice noticed, and her total, stay out of the public narration.
+        assert private["args"]["text"] not in answer.narration
+        assert f"{total} against" not in answer.narration
+        assert "Alice" in answer.narration
 
 
 @pytest.mark.parametrize(
@@ -219,7 +225,7 @@ def test_manage_py_play_prints_the_streamed_narration_and_the_options(campaign, 
     text = out.getvalue()
     assert "as Alice" in text
     assert text.count("\nDM: ") == 2 and "I attack the goblin" in text
-    assert "[roll] Alice's attack: 1d20" in text
+    assert "[roll] Alice attacking: 1d20" in text
     assert "[state] add /characters/" in text and "silver coin" in text
     assert text.count("What now?") == 2 and "\n  1. " in text
     assert "I never get here" not in text

@@ -429,7 +429,18 @@ def test_the_fake_dm_hides_a_secret_door_until_it_is_searched_for(campaign, tabl
     assert door_id not in _state(campaign, table["alice"])["entities"]
     assert "Secret door" not in json.dumps(events_seen_by(campaign, table["alice"]))
 
-    act("I search the shelves for the secret door")
+    # A search finds it only when its roll succeeds: the dice decide (CONTRACTS §7).
+    for attempt in range(12):
+        act(f"I search the shelves for the secret door ({attempt})")
+        [search] = [
+            e["payload"]
+            for e in events_seen_by(campaign, table["alice"])
+            if e["type"] == "roll_result"
+        ][-1:]
+        found = door_id in _state(campaign, table["alice"])["entities"]
+        assert found is search["success"], search
+        if found:
+            break
     assert _state(campaign, table["alice"])["entities"][door_id]["name"] == "Secret door"
     reveal = next(
         e for e in events_seen_by(campaign, table["alice"]) if e["payload"].get("revealed")

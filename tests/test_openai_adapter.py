@@ -81,7 +81,7 @@ def test_a_good_answer_plays_the_turn(campaign, alice, style, mode, settings, op
         assert "narration" in json.dumps(body["response_format"]["json_schema"]["schema"])
     else:
         assert body["text"]["format"]["type"] == "json_schema"
-    assert "Never invent dice results" in prompt_text(request)
+    assert "roll first" in prompt_text(request)
     assert "I attack the goblin" in prompt_text(request)
     # The usage the server reported is what the turn reports (for billing).
     [usage] = outcome.usage

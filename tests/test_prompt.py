@@ -61,7 +61,7 @@ def test_the_prompt_has_the_rules_the_edition_the_state_and_every_action_with_it
     prompt = build(campaign)
     system, user = prompt.messages[0]["content"], prompt.messages[1]["content"]
     assert prompt.messages[0]["role"] == "system" and prompt.messages[1]["role"] == "user"
-    assert "Never invent dice results" in system
+    assert "roll first" in system and "Never narrate the outcome" in system
     assert "`roll`" in system and "apply_state_patch" in system
     assert "3 to 6 options" in system
     assert "Edition: 5e" in system

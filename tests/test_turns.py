@@ -216,13 +216,16 @@ def test_a_refusal_before_the_model_call_ends_the_turn_with_its_code(
 
 @pytest.mark.django_db
 def test_usage_is_settled_after_each_model_call(campaign, alice):
-    act(campaign, alice, "I search the room")
+    act(campaign, alice, "I search the room")  # a check: rolled first, then narrated
     outcome = turn_run(campaign_id=campaign.id)
-    [usage] = outcome.usage
-    [row] = ModelUsage.objects.filter(campaign_id=campaign.id)
-    assert (row.provider, row.model, row.purpose) == ("fake", "fake-dm", "dm_turn")
-    assert (row.input_tokens, row.output_tokens) == (usage.input_tokens, usage.output_tokens)
-    assert str(row.turn_id) == outcome.turn_id and str(row.user_id) == str(alice.id)
+    assert outcome.steps == 2 and len(outcome.usage) == 2
+    rows = list(ModelUsage.objects.filter(campaign_id=campaign.id))
+    assert sorted((r.input_tokens, r.output_tokens) for r in rows) == sorted(
+        (u.input_tokens, u.output_tokens) for u in outcome.usage
+    )
+    for row in rows:
+        assert (row.provider, row.model, row.purpose) == ("fake", "fake-dm", "dm_turn")
+        assert str(row.turn_id) == outcome.turn_id and str(row.user_id) == str(alice.id)
     assert not Reservation.objects.filter(campaign_id=campaign.id).exists()
 
 
