@@ -19,6 +19,7 @@ from bench import (
     memory_per_connection,
     turns,
     turns_concurrency,
+    two_step,
     ws_latency,
 )
 from bench.common import ROOT, machine
@@ -95,6 +96,7 @@ def main() -> None:
     lines += ["", *fanout.markdown(_separately("fanout"))]
     lines += ["", *turns.markdown(_separately("turns"))]
     lines += ["", *turns_concurrency.markdown(_separately("turns_concurrency"))]
+    lines += ["", *two_step.markdown(_separately("two_step"))]
     lines += ["", *memory_per_connection.markdown(_separately("memory_per_connection"))]
     voice = {}
     voice.update(_separately("voice_latency"))
