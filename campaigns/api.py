@@ -221,6 +221,12 @@ class RollCreateApi(APIView):
         private = serializers.BooleanField(
             required=False, default=False, help_text="seen by the roller and the GMs only"
         )
+        roll_id = serializers.UUIDField(
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="the check the DM asked you to roll: its formula, reason and DC are used",
+        )
 
         def validate_dc(self, value: Any) -> Any:
             # DRF's IntegerField takes "15", 15.0 and true as 15 (or 1): a DC is a number.
@@ -248,6 +254,7 @@ class RollCreateApi(APIView):
             request_id=getattr(request, "request_id", ""),
             dc=data["dc"],
             private=data["private"],
+            roll_id=data["roll_id"],
         )
         return Response(
             [selectors.event_envelope(e) for e in events], status=status.HTTP_201_CREATED

@@ -227,6 +227,91 @@ ROLL_SUMMARY_EMPTY: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class RollRequest:
+    """A check the DM asked a player to roll (tool `request_roll`)."""
+
+    roll_id: str
+    for_user_id: str
+    formula: str
+    reason: str
+    dc: int | None
+    turn_id: str | None
+    seq: int
+
+
+def roll_request_get(*, campaign_id: uuid.UUID | str, roll_id: str) -> RollRequest | None:
+    """The DM's request for this roll, with its DC (kept from the table until the dice
+    fall), or None when the DM asked no one for it."""
+    event = Event.objects.filter(
+        campaign_id=campaign_id,
+        type="roll_requested",
+        payload__roll_id=str(roll_id),
+        payload__requested_by="dm",
+    ).first()
+    if event is None or not event.payload.get("for_user_id"):
+        return None
+    held = Event.objects.filter(
+        campaign_id=campaign_id, type="roll_dc_held", payload__roll_id=str(roll_id)
+    ).first()
+    return RollRequest(
+        roll_id=str(roll_id),
+        for_user_id=str(event.payload["for_user_id"]),
+        formula=event.payload["formula"],
+        reason=event.payload.get("reason", ""),
+        dc=held.payload["dc"] if held is not None else None,
+        turn_id=event.payload.get("turn_id"),
+        seq=event.seq,
+    )
+
+
+def roll_result_exists(*, campaign_id: uuid.UUID | str, roll_id: str) -> bool:
+    return Event.objects.filter(
+        campaign_id=campaign_id, type="roll_result", payload__roll_id=str(roll_id)
+    ).exists()
+
+
+def roll_answer(*, campaign_id: uuid.UUID | str, roll_id: str) -> dict[str, Any] | None:
+    """A requested roll's result once made (as `roll_summaries` gives it), else None."""
+    events = list(
+        Event.objects.filter(
+            campaign_id=campaign_id,
+            type__in=("roll_requested", "roll_result"),
+            payload__roll_id=str(roll_id),
+        ).order_by("seq")
+    )
+    summaries = roll_summaries(events)
+    return summaries[0] if summaries else None
+
+
+def turn_roll_requests_open(
+    *, campaign_id: uuid.UUID | str, turn_id: str, after_seq: int = 0
+) -> list[str]:
+    """The roll ids a DM turn asked players for and nobody has rolled yet, in order."""
+    asked = [
+        str(roll_id)
+        for roll_id in Event.objects.filter(
+            campaign_id=campaign_id,
+            type="roll_requested",
+            seq__gt=after_seq,
+            payload__turn_id=str(turn_id),
+            payload__requested_by="dm",
+        )
+        .exclude(payload__for_user_id=None)
+        .order_by("seq")
+        .values_list("payload__roll_id", flat=True)
+    ]
+    rolled = {
+        str(roll_id)
+        for roll_id in Event.objects.filter(
+            campaign_id=campaign_id, type="roll_result", seq__gt=after_seq
+        )
+        .filter(payload__turn_id=str(turn_id))
+        .values_list("payload__roll_id", flat=True)
+    }
+    return [roll_id for roll_id in asked if roll_id not in rolled]
+
+
 def roll_summaries(events: list[Event]) -> list[dict[str, Any]]:
     """Each `roll_result` among `events`, in their order, as a plain dict (the reason from
     its `roll_requested` when that is among them too): `roll_id`, `seq`, `formula`,

@@ -71,6 +71,10 @@ class RollRequested(Payload):
     requested_by: Literal["dm", "player"]
     # The DM turn that rolled it (left out for a roll outside a turn).
     turn_id: uuid.UUID | None = Field(default=None, exclude_if=_turn_id_unset)
+    # The player the DM asks to roll their own check (tool `request_roll`): the request
+    # stays open until their `roll_result` with this roll_id (or the server's, after
+    # DM_PLAYER_ROLL_SECONDS).
+    for_user_id: uuid.UUID | None = Field(default=None, exclude_if=_turn_id_unset)
 
     @model_validator(mode="before")
     @classmethod
@@ -116,6 +120,20 @@ class RollResult(Payload):
         elif self.success is not expected:
             raise ValueError("success is total >= dc, and null without a dc")
         return self
+
+
+class RollDcHeld(Payload):
+    """The DC of a roll the DM asked a player for, kept for the GMs until the dice fall
+    (`roll_requested` never carries it); the player's `roll_result` then tells it."""
+
+    roll_id: uuid.UUID
+    dc: StrictInt = Field(ge=DC_MIN, le=DC_MAX)
+    turn_id: uuid.UUID | None = Field(default=None, exclude_if=_turn_id_unset)
+
+
+@event_type("roll_dc_held", RollDcHeld)
+def _roll_dc_held(state: dict[str, Any], event: FoldedEvent) -> None:
+    pass
 
 
 @event_type("roll_result", RollResult)

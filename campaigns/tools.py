@@ -113,6 +113,13 @@ class _Args(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
 
 
+class RequestRollArgs(_Args):
+    to: StrictStr = Field(max_length=40)
+    formula: StrictStr = Field(max_length=200)
+    reason: StrictStr = Field(default="", max_length=500)
+    dc: StrictInt | None = Field(default=None, ge=DC_MIN, le=DC_MAX)
+
+
 class RollArgs(_Args):
     formula: StrictStr
     reason: StrictStr = Field(default="", max_length=500)
@@ -220,22 +227,25 @@ class _Executor:
         reason: str,
         requested_by: Literal["dm", "player"],
         dc: int | None = None,
+        answers: str | None = None,
     ) -> str:
         """Queue `roll_requested` (never with the dc) and `roll_result` (with `dc` and
-        `success`); returns the roll's id."""
+        `success`); returns the roll's id. With `answers` (the roll_id of a roll the DM
+        asked a player for, whose `roll_requested` is logged already) only the result."""
         formula_parse(formula)  # refuse before a seed is touched
         seed = self.seed()
-        roll_id = uuid.uuid4()
+        roll_id = uuid.UUID(answers) if answers else uuid.uuid4()
         outcome = roll_compute(formula=formula, seed=seed.secret, roll_id=roll_id)
-        self.add(
-            "roll_requested",
-            {
-                "roll_id": str(roll_id),
-                "formula": outcome.formula,
-                "reason": reason,
-                "requested_by": requested_by,
-            },
-        )
+        if answers is None:
+            self.add(
+                "roll_requested",
+                {
+                    "roll_id": str(roll_id),
+                    "formula": outcome.formula,
+                    "reason": reason,
+                    "requested_by": requested_by,
+                },
+            )
         self.add(
             "roll_result",
             {
@@ -547,6 +557,7 @@ def roll_make(
     visibility: dict[str, Any] | None = None,
     dc: int | None = None,
     private: bool = False,
+    roll_id: uuid.UUID | str | None = None,
 ) -> list[Event]:
     """Roll with the server's dice: `roll_requested` + `roll_result` (FormulaError, a
     DomainError with code `invalid_formula`, for a formula that is refused). A player's
@@ -554,7 +565,21 @@ def roll_make(
     (PermissionDenied otherwise, nothing appended).
 
     `dc` (1..40) is the target, told in `roll_result` only (with `success`); `private`
-    makes the roll visible to its roller and the GMs only."""
+    makes the roll visible to its roller and the GMs only.
+
+    With `roll_id`, the player answers a check the DM asked them to roll (tool
+    `request_roll`, CONTRACTS §7): the request's formula, reason, DC and turn are used
+    (the given formula and dc are not), and only its `roll_result` is appended. NotFound
+    for no such open request, PermissionDenied when it was asked of someone else,
+    Conflict once it is rolled."""
+    if roll_id is not None:
+        return _roll_answer(
+            campaign_id=campaign_id,
+            roll_id=roll_id,
+            actor_kind=actor_kind,
+            actor_user_id=actor_user_id,
+            request_id=request_id,
+        )
     formula_parse(formula)  # fail fast, before taking the campaign's lock
     if not isinstance(reason, str) or len(reason) > 500:
         raise DomainError("reason must be text of at most 500 characters", code="invalid_reason")
@@ -591,6 +616,147 @@ def roll_make(
         campaign_id=campaign_id, events=build, request_id=request_id, precondition=member_check
     )
     return [e for e in events if e.type in ROLL_EVENT_TYPES]
+
+
+# --- Checks the DM asks a player to roll (tool `request_roll`) -------------------------------
+
+
+def _roll_answer(
+    *,
+    campaign_id: uuid.UUID | str,
+    roll_id: uuid.UUID | str,
+    actor_kind: str,
+    actor_user_id: uuid.UUID | None,
+    request_id: str = "",
+) -> list[Event]:
+    """The roll a player was asked for, made now by the server's dice: by that player
+    (`actor_user_id`), or by the server for them (`actor_kind` "system", no user)."""
+    try:
+        roll_id = str(uuid.UUID(str(roll_id)))
+    except ValueError:
+        raise NotFound("there is no such roll to make") from None
+    request = selectors.roll_request_get(campaign_id=campaign_id, roll_id=roll_id)
+    if request is None:
+        raise NotFound("there is no such roll to make")
+    if actor_user_id is not None and str(actor_user_id) != request.for_user_id:
+        raise PermissionDenied("the DM asked another player for this roll")
+
+    def build(state: dict[str, Any]) -> list[NewEvent]:
+        # Under the log's lock: one answer per request, whoever comes first.
+        if selectors.roll_result_exists(campaign_id=campaign_id, roll_id=roll_id):
+            raise Conflict("this roll has been made already")
+        executor = _Executor(
+            campaign_id=campaign_id,
+            state=state,
+            actor_kind=actor_kind,
+            actor_user_id=actor_user_id,
+            turn_id=request.turn_id,
+        )
+        executor.roll(
+            formula=request.formula,
+            reason=request.reason,
+            requested_by="dm",
+            dc=request.dc,
+            answers=roll_id,
+        )
+        return executor.events
+
+    member_check = (
+        still_a_member(campaign_id=campaign_id, user_id=actor_user_id)
+        if actor_user_id is not None
+        else None
+    )
+    events = events_append(
+        campaign_id=campaign_id, events=build, request_id=request_id, precondition=member_check
+    )
+    return [e for e in events if e.type in ROLL_EVENT_TYPES]
+
+
+def turn_rolls_request(
+    *,
+    campaign_id: uuid.UUID | str,
+    turn_id: str,
+    requests: list[dict[str, Any]],
+    request_id: str = "",
+) -> list[dict[str, Any]]:
+    """Ask players to roll their own checks (the DM's `request_roll` calls: `to`,
+    `formula`, `reason`, `dc`): each a public `roll_requested` {requested_by "dm",
+    for_user_id} and, with a DC, a GM-only `roll_dc_held` (the table learns the DC with
+    the result). One append. Returns per request, in order: `roll_id` (None when
+    refused), `for_user_id`, `formula`, `reason`, and `error` (the refusal in plain
+    words, or None)."""
+    given = list(requests) if isinstance(requests, list | tuple) else [requests]
+    out: list[dict[str, Any]] = []
+
+    def build(state: dict[str, Any]) -> list[NewEvent]:
+        out.clear()
+        executor = _Executor(
+            campaign_id=campaign_id, state=state, actor_kind="dm", turn_id=str(turn_id)
+        )
+        for args in given:
+            entry: dict[str, Any] = {
+                "roll_id": None,
+                "for_user_id": None,
+                "formula": "",
+                "reason": "",
+                "error": None,
+            }
+            try:
+                parsed = RequestRollArgs.model_validate(args)
+                entry.update(formula=parsed.formula, reason=parsed.reason)
+                to = executor.member_id(parsed.to, "to")
+                if (state.get("members") or {}).get(to, {}).get("role") != "player":
+                    raise ToolRefused("to must be the user id of a player at the table")
+                formula_parse(parsed.formula)
+            except ValidationError as exc:
+                entry["error"] = _args_problem(exc)
+            except (ToolRefused, FormulaError) as exc:
+                entry["error"] = exc.detail if isinstance(exc, FormulaError) else str(exc)
+            if entry["error"] is None:
+                roll_id = str(uuid.uuid4())
+                executor.add(
+                    "roll_requested",
+                    {
+                        "roll_id": roll_id,
+                        "formula": parsed.formula,
+                        "reason": parsed.reason,
+                        "requested_by": "dm",
+                        "for_user_id": to,
+                    },
+                )
+                if parsed.dc is not None:
+                    with executor.seen_by(dict(GM_ONLY)):  # type: ignore[arg-type]
+                        executor.add("roll_dc_held", {"roll_id": roll_id, "dc": parsed.dc})
+                entry.update(roll_id=roll_id, for_user_id=to)
+            out.append(entry)
+        return executor.events
+
+    with tracing.span("turn.roll_requests", campaign_id=campaign_id, turn_id=turn_id):
+        events_append(campaign_id=campaign_id, events=build, request_id=request_id)
+    return list(out)
+
+
+def roll_request_settle(
+    *, campaign_id: uuid.UUID | str, roll_id: str, request_id: str = ""
+) -> dict[str, Any] | None:
+    """The result of a roll the DM asked a player for: theirs once they rolled; else the
+    server rolls it for them now (their time is up). None for no such request."""
+    answered = selectors.roll_answer(campaign_id=campaign_id, roll_id=roll_id)
+    if answered is not None:
+        return answered
+    try:
+        _roll_answer(
+            campaign_id=campaign_id,
+            roll_id=roll_id,
+            actor_kind="system",
+            actor_user_id=None,
+            request_id=request_id,
+        )
+    except Conflict:
+        pass  # they rolled a moment ago
+    except NotFound:
+        return None
+    return selectors.roll_answer(campaign_id=campaign_id, roll_id=roll_id)
 
 
 # --- A turn's rolls before its narration (two-step turns) ------------------------------------
@@ -849,6 +1015,8 @@ __all__ = [
     "gm_revert_event",
     "gm_set_value",
     "roll_make",
+    "roll_request_settle",
     "turn_commit",
     "turn_rolls_commit",
+    "turn_rolls_request",
 ]

@@ -8,7 +8,8 @@ the input.
 
 It plays by the dice, as CONTRACTS §7 asks: an action whose outcome is uncertain (an
 attack, sneaking, searching, climbing, persuading, picking a lock, a secret perception)
-is a check. Its first answer then only rolls, each with a DC (`"narration": ""`); given
+is a check. Its first answer then only rolls, each with a DC (`"narration": ""`); a
+climb is asked of the climbing player (`request_roll`: they roll it themselves); given
 the results it narrates each check as the dice decided, success or failure, naming the
 total (a secret check's total goes to its player alone, in `narrate_private`).
 
@@ -225,9 +226,12 @@ class _Check:
     private_to: str | None = None
     trap: bool = False  # perceive: a trap noticed, else something overheard
     reveals: str | None = None  # search: the hidden entity a success reveals
+    asks: str | None = None  # the player who rolls it themselves (tool request_roll)
 
     def roll_call(self) -> dict[str, Any]:
         args: dict[str, Any] = {"formula": self.formula, "reason": self.reason, "dc": self.dc}
+        if self.asks:
+            return {"name": "request_roll", "args": {"to": self.asks, **args}}
         if self.private_to:
             args["private_to"] = self.private_to
         return {"name": "roll", "args": args}
@@ -310,7 +314,8 @@ def _plan_action(
     if lock:
         check("lock", "1d20+4", "picking the lock (thieves' tools)", 12 + h % 6)
     if _CLIMB.search(text):
-        check("climb", "1d20+2", "climbing (athletics)", 10 + h % 6)
+        # The climber rolls this one themselves (the room shows them a Roll button).
+        check("climb", "1d20+2", "climbing (athletics)", 10 + h % 6, asks=action.user_id)
     if _PERSUADE.search(text):
         check("persuade", "1d20+1", "persuading (persuasion)", 10 + h % 8)
     secret = action.user_id is not None and _PERCEIVE.search(text) is not None

@@ -89,6 +89,8 @@ def turn_unfinished(*, campaign_id: uuid.UUID | str, answered_seq: int) -> Unfin
                 retracted.add(str(turn_id))
             elif event.type == "roll_result" and event.actor_kind == "dm":
                 rolled.append(str(turn_id))
+            elif event.type == "roll_requested" and (event.payload or {}).get("for_user_id"):
+                rolled.append(str(turn_id))  # a player's roll it asked for
         cursor = page[-1].seq
     for turn_id in reversed(rolled):  # the latest such turn
         if turn_id in retracted:

@@ -32,9 +32,21 @@ from django.utils import timezone
 from billing.selectors import budget_model_choice
 from billing.services import BudgetExceeded
 from campaigns.events import NewEvent
-from campaigns.selectors import campaign_get, player_actions_between, turn_rolls_logged
+from campaigns.selectors import (
+    campaign_get,
+    player_actions_between,
+    roll_answer,
+    turn_roll_requests_open,
+    turn_rolls_logged,
+)
 from campaigns.services import events_append
-from campaigns.tools import ToolRejection, turn_commit, turn_rolls_commit
+from campaigns.tools import (
+    ToolRejection,
+    roll_request_settle,
+    turn_commit,
+    turn_rolls_commit,
+    turn_rolls_request,
+)
 from llm.adapters import PROVIDERS, ModelError, ModelRequest, Usage, adapter_for
 from llm.services import Caller, model_answer
 from rpgai import tracing
@@ -54,6 +66,8 @@ log = logging.getLogger(__name__)
 MAX_FOLLOW_UP_TURNS = 20
 # The backstop past DM_TURN_DEADLINE_SECONDS for a turn stuck outside its model calls.
 TURN_DEADLINE_SLACK = 15.0
+# How often a turn waiting for a player's own roll looks for it.
+PLAYER_ROLL_POLL_SECONDS = 0.5
 FALLBACK_NARRATION = (
     "The Dungeon Master falls silent for a moment, lost in thought, and the scene holds "
     "its breath. (The DM's answer could not be used this time; nothing has changed. "
@@ -214,6 +228,13 @@ class _Turn:
     outcome: TurnOutcome
     request_id: str
     deadline: float
+    backstop: asyncio.Timeout | None = None
+
+    def extend(self, seconds: float) -> None:
+        """Time spent waiting for players is not the DM's: move the deadlines on."""
+        self.deadline += seconds
+        if self.backstop is not None and self.backstop.when() is not None:
+            self.backstop.reschedule(self.backstop.when() + seconds)  # type: ignore[operator]
 
     @property
     def caller(self) -> Caller:
@@ -249,7 +270,9 @@ async def aturn_run(
     try:
         # The turn's own deadline bounds every model call; this is the backstop for the
         # rest (a database that stopped answering, say).
-        async with asyncio.timeout(settings.DM_TURN_DEADLINE_SECONDS + TURN_DEADLINE_SLACK):
+        async with asyncio.timeout(
+            settings.DM_TURN_DEADLINE_SECONDS + TURN_DEADLINE_SLACK
+        ) as turn.backstop:
             with tracing.span(
                 "turn",
                 campaign_id=campaign_id,
@@ -291,6 +314,7 @@ class _Prepared:
     prompt: Prompt
     turn_id: str
     rolled: list[dict[str, Any]]  # the rolls of this turn made before it was cut short
+    asked: list[str]  # and the players' rolls it asked for, not made yet
 
 
 def _turn_prepare(*, campaign_id: uuid.UUID | str) -> _Prepared | None:
@@ -321,6 +345,13 @@ def _turn_prepare(*, campaign_id: uuid.UUID | str) -> _Prepared | None:
                 campaign_id=campaign_id, turn_id=unfinished.turn_id, after_seq=answered
             )
             if unfinished is not None
+            else []
+        ),
+        asked=(
+            turn_roll_requests_open(
+                campaign_id=campaign_id, turn_id=unfinished.turn_id, after_seq=answered
+            )
+            if unfinished is not None and unfinished.resumed
             else []
         ),
         context=context,
@@ -355,6 +386,8 @@ async def _turn_play(
     max_steps = max(1, settings.DM_MAX_STEPS)
     messages = list(prompt.messages)
     results = list(prepared.rolled)
+    if prepared.asked:  # cut short while its players were to roll: wait for them again
+        results += await _player_rolls(turn, list(prepared.asked))
     refused: list[dict[str, Any]] = []  # tool calls of rolling steps: not run
     if results:
         # A turn cut short after its rolls (its worker died): they are facts; it goes on
@@ -403,7 +436,8 @@ async def _turn_play(
             answer = answered.value
             if answer is None or not answer.asks_for_rolls:
                 break
-            rolled = await db(_rolls_step, turn, answer, refused, offset=len(results))
+            slots = await db(_rolls_step, turn, answer, refused, offset=len(results))
+            rolled = await _player_rolls(turn, slots)
             results += rolled
             messages = [
                 *messages,
@@ -450,13 +484,21 @@ async def _turn_play(
 
 def _rolls_step(
     turn: _Turn, answer: DMAnswer, refused: list[dict[str, Any]], *, offset: int
-) -> list[dict[str, Any]]:
-    """Make the rolls of an answer that asks to see its dice first; its other tool calls
-    are refused (state changes belong to the narrating answer) into `refused`."""
-    rolls = []
+) -> list[dict[str, Any] | str]:
+    """Make the rolls of an answer that asks to see its dice first, and ask players for
+    the checks they roll themselves; its other tool calls are refused (state changes
+    belong to the narrating answer) into `refused`. Returns, in the calls' order, each
+    roll's result, or the roll_id of a player's roll still to come."""
+    rolls: list[dict[str, Any]] = []
+    requests: list[dict[str, Any]] = []
+    order: list[str] = []
     for index, call in enumerate(answer.tool_calls_as_dicts()):
         if call["name"] == "roll":
             rolls.append(call["args"])
+            order.append("roll")
+        elif call["name"] == "request_roll":
+            requests.append(call["args"])
+            order.append("request")
         else:
             refused.append(
                 {
@@ -465,12 +507,62 @@ def _rolls_step(
                     "reason": "only rolls run before the narration; send this call with it",
                 }
             )
-    return turn_rolls_commit(
-        campaign_id=turn.campaign_id,
-        turn_id=turn.outcome.turn_id,
-        rolls=rolls,
-        request_id=turn.request_id,
+    made = iter(
+        turn_rolls_commit(
+            campaign_id=turn.campaign_id,
+            turn_id=turn.outcome.turn_id,
+            rolls=rolls,
+            request_id=turn.request_id,
+        )
+        if rolls
+        else []
     )
+    asked = iter(
+        turn_rolls_request(
+            campaign_id=turn.campaign_id,
+            turn_id=turn.outcome.turn_id,
+            requests=requests,
+            request_id=turn.request_id,
+        )
+        if requests
+        else []
+    )
+    slots: list[dict[str, Any] | str] = []
+    for kind in order:
+        if kind == "roll":
+            slots.append(next(made))
+            continue
+        request = next(asked)
+        slots.append(request["roll_id"] if request["error"] is None else request)
+    return slots
+
+
+async def _player_rolls(turn: _Turn, slots: list[dict[str, Any] | str]) -> list[dict[str, Any]]:
+    """Wait for the players' own rolls among `slots` (roll ids), holding no worker: each
+    comes when its player rolls, or the server rolls it for them after
+    DM_PLAYER_ROLL_SECONDS. The turn's deadline moves on by the time waited."""
+    waiting = [slot for slot in slots if isinstance(slot, str)]
+    got: dict[str, dict[str, Any]] = {}
+    started = time.monotonic()
+    until = started + settings.DM_PLAYER_ROLL_SECONDS
+    while waiting and time.monotonic() < until:
+        for roll_id in list(waiting):
+            answer = await db(roll_answer, campaign_id=turn.campaign_id, roll_id=roll_id)
+            if answer is not None:
+                got[roll_id] = answer
+                waiting.remove(roll_id)
+        if waiting:
+            await asyncio.sleep(PLAYER_ROLL_POLL_SECONDS)
+    for roll_id in waiting:  # their time is up: the server rolls for them
+        settled = await db(
+            roll_request_settle,
+            campaign_id=turn.campaign_id,
+            roll_id=roll_id,
+            request_id=turn.request_id,
+        )
+        got[roll_id] = settled or {"error": "the roll could not be made", "formula": ""}
+    turn.extend(time.monotonic() - started)
+    return [got[slot] if isinstance(slot, str) else slot for slot in slots]
 
 
 def _answer_text(answer: DMAnswer) -> str:

@@ -326,6 +326,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             request_id=request_id,
             dc=message.dc,
             private=message.private,
+            roll_id=message.roll_id,
         )
         if message.action_id is not None:
             await self.send_json(

