@@ -16,6 +16,11 @@ urlpatterns = [
         name="api-directions",
     ),
     path(
+        "campaigns/<uuid:campaign_id>/narrations/<int:seq>/retry",
+        gm_api.NarrationRetryApi.as_view(),
+        name="api-narration-retry",
+    ),
+    path(
         "campaigns/<uuid:campaign_id>/members/<uuid:user_id>/kick",
         api.MemberKickApi.as_view(),
         name="api-member-kick",

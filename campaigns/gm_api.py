@@ -1,5 +1,5 @@
 """The GM's tools in the room, over HTTP: set a value, revert an event, reveal the dice
-seed, direct the DM.
+seed, direct the DM, ask the DM for another answer (retry).
 
 Thin views over the authoritative GM services of `campaigns.tools`: every change is an
 event in the log (a `gm` state patch, or the seed's reveal), never an edit in place.
@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from rpgai.errors import NotFound
 
-from . import selectors, services, tools
+from . import retractions, selectors, services, tools
 from .api import EnvelopeSerializer, _valid, membership_required
 from .models import Event
 
@@ -31,10 +31,8 @@ CHARACTER_FIELDS = ("hp", "max_hp", "ac", "name", "conditions", "inventory")
 EventsOutput = inline_serializer("GmEvents", {"events": EnvelopeSerializer(many=True)})
 
 
-def _events_response(events: list[Event]) -> Response:
-    return Response(
-        {"events": [selectors.event_envelope(e) for e in events]}, status=status.HTTP_201_CREATED
-    )
+def _events_response(events: list[Event], status_code: int = status.HTTP_201_CREATED) -> Response:
+    return Response({"events": [selectors.event_envelope(e) for e in events]}, status=status_code)
 
 
 def _request_id(request: Request) -> str:
@@ -155,3 +153,38 @@ class GmDirectionApi(APIView):
             request_id=_request_id(request),
         )
         return _events_response([event])
+
+
+# The largest seq a narration can have (Event.seq is a PositiveIntegerField): a larger
+# one in the URL is simply not there.
+SEQ_MAX = 2**31 - 1
+
+ErrorOutput = inline_serializer(
+    "GmError", {"detail": serializers.CharField(), "code": serializers.CharField()}
+)
+
+
+class NarrationRetryApi(APIView):
+    """Retry keeps the dice (CONTRACTS §7): take back the latest narration and have the DM
+    answer the same actions again, given the same roll results.
+
+    202: the retraction and the compensating GM patch that undoes the turn's changes are
+    in the log (listed here); the new answer follows on the socket, as any turn's does.
+    409 when a player acted after that narration, when it is not the latest, when it was
+    retried already, or when what its turn changed has been changed since."""
+
+    @extend_schema(
+        request=None,
+        responses={202: EventsOutput, 403: ErrorOutput, 404: ErrorOutput, 409: ErrorOutput},
+    )
+    def post(self, request: Request, campaign_id: uuid.UUID, seq: int) -> Response:
+        membership_required(request, campaign_id, gm=True)
+        if not 1 <= seq <= SEQ_MAX:
+            raise NotFound(f"no narration #{seq} in this campaign")
+        events = retractions.narration_retract(
+            campaign_id=campaign_id,
+            by_user=request.user,
+            narration_seq=seq,
+            request_id=_request_id(request),
+        )
+        return _events_response(events, status.HTTP_202_ACCEPTED)

@@ -26,7 +26,7 @@ from . import selectors
 from .events import FoldedEvent, NewEvent, Payload, copy_state, event_type, fold, fold_all
 from .models import Event
 from .services import events_append
-from .state_schema import PatchRefused, patch_check
+from .state_schema import PatchRefused, patch_check, patch_is_secret, path_allowed
 from .tools import _gm_patch_events
 
 # A turn's own events that are facts, not changes to undo: its rolls stay, its narration
@@ -135,8 +135,9 @@ def narration_retract(
             fold(after, selectors.folded(event))
     inverse = [
         operation
-        for operation in jsonpatch.make_patch(after, before).patch
-        if not operation["path"].startswith(NOT_COMPENSATED)
+        for raw in jsonpatch.make_patch(after, before).patch
+        if not raw["path"].startswith(NOT_COMPENSATED)
+        for operation in _gm_allowed(raw, after)
     ]
     answered_before = before["turn"]["answered_through_seq"]
     options_before = list(before.get("last_options") or [])[:8]
@@ -168,20 +169,50 @@ def narration_retract(
                         f"what this turn changed at {operation['path']} has changed since; "
                         "set it directly instead"
                     )
-            try:
-                patched = patch_check(state, inverse, actor="gm")
-            except PatchRefused as exc:
-                raise Conflict(f"this turn's changes cannot be undone: {exc.detail}") from None
-            events += _gm_patch_events(
-                patches=inverse,
-                reason="the GM asked the DM for another answer",
-                by_user=by_user,
-                before=state,
-                after=patched,
-            )
+            # Two patches: what touches hidden things goes to the GMs alone, and the rest
+            # (hit points restored, say) stays in every player's log.
+            secret = [op for op in inverse if patch_is_secret(state, None, [op])]
+            public = [op for op in inverse if op not in secret]
+            current = state
+            for patches in (public, secret):
+                if not patches:
+                    continue
+                try:
+                    patched = patch_check(current, patches, actor="gm")
+                except PatchRefused as exc:
+                    raise Conflict(f"this turn's changes cannot be undone: {exc.detail}") from None
+                events += _gm_patch_events(
+                    patches=patches,
+                    reason="the GM asked the DM for another answer",
+                    by_user=by_user,
+                    before=current,
+                    after=patched,
+                )
+                current = patched
         return events
 
     return events_append(campaign_id=campaign_id, events=build, request_id=request_id)
+
+
+def _gm_allowed(operation: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """`operation`, or, for the removal of a container a GM patch may not remove (the
+    /hidden the turn's first hidden flag made), the removals of what is inside it."""
+    if operation["op"] != "remove" or path_allowed(operation["path"], "remove", actor="gm"):
+        return [operation]
+    value = _value_at(after, operation["path"])
+    if not isinstance(value, dict):
+        return [operation]  # refused by patch_check, with its reason
+    return [
+        part
+        for key in value
+        for part in _gm_allowed(
+            {"op": "remove", "path": f"{operation['path']}/{_escape(key)}"}, after
+        )
+    ]
+
+
+def _escape(key: str) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
 
 
 _ABSENT = object()

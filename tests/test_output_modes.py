@@ -66,7 +66,8 @@ def test_a_refused_json_schema_is_tried_once_per_server_not_per_turn(
         fmt = server.requests[1].body["response_format"]
         assert fmt["type"] == "json_object"
         assert set(fmt["schema"]["required"]) == {"narration", "options"}
-        assert '"value":{"default":null,"type":["string",' in json.dumps(fmt["schema"], separators=(",", ":"))
+        text = json.dumps(fmt["schema"], separators=(",", ":"))
+        assert '"value":{"default":null,"type":["string",' in text
         # ... and in the prompt, as always.
         assert "matching this JSON schema" in json.dumps(server.requests[1].body["messages"])
 

@@ -147,3 +147,36 @@ def test_only_the_latest_narration_before_any_new_action_and_only_by_a_gm(
         narration_retract(campaign_id=campaign.id, by_user=gm, narration_seq=latest.seq)
     with pytest.raises(Conflict, match="already"):
         narration_retract(campaign_id=campaign.id, by_user=gm, narration_seq=latest.seq)
+
+
+def test_a_turn_that_set_the_first_hidden_flag_and_took_hp_can_be_retried(
+    campaign, gm, alice, openai_server
+):
+    """Its undo removes the flag (not /hidden, which no GM patch may remove), for the GMs
+    only, and restores the hit points in a patch every player sees."""
+    from tests.reads import events_seen_by
+
+    character_id, character = character_of(campaign, alice)
+    answer = narrate("A shadow watches you; the dart stings.", character_id, character["hp"] - 2)
+    answer["tool_calls"].append(
+        {
+            "name": "apply_state_patch",
+            "args": {
+                "reason": "the watcher",
+                "patches": [{"op": "add", "path": "/hidden/flags", "value": {"watcher": "Vex"}}],
+            },
+        }
+    )
+    openai_server.script(Answer(answer))
+    act(campaign, alice, "I step into the alley")
+    turn_run(campaign_id=campaign.id)
+    [old] = narrations(campaign)
+    with turns_deferred():
+        events = narration_retract(campaign_id=campaign.id, by_user=gm, narration_seq=old.seq)
+    state = snapshot_get(campaign_id=campaign.id).state
+    assert "watcher" not in json.dumps(state.get("hidden", {}))
+    assert state["characters"][character_id]["hp"] == character["hp"]
+    applied = [e for e in events if e.type == "state_patch_applied"]
+    assert sorted(e.visibility["kind"] for e in applied) == ["all", "gm"]
+    seen = json.dumps(events_seen_by(campaign, alice))
+    assert "Vex" not in seen and f"/characters/{character_id}/hp" in seen

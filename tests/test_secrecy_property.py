@@ -15,7 +15,9 @@ player reads is a sound check. Values a model writes where players look are othe
 The rest of the table keeps secrets from that player too (issue 18): another player's
 private rolls and the GM's (`POST .../rolls` with `private`, reason a secret token) and
 the GM's secret directions to the DM (`POST .../directions` with `secret`); their public
-twins carry public tokens.
+twins carry public tokens. A GM's retry of the latest narration (`POST .../narrations/<seq>/
+retry`, issue 18) undoes that turn with compensating GM patches: those that touch hidden
+things stay GM-only like the turn's own.
 
 `PLAYER_READ_PATHS` is the registry of what a player can read. Every later issue that
 adds a path players can read adds that path to it: one function `(world) -> list of
@@ -40,6 +42,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campaigns import selectors
+from campaigns.models import Event
 from campaigns.services import campaign_create, campaign_join
 from campaigns.tools import turn_commit
 from memory.npc_memory import npc_memories_extract
@@ -505,6 +508,22 @@ def _gm_revert(world: World, pick: int) -> None:
     )
 
 
+def _gm_retry(world: World) -> None:
+    """The GM asks the DM for another answer to the latest narration: its turn's changes
+    are undone by compensating patches (a refusal, 409, is the GM's own: not checked)."""
+    narration = (
+        Event.objects.filter(campaign_id=world.campaign.id, type="dm_narration")
+        .order_by("-seq")
+        .first()
+    )
+    if narration is None:
+        return
+    response = api_as(world.gm).post(
+        f"/api/campaigns/{world.campaign.id}/narrations/{narration.seq}/retry"
+    )
+    assert response.status_code in (202, 409), response.content[:300]
+
+
 # What the rest of the table does beside the DM's turns: (kind, variant).
 TABLE_MOVES = ("other_roll", "gm_roll", "direction")
 
@@ -559,6 +578,7 @@ WORLDS = st.fixed_dictionaries(
             max_size=3,
         ),
         "reverts": st.lists(st.integers(0, 50), max_size=2),
+        "retry": st.booleans(),
         "table": st.lists(st.tuples(st.sampled_from(TABLE_MOVES), st.booleans()), max_size=3),
     }
 )
@@ -569,6 +589,8 @@ def _played(drawn: dict[str, Any]) -> World:
     world = _world(drawn["hidden_count"], drawn["flag_count"])
     for via_http, calls in drawn["turns"]:
         _execute(world, [_concrete(world, call) for call in calls], via_http=via_http)
+    if drawn["retry"]:
+        _gm_retry(world)
     for kind, secret in drawn["table"]:
         _table_move(world, kind, secret)
     for pick in drawn["reverts"]:
@@ -643,3 +665,75 @@ def test_private_rolls_and_secret_directions_reach_no_other_player() -> None:
     gm_view = api_as(world.gm).get(f"/api/campaigns/{world.campaign.id}/events?limit=1000")
     assert sum(token in mine.content.decode() for token in world.secrets) == 1
     assert all(token in gm_view.content.decode() for token in world.secrets)
+
+
+def test_a_retried_turn_that_touched_hidden_things_is_undone_out_of_the_players_sight() -> None:
+    """A DM turn makes a hidden creature, writes a hidden flag and takes the player's HP;
+    the GM retries it. The HP comes back where the player sees it, and the undoing of the
+    hidden things (their names and values in the compensating patches) reaches the GMs
+    only, on every read path."""
+    world = _world(1, 1)
+    hidden_name, hidden_value, flag, flag_value = (_secret_token() for _ in range(4))
+    world.secrets |= {hidden_name, hidden_value, flag, flag_value}
+    hp = selectors.snapshot_get(campaign_id=world.campaign.id).state["characters"][
+        world.character_id
+    ]["hp"]
+    _execute(
+        world,
+        [
+            {
+                "name": "create_entity",
+                "args": {
+                    "kind": "creature",
+                    "name": hidden_name,
+                    "data": {"lair": hidden_value},
+                    "hidden": True,
+                },
+            },
+            {
+                "name": "apply_state_patch",
+                "args": {
+                    "reason": _public_token(),
+                    "patches": [
+                        {"op": "add", "path": f"/hidden/flags/{flag}", "value": flag_value}
+                    ],
+                },
+            },
+            {
+                "name": "apply_state_patch",
+                "args": {
+                    "reason": _public_token(),
+                    "patches": [
+                        {
+                            "op": "replace",
+                            "path": f"/characters/{world.character_id}/hp",
+                            "value": hp - 3,
+                        }
+                    ],
+                },
+            },
+        ],
+        via_http=True,
+    )
+    narration = Event.objects.filter(campaign_id=world.campaign.id, type="dm_narration").last()
+    response = api_as(world.gm).post(
+        f"/api/campaigns/{world.campaign.id}/narrations/{narration.seq}/retry"
+    )
+    assert response.status_code == 202, response.content[:300]
+    retracted, *compensation = response.json()["events"]
+    assert retracted["visibility"] == {"kind": "all"}
+    assert compensation, "the turn's changes were undone"
+    undone = json.dumps(compensation)
+    assert hidden_name in undone or hidden_value in undone or flag in undone
+    assert all(
+        e["visibility"] == {"kind": "gm"}
+        for e in compensation
+        if any(token in json.dumps(e) for token in world.secrets)
+    )
+    state = selectors.snapshot_get(campaign_id=world.campaign.id).state
+    assert state["characters"][world.character_id]["hp"] == hp
+    assert flag not in (state.get("hidden") or {}).get("flags", {})
+    assert _leaks(world, PLAYER_READ_PATHS) == []
+    # The player reads their HP restored.
+    player_state = api_as(world.player).get(f"/api/campaigns/{world.campaign.id}/snapshot")
+    assert player_state.json()["state"]["characters"][world.character_id]["hp"] == hp

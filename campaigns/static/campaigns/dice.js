@@ -5,6 +5,9 @@
 // next to where the roll was asked for, in plain words. The roll itself comes back to the
 // room as `roll_requested` + `roll_result` events, drawn by room.js like any other.
 //
+// The same path answers a check the DM asked this player to roll (CONTRACTS §7 "Players roll
+// their own checks"): `answer` sends `client.roll` with the request's `roll_id`.
+//
 // A roll is never resent by itself: a second send would be a second roll. When the
 // connection drops before the server answered, the page says so and the log tells.
 
@@ -98,8 +101,10 @@ export function createDice({ send, isLive, newId, say }) {
     status.dataset.tone = tone;
   }
 
+  /** `where`: "box", "command", or a function(text, tone) of whoever asked. */
   function tell(where, text, tone, typed = "") {
     if (where === "box") boxSay(text, tone);
+    else if (typeof where === "function") where(text, tone);
     else say(where, text, tone, typed);
   }
 
@@ -122,10 +127,12 @@ export function createDice({ send, isLive, newId, say }) {
   }
 
   /** Send one checked roll; false (and said why) when it could not go. */
-  function roll({ formula, dc, reason, secret }, where, typed = "") {
+  function roll({ formula, dc, reason, secret, rollId }, where, typed = "") {
     if (stopped) return false;
     const actionId = newId();
-    const message = { type: "client.roll", formula, reason, private: Boolean(secret), action_id: actionId };
+    const message = { type: "client.roll", formula, reason, action_id: actionId };
+    if (rollId) message.roll_id = rollId; // the DM's request: the server rolls what it asked
+    else message.private = Boolean(secret);
     if (dc !== null && dc !== undefined) message.dc = dc;
     if (!isLive() || !send(message)) {
       tell(where, "Not connected: the roll was not made. Try again once the room is live.", "error");
@@ -195,6 +202,11 @@ export function createDice({ send, isLive, newId, say }) {
         return false;
       }
       return roll({ ...checked, secret }, "command", typed);
+    },
+    /** Answer the DM's request for this player's roll ({rollId, formula, reason});
+     * `where(text, tone)` is told how it goes. False (and said why) if it could not go. */
+    answer({ rollId, formula, reason }, where) {
+      return roll({ formula, dc: null, reason, rollId }, where);
     },
     /** A server.ack with the action_id of one of our rolls; returns whether it was. */
     onAck(data) {

@@ -1,6 +1,7 @@
 // The GM's tools in the room: who is at the table (with kick), direct the DM, correct a
-// value, undo an event, reveal the dice seed. Each one is a call to the API; the change itself comes back
-// to every member as events on the socket, like any other.
+// value, undo an event, retry the latest narration, reveal the dice seed. Each one is a call
+// to the API; the change itself comes back to every member as events on the socket, like
+// any other.
 
 import { api, asObject, asText, el, errorDetail } from "./dom.js";
 
@@ -177,6 +178,37 @@ export function createGmTools({ config, table, notify }) {
     );
   }
 
+  // --- Retry the latest narration (CONTRACTS §7 "Retry keeps the dice") --------------------
+
+  /** A Retry button for narration `seq`: the DM answers the same actions again, with the
+   * same dice. The retraction comes back as an event (room.js folds the old answer away). */
+  function retryButton(seq) {
+    return el(
+      "button",
+      {
+        type: "button",
+        class: "btn btn-ghost btn-tiny entry-retry",
+        "aria-label": "Retry: ask the DM for another answer to this narration",
+        title: "Ask the DM for another answer (the same dice; its changes are undone)",
+        onclick: async (event) => {
+          const button = event.currentTarget;
+          button.disabled = true;
+          button.textContent = "Retrying…";
+          const result = await api(`${base}/narrations/${seq}/retry`, { method: "POST" });
+          if (result.ok) {
+            button.textContent = "Retried";
+            return;
+          }
+          button.textContent = "Retry";
+          if (result.status === 409) button.remove(); // it cannot be retried any more
+          else button.disabled = false;
+          notify(`The DM was not asked again: ${errorDetail(result)}`);
+        },
+      },
+      "Retry",
+    );
+  }
+
   // --- Direct the DM (CONTRACTS §7 "GM direction") -----------------------------------------
 
   const directForm = document.getElementById("gm-direct-form");
@@ -263,5 +295,6 @@ export function createGmTools({ config, table, notify }) {
       }
     },
     undoButton,
+    retryButton,
   };
 }

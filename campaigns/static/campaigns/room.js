@@ -43,6 +43,7 @@ const composer = document.getElementById("composer");
 const input = document.getElementById("action-text");
 const charCount = document.getElementById("action-count");
 const composerNote = document.getElementById("composer-note");
+const rollAsksBox = document.getElementById("roll-requests");
 const panelToggle = document.getElementById("panel-toggle");
 const maxChars = Number(config.maxActionChars) || 2000;
 const isGm = config.role === "gm";
@@ -74,6 +75,11 @@ let pacingThroughSeq = 0;
 const rollRequests = new Map();
 /** patch_id -> the reason given in its state_patch_requested. */
 const patchReasons = new Map();
+/** The GM's Retry button, on the latest narration while nobody has acted after it. */
+let retryButton = null;
+/** roll_id -> {payload, turnId, node, button, status}: checks the DM asked a player to roll
+ * (roll_requested by the DM with for_user_id) whose roll_result has not come yet. */
+const rollAsks = new Map();
 
 // --- The table, the GM's tools, sound ------------------------------------------------------
 
@@ -308,6 +314,7 @@ function onClosed(code) {
   live = false;
   whispers.onConnection();
   dice.onConnection();
+  updateRollAsks();
   clearInterval(pingTimer);
   refreshPendingStates();
   dropStreams();
@@ -321,6 +328,7 @@ function onClosed(code) {
     composer.querySelector("button[type=submit]").disabled = true;
     whispers.stop();
     dice.stop();
+    updateRollAsks();
     onlineList.replaceChildren(el("li", { class: "muted online-empty" }, "Not connected."));
     onlineCount.textContent = "–";
     for (const button of optionsBox.querySelectorAll("button")) button.disabled = true;
@@ -393,6 +401,7 @@ function onReady(data) {
   setBanner("connection", null);
   whispers.onReady();
   dice.onConnection();
+  updateRollAsks();
   if (wasReconnect) announce("Reconnected.");
   table.refreshSoon();
   // Actions the server has not acked yet go again, with the same action_id: the server
@@ -404,18 +413,19 @@ function onReady(data) {
 function onEvent(event) {
   if (!Number.isInteger(event.seq) || event.seq <= lastSeq) return; // never show one twice
   lastSeq = event.seq;
+  let entry = null;
   changeFeed(() => {
-    const entry = renderEvent(event);
+    entry = renderEvent(event);
     if (entry) eventsList.append(entry);
     settleFromEvent(event);
   });
   whispers.onEvent(event);
   dice.onEvent(event);
-  afterEvent(event);
+  afterEvent(event, entry);
 }
 
 /** What an event does beyond its line in the feed: the table, banners, sound, speech. */
-function afterEvent(event) {
+function afterEvent(event, entry) {
   const p = asObject(event.payload);
   if (live) gmTools?.onEvent(event);
   if (STATE_EVENTS.has(event.type) && live) table.refreshSoon();
@@ -430,14 +440,26 @@ function afterEvent(event) {
     case "dm_narration":
       setBanner("turn", null);
       pacingAnswered(p.through_seq);
+      closeRollAsksOf(asText(p.turn_id));
+      offerRetry(entry, event.seq);
       if (live) announce(`The DM: ${plainText(p.text)}`);
       break;
     case "turn_failed":
       pacingAnswered(p.through_seq);
+      closeRollAsksOf(asText(p.turn_id));
+      offerRetry(null); // only the latest narration, and this failure came after it
       turnFailedBanner(asText(p.code), asText(p.detail));
+      break;
+    case "dm_narration_retracted":
+      collapseRetracted(p.narration_seq, asText(p.turn_id));
+      if (live) announce(`${event.actor?.user_id === config.userId ? "You" : "The GM"} asked the DM for another answer.`);
+      break;
+    case "roll_requested":
+      if (live && rollAsks.get(asText(p.roll_id))?.mine) announce(`The DM asks you to roll ${rollAskWords(p)}.`);
       break;
     case "player_action":
       setBanner("turn", null); // a new action is a new try
+      offerRetry(null); // a narration a player has acted on is not retried any more
       if (live && event.actor?.user_id !== config.userId) announce(`${nameOf(event.actor?.user_id)}: ${asText(p.text)}`);
       break;
     case "roll_result":
@@ -632,6 +654,7 @@ function renderEvent(event) {
   if (node) {
     node.dataset.seq = event.seq;
     node.dataset.type = event.type;
+    if (asText(p.turn_id)) node.dataset.turnId = asText(p.turn_id);
   }
   return node;
 }
@@ -776,6 +799,13 @@ const RENDERERS = {
     );
   },
 
+  dm_narration_retracted(event, p) {
+    // The narration itself is folded away (collapseRetracted); this line says why.
+    setOptions(Array.isArray(p.options_before) ? p.options_before.map(asText).filter(Boolean) : []);
+    const mine = event.actor?.user_id === config.userId;
+    return systemLine(`${mine ? "You" : `${nameOf(event.actor?.user_id)} (GM)`} asked the DM for another answer.`, event);
+  },
+
   gm_direction(event, p) {
     // The GM speaking to the DM: a line of its own, never a character's action.
     const mine = event.actor?.user_id === config.userId;
@@ -791,10 +821,17 @@ const RENDERERS = {
 
   roll_requested(event, p) {
     rollRequests.set(asText(p.roll_id), p);
+    // The DM asks a player to roll their own check: a button for them, a word for the rest.
+    if (p.requested_by === "dm" && asText(p.for_user_id)) openRollAsk(p);
     return null; // told together with its result, which follows in the same turn
   },
 
+  roll_dc_held() {
+    return null; // the DC of a check a player rolls: told with its result (GM-only)
+  },
+
   roll_result(event, p) {
+    closeRollAsk(asText(p.roll_id));
     const request = asObject(rollRequests.get(asText(p.roll_id)));
     const reason = asText(request.reason);
     const byPlayer = event.actor?.kind === "player" || event.actor?.kind === "gm";
@@ -994,6 +1031,130 @@ function endStream(turnId) {
     cancelAnimationFrame(stream.frame);
     stream.el.remove();
     streams.delete(turnId);
+  }
+}
+
+// --- Retry (CONTRACTS §7 "Retry keeps the dice") -------------------------------------------------
+
+/**
+ * The GM's Retry button goes on the latest narration (`entry`, `seq`), or nowhere (null):
+ * a player's action, a failed turn or a newer narration takes it away, as the server would
+ * refuse it then (409).
+ */
+function offerRetry(entry, seq) {
+  retryButton?.remove();
+  retryButton = null;
+  if (!gmTools || !entry || entry.classList.contains("entry-retracted")) return;
+  retryButton = gmTools.retryButton(seq);
+  const head = entry.querySelector(".entry-head");
+  head.insertBefore(retryButton, head.querySelector(".entry-time"));
+}
+
+/**
+ * A narration the GM retried: folded away under "retried by the GM", still readable. What
+ * else its turn did (changes, sound cues, private words) is greyed out, without Undo: the
+ * retry undid it already. Its rolls stay as they are: the new answer is given them.
+ */
+function collapseRetracted(seq, turnId) {
+  if (turnId) {
+    for (const node of eventsList.querySelectorAll(`li[data-turn-id="${CSS.escape(turnId)}"]`)) {
+      if (node.dataset.type === "roll_result" || node.dataset.type === "dm_narration") continue;
+      node.classList.add("entry-undone");
+      for (const button of node.querySelectorAll(".entry-undo")) button.remove();
+    }
+  }
+  if (!Number.isInteger(seq)) return;
+  const entry = eventsList.querySelector(`li[data-type="dm_narration"][data-seq="${seq}"]`);
+  if (!entry || entry.classList.contains("entry-retracted")) return;
+  if (retryButton && entry.contains(retryButton)) offerRetry(null);
+  const details = el(
+    "details",
+    { class: "retracted" },
+    el("summary", {}, el("span", { class: "retracted-label" }, "An earlier answer, retried by the GM"), el("span", { class: "retracted-hint" }, " (show it)")),
+  );
+  details.append(...entry.childNodes);
+  entry.replaceChildren(details);
+  entry.classList.add("entry-retracted");
+}
+
+// --- Checks the DM asks a player to roll (CONTRACTS §7 "Players roll their own checks") ---------
+
+/** "1d20+3 for Stealth" (or just the formula). */
+function rollAskWords(p) {
+  const reason = asText(p.reason).trim();
+  return `${asText(p.formula)}${reason ? ` for ${reason}` : ""}`;
+}
+
+function openRollAsk(p) {
+  const rollId = asText(p.roll_id);
+  if (!rollId || rollAsks.has(rollId)) return;
+  const forUser = asText(p.for_user_id);
+  const mine = forUser === config.userId;
+  const ask = { payload: p, turnId: asText(p.turn_id), mine, node: null, button: null, status: null, busy: false };
+  if (mine) {
+    ask.button = el("button", { type: "button", class: "btn btn-primary roll-ask-button", onclick: () => answerRollAsk(rollId) }, `Roll ${rollAskWords(p)}`);
+    ask.status = el("p", { class: "roll-ask-status", role: "status" });
+    ask.node = el(
+      "div",
+      { class: "roll-ask mine", "data-roll-id": rollId },
+      el("p", { class: "roll-ask-text" }, el("strong", {}, "The DM asks you to roll."), " If you wait too long, the DM rolls for you."),
+      ask.button,
+      ask.status,
+    );
+  } else {
+    ask.node = el(
+      "div",
+      { class: "roll-ask waiting", "data-roll-id": rollId, role: "status" },
+      el("span", { class: "roll-ask-dot", "aria-hidden": "true" }),
+      `Waiting for ${nameOf(forUser)} to roll ${rollAskWords(p)}…`,
+    );
+  }
+  rollAsks.set(rollId, ask);
+  rollAsksBox.append(ask.node);
+  rollAsksBox.hidden = false;
+  updateRollAsks();
+}
+
+/** The roll's result came (the player's, or the server's after the wait): the ask is done. */
+function closeRollAsk(rollId) {
+  const ask = rollAsks.get(rollId);
+  if (!ask) return;
+  ask.node.remove();
+  rollAsks.delete(rollId);
+  rollAsksBox.hidden = rollAsks.size === 0;
+}
+
+/** The turn that asked is over (narrated or failed): nothing waits for its rolls any more. */
+function closeRollAsksOf(turnId) {
+  if (!turnId) return;
+  for (const [rollId, ask] of [...rollAsks]) if (ask.turnId === turnId) closeRollAsk(rollId);
+}
+
+function answerRollAsk(rollId) {
+  const ask = rollAsks.get(rollId);
+  if (!ask || ask.busy) return;
+  const p = ask.payload;
+  const sent = dice.answer({ rollId, formula: asText(p.formula), reason: asText(p.reason) }, (text, tone) => {
+    ask.status.textContent = text;
+    ask.status.dataset.tone = tone;
+    if (tone === "error") {
+      ask.busy = false;
+      updateRollAsks();
+    }
+  });
+  if (sent) {
+    ask.busy = true;
+    updateRollAsks();
+  }
+}
+
+function updateRollAsks() {
+  for (const ask of rollAsks.values()) {
+    if (!ask.button) continue;
+    const waiting = !stopped && !live;
+    ask.button.disabled = stopped || waiting || ask.busy;
+    ask.button.textContent = ask.busy ? "Rolling…" : `Roll ${rollAskWords(ask.payload)}`;
+    ask.button.title = waiting ? "Waiting for the connection" : "";
   }
 }
 

@@ -17,6 +17,8 @@ export const STATE_EVENTS = new Set([
   "player_left",
   "state_patch_applied",
   "entity_created",
+  // A retry undoes its turn's changes, with patches a player may not see (hidden things).
+  "dm_narration_retracted",
 ]);
 
 const ENTITY_GROUPS = [
