@@ -83,3 +83,17 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             code = getattr(exc, "default_code", "invalid")
             response.data = {"detail": data, "code": code}
     return response
+
+
+def not_found(request: Any, exception: Exception | None = None) -> Any:
+    """Django's 404 (handler404, with DEBUG off): for an address under /api/ that no route
+    matches, JSON in the API's shape; the page otherwise."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"detail": "There is nothing at this address in the API.", "code": "not_found"},
+            status=404,
+        )
+    return page_not_found(request, exception)

@@ -18,3 +18,4 @@ urlpatterns = [
     path("", include("campaigns.urls")),
     path("", include("campaigns.tool_urls")),
 ]
+handler404 = "rpgai.errors.not_found"

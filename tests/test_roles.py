@@ -92,6 +92,7 @@ def outsider(make_user):
 def _call(client: APIClient, op: tuple[str, str], campaign_id: Any, user_id: Any, **extra):
     method, template = op
     path = template.replace("{campaign_id}", str(campaign_id)).replace("{user_id}", str(user_id))
+    path = re.sub(r"\{seq\}", "1", path)  # an integer in its route
     path = re.sub(r"\{[a-z_]+\}", str(uuid.uuid4()), path)
     return getattr(client, method.lower())(path, {}, format="json", **extra)
 
@@ -243,3 +244,12 @@ async def _connect(port: int, campaign_id: Any, user: Any) -> Any:
         while json.loads(await ws.recv())["type"] != "server.ready":
             pass
     return ws
+
+
+@pytest.mark.django_db
+def test_an_address_no_api_route_matches_is_a_json_404():
+    for path in ("/api/nothing", "/api/campaigns/not-a-uuid/narrations/x/retry"):
+        response = APIClient().post(path, {}, format="json")
+        assert response.status_code == 404
+        assert response["Content-Type"].startswith("application/json")
+        assert response.json()["code"] == "not_found"
