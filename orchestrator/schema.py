@@ -8,6 +8,7 @@ a valid `DMAnswer` or raises `AnswerInvalid` with a message fit for a repair pro
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -278,13 +279,33 @@ def _portable(node: Any, *, names: bool = False) -> Any:
 
 @functools.cache
 def _answer_json_schema_portable_text() -> str:
-    return json.dumps(_portable(answer_json_schema()), separators=(",", ":"))
+    return json.dumps(_two_shapes(_portable(answer_json_schema())), separators=(",", ":"))
+
+
+def _two_shapes(schema: dict[str, Any]) -> dict[str, Any]:
+    """The answer as a grammar sees it: either a narration (not empty, with options) or
+    only rolls (narration "", at least one roll, no options). One object with an optional
+    narration let small models write an empty narration with no roll, or no options."""
+    defs = schema.pop("$defs", {})
+    narrate = copy.deepcopy(schema)
+    narrate["properties"]["narration"]["minLength"] = 1
+    narrate["properties"]["options"]["minItems"] = 1
+    roll_first = copy.deepcopy(schema)
+    roll_first["properties"]["narration"] = {"type": "string", "maxLength": 0}
+    calls = roll_first["properties"]["tool_calls"]
+    calls["minItems"] = 1
+    calls["items"] = {
+        "anyOf": [{"$ref": f"#/$defs/{name}"} for name in ("RollCall", "RequestRollCall")]
+    }
+    roll_first["properties"]["options"] = {"type": "array", "maxItems": 0}
+    return {"$defs": defs, "anyOf": [narrate, roll_first]}
 
 
 def answer_json_schema_portable() -> dict[str, Any]:
     """The answer's JSON schema for servers that compile it into a grammar (llama.cpp,
-    llama-cpp-python's `json_object` + `schema`): every sub-schema has a type, and only
-    short `maxLength` limits are kept. What it no longer limits, `answer_parse` trims."""
+    llama-cpp-python's `json_object` + `schema`): every sub-schema has a type, only
+    short `maxLength` limits are kept (what it no longer limits, `answer_parse` trims),
+    and the two shapes of an answer are told apart (`_two_shapes`)."""
     return json.loads(_answer_json_schema_portable_text())
 
 
