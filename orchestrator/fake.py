@@ -467,6 +467,8 @@ def fake_answer(
         context.through_seq,
         *[f"{a.who}:{a.text}" for a in context.actions],
         *[d.text for d in context.directions],
+        # A retry gets another telling (of the same dice).
+        *([f"retry {context.retries}"] if context.retries else []),
     )
     plan = _Plan()
     # The GM's directions come true in the world first; no one at the table did them.

@@ -88,6 +88,8 @@ class TurnContext:
     entity_order: list[str] = field(default_factory=list)
     # The GM's directions since the last answer, oldest first.
     directions: list[Direction] = field(default_factory=list)
+    # How many answers to these actions the GM retracted (a retry asks for a new one).
+    retries: int = 0
 
     @property
     def location(self) -> str:

@@ -167,6 +167,11 @@ def turn_context_get(
         if len(state.get("entities", {})) > STATE_ENTITIES_MAX
         else [],
         directions=_directions_since(campaign_id, answered_seq),
+        retries=len(
+            campaign_selectors.events_of_type_after(
+                campaign_id=campaign_id, event_type="dm_narration_retracted", after_seq=answered_seq
+            )
+        ),
     )
 
 

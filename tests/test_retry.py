@@ -180,3 +180,18 @@ def test_a_turn_that_set_the_first_hidden_flag_and_took_hp_can_be_retried(
     assert sorted(e.visibility["kind"] for e in applied) == ["all", "gm"]
     seen = json.dumps(events_seen_by(campaign, alice))
     assert "Vex" not in seen and f"/characters/{character_id}/hp" in seen
+
+
+def test_a_retry_of_the_fake_dm_tells_the_same_dice_another_way(campaign, gm, alice, settings):
+    settings.MODEL_CALLS_PER_USER_PER_MINUTE = 10**6
+    act(campaign, alice, "I attack the goblin")
+    turn_run(campaign_id=campaign.id)
+    [first] = narrations(campaign)
+    [roll] = [e for e in events_after(campaign_id=campaign.id) if e.type == "roll_result"]
+    told = f"{roll.payload['total']} against AC {roll.payload['dc']}"
+    with turns_deferred():
+        narration_retract(campaign_id=campaign.id, by_user=gm, narration_seq=first.seq)
+    turn_run(campaign_id=campaign.id)
+    second = narrations(campaign)[-1]
+    assert second.payload["text"] != first.payload["text"]
+    assert told in first.payload["text"] and told in second.payload["text"]
