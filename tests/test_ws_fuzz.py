@@ -289,6 +289,9 @@ async def test_odd_unicode_action_is_stored_exactly_or_refused(roomy, campaign, 
         event = await sync_to_async(Event.objects.get)(campaign_id=campaign.id, seq=answer["seq"])
         assert event.payload["text"] == body.strip()
     await room.close()
+    # The DM turn the action started runs on this loop: let it end before the database is
+    # flushed (a turn still writing then deadlocks the flush on PostgreSQL).
+    await wait_idle(timeout=30)
 
 
 async def test_fuzzing_one_room_does_not_disturb_another_connection(roomy, campaign, alice, bob):
