@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, gm_api
+from . import api, character_api, gm_api
 
 urlpatterns = [
     path("campaigns/", api.CampaignListCreateApi.as_view(), name="api-campaigns"),
@@ -35,5 +35,15 @@ urlpatterns = [
         "campaigns/<uuid:campaign_id>/invite_code",
         api.InviteCodeRotateApi.as_view(),
         name="api-invite-code",
+    ),
+    path(
+        "campaigns/<uuid:campaign_id>/characters",
+        character_api.CharacterListCreateApi.as_view(),
+        name="api-characters",
+    ),
+    path(
+        "campaigns/<uuid:campaign_id>/characters/<uuid:character_id>",
+        character_api.CharacterDetailApi.as_view(),
+        name="api-character",
     ),
 ]
