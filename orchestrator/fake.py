@@ -295,34 +295,62 @@ def _known_names(state: dict[str, Any]) -> list[str]:
     return [k for k in known if k]
 
 
+# The ability each check adds (a sheet's modifier, plus proficiency where a class would
+# have it), and the bonus the fake DM adds when the character has no sheet yet.
+CHECK_ABILITY = {
+    "attack": ("str", True, 5),
+    "sneak": ("dex", True, 3),
+    "lock": ("dex", True, 4),
+    "climb": ("str", False, 2),
+    "persuade": ("cha", False, 1),
+    "perceive": ("wis", False, 4),
+    "search": ("int", False, 2),
+}
+
+
+def _formula(kind: str, character: dict[str, Any] | None) -> str:
+    """1d20 plus the character's modifier for this check (CONTRACTS §7: the DM uses the
+    sheet's modifiers when there is one)."""
+    ability, proficient, default = CHECK_ABILITY[kind]
+    modifiers = (character or {}).get("modifiers")
+    if isinstance(modifiers, dict) and isinstance(modifiers.get(ability), int):
+        bonus = modifiers[ability]
+        proficiency = (character or {}).get("proficiency_bonus")
+        if proficient and isinstance(proficiency, int):
+            bonus += proficiency
+    else:
+        bonus = default
+    return f"1d20{bonus:+d}" if bonus else "1d20"
+
+
 def _plan_action(
     action: ActionInTurn, state: dict[str, Any], h: int, plan: _Plan, used_names: set[str]
 ) -> None:
     who = action.who
     text = action.text
+    sheet = state.get("characters", {}).get(action.character_id or "")
 
-    def check(kind: str, formula: str, reason: str, dc: int, **more: Any) -> None:
-        plan.check(_Check(kind, who, formula, f"{who} {reason}", dc, h, **more))
+    def check(kind: str, reason: str, dc: int, **more: Any) -> None:
+        plan.check(_Check(kind, who, _formula(kind, sheet), f"{who} {reason}", dc, h, **more))
 
     if _ATTACK.search(text):
-        check("attack", "1d20+5", "attacking", 11 + h % 6)
+        check("attack", "attacking", 11 + h % 6)
         plan.fight = True
         plan.extra_options.append("Press the attack")
     if _SNEAK.search(text):
-        check("sneak", "1d20+3", "sneaking (stealth)", 10 + h % 8)
+        check("sneak", "sneaking (stealth)", 10 + h % 8)
     lock = _LOCK.search(text) is not None
     if lock:
-        check("lock", "1d20+4", "picking the lock (thieves' tools)", 12 + h % 6)
+        check("lock", "picking the lock (thieves' tools)", 12 + h % 6)
     if _CLIMB.search(text):
         # The climber rolls this one themselves (the room shows them a Roll button).
-        check("climb", "1d20+2", "climbing (athletics)", 10 + h % 6, asks=action.user_id)
+        check("climb", "climbing (athletics)", 10 + h % 6, asks=action.user_id)
     if _PERSUADE.search(text):
-        check("persuade", "1d20+1", "persuading (persuasion)", 10 + h % 8)
+        check("persuade", "persuading (persuasion)", 10 + h % 8)
     secret = action.user_id is not None and _PERCEIVE.search(text) is not None
     if secret:
         check(
             "perceive",
-            "1d20+4",
             "perceiving (perception)",
             10 + h % 6,
             private_to=action.user_id,
@@ -332,7 +360,7 @@ def _plan_action(
         door = _hidden_secret_door(state) if _SECRET_DOOR.search(text) else None
         if door is not None:
             plan.secret_door = True
-        check("search", "1d20+2", "searching (investigation)", 10 + h % 8, reveals=door)
+        check("search", "searching (investigation)", 10 + h % 8, reveals=door)
     take = None if lock else _TAKE.search(text)
     if take and action.character_id and action.character_id in state.get("characters", {}):
         item = " ".join(take.group("item").split())[:40].strip()

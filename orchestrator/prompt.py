@@ -258,7 +258,9 @@ def _state_for_prompt(state: dict[str, Any], entity_order: list[str]) -> dict[st
     shown = {i: _entity_for_prompt(entities[i]) for i in ranked[-STATE_ENTITIES_MAX:]}
     view: dict[str, Any] = {
         "scene": state.get("scene", {}),
-        "characters": state.get("characters", {}),
+        "characters": {
+            cid: _character_for_prompt(c) for cid, c in (state.get("characters") or {}).items()
+        },
         "entities": shown,
         "flags": state.get("flags", {}),
         "players": {uid: m.get("display_name") for uid, m in state.get("members", {}).items()},
@@ -272,6 +274,19 @@ def _state_for_prompt(state: dict[str, Any], entity_order: list[str]) -> dict[st
     if hidden:
         view["hidden"] = {**hidden, "note": HIDDEN_FLAGS_NOTE} if hidden.get("flags") else hidden
     return view
+
+
+BACKSTORY_PROMPT_CHARS = 400
+
+
+def _character_for_prompt(character: Any) -> Any:
+    """A sheet as the DM reads it: a long backstory clipped (the sheet holds it whole)."""
+    if not isinstance(character, dict):
+        return character
+    backstory = character.get("backstory")
+    if isinstance(backstory, str) and len(backstory) > BACKSTORY_PROMPT_CHARS:
+        return {**character, "backstory": _clip(backstory, BACKSTORY_PROMPT_CHARS)}
+    return character
 
 
 HIDDEN_ENTITY_NOTE = (

@@ -223,3 +223,27 @@ def test_the_fake_dm_narrates_what_its_dice_decided_every_time(campaign, alice, 
             assert (failed is None) is roll["success"], (turn, roll, sentence)
             seen[roll["success"]] += 1
     assert seen[True] and seen[False]  # both outcomes were told
+
+
+def test_the_fake_dm_adds_the_characters_own_modifiers(campaign, alice):
+    """With a sheet (CONTRACTS §7 characters) a check adds its ability modifier, and the
+    proficiency bonus where a class has it: a human fighter by standard array attacks
+    with STR 16 (+3) and proficiency +2, and listens with WIS 13 (+1)."""
+    from tests.reads import api_as
+
+    response = api_as(alice).post(
+        f"/api/campaigns/{campaign.id}/characters",
+        {
+            "name": "Brienne",
+            "class": "fighter",
+            "ancestry": "human",
+            "ability_method": "standard_array",
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    for text, formula in (("I attack the goblin", "1d20+5"), ("I listen at the door", "1d20+1")):
+        action = act(campaign, alice, text)
+        turn_run(campaign_id=campaign.id)
+        [roll] = [e for e in turn_events(campaign, action.seq) if e.type == "roll_result"]
+        assert roll.payload["formula"] == formula
