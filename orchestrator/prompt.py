@@ -483,10 +483,16 @@ def roll_results_message(
     roll's formula, total, detail, dc and success; a private roll marked secret."""
     items = []
     for result in results:
-        item = {
-            key: result.get(key)
-            for key in ("reason", "formula", "total", "detail", "dc", "success")
-        }
+        if result.get("error"):  # refused (a bad formula, say): no dice fell for it
+            items.append(
+                {
+                    "reason": result.get("reason"),
+                    "formula": result.get("formula"),
+                    "refused": result["error"],
+                }
+            )
+            continue
+        item = {key: result.get(key) for key in ROLL_RESULT_KEYS}
         private_to = result.get("private_to")
         if private_to:
             item["secret"] = _secret_note({"kind": "users", "user_ids": [str(private_to)]}, state)

@@ -247,3 +247,18 @@ def test_the_fake_dm_adds_the_characters_own_modifiers(campaign, alice):
         turn_run(campaign_id=campaign.id)
         [roll] = [e for e in turn_events(campaign, action.seq) if e.type == "roll_result"]
         assert roll.payload["formula"] == formula
+
+
+def test_a_refused_roll_is_told_as_refused_not_as_a_result(campaign, alice, openai_server):
+    bad = {
+        "narration": "",
+        "tool_calls": [{"name": "roll", "args": {"formula": "1d20+banana", "reason": "luck"}}],
+        "options": [],
+    }
+    openai_server.script(Answer(bad), Answer(NARRATE))
+    action = act(campaign, alice, "I attack the goblin")
+    outcome = turn_run(campaign_id=campaign.id)
+    assert outcome.failed_code is None and outcome.steps == 2
+    [told] = roll_results(last_user_message(openai_server.requests[1].body))
+    assert told["formula"] == "1d20+banana" and told["refused"] and "total" not in told
+    assert not [e for e in turn_events(campaign, action.seq) if e.type == "roll_result"]
