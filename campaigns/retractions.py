@@ -85,9 +85,9 @@ def narration_retract(
 ) -> list[Event]:
     """Take back the latest narration so that the DM answers its actions again (GM only).
 
-    NotFound when `narration_seq` is not a narration of this campaign; Conflict when it
-    is not the latest, when a player acted after it, when it was retracted already, or
-    when what its turn changed has been changed since (the GM sets it directly then)."""
+    NotFound when `narration_seq` is not a narration of this campaign; Conflict (409)
+    with code `not_latest`, `player_acted`, `already_retried`, or `changed_since` /
+    `cannot_undo` when what its turn changed cannot be undone (the GM sets it directly)."""
     membership = selectors.membership_get(
         campaign_id=campaign_id, user_id=getattr(by_user, "id", None)
     )
@@ -102,7 +102,7 @@ def narration_retract(
         raise NotFound(f"no narration #{narration_seq} in this campaign")
     turn_id = str(narration.payload["turn_id"])
     if turn_id in turns_retracted(campaign_id=campaign_id):
-        raise Conflict("this narration was already retried")
+        raise Conflict("this narration was already retried", code="already_retried")
     later = (
         Event.objects.filter(
             campaign_id=campaign_id,
@@ -113,11 +113,9 @@ def narration_retract(
         .first()
     )
     if later is not None:
-        raise Conflict(
-            "a player acted after this narration"
-            if later.type == "player_action"
-            else "only the latest narration can be retried"
-        )
+        if later.type == "player_action":
+            raise Conflict("a player acted after this narration", code="player_acted")
+        raise Conflict("only the latest narration can be retried", code="not_latest")
 
     # The state before the turn, and after the turn's own changes alone (other events
     # that fell within it, a player joining say, are not the turn's to undo).
@@ -145,9 +143,9 @@ def narration_retract(
     def build(state: dict[str, Any]) -> list[NewEvent]:
         turn = state["turn"]
         if turn["last_action_seq"] > narration.payload.get("through_seq", 0):
-            raise Conflict("a player acted after this narration")
+            raise Conflict("a player acted after this narration", code="player_acted")
         if turn["answered_through_seq"] != narration.payload.get("through_seq", 0):
-            raise Conflict("only the latest narration can be retried")
+            raise Conflict("only the latest narration can be retried", code="not_latest")
         events = [
             NewEvent(
                 "dm_narration_retracted",
@@ -167,7 +165,8 @@ def narration_retract(
                 if _value_at(state, operation["path"]) != _value_at(after, operation["path"]):
                     raise Conflict(
                         f"what this turn changed at {operation['path']} has changed since; "
-                        "set it directly instead"
+                        "set it directly instead",
+                        code="changed_since",
                     )
             # Two patches: what touches hidden things goes to the GMs alone, and the rest
             # (hit points restored, say) stays in every player's log.
@@ -180,7 +179,9 @@ def narration_retract(
                 try:
                     patched = patch_check(current, patches, actor="gm")
                 except PatchRefused as exc:
-                    raise Conflict(f"this turn's changes cannot be undone: {exc.detail}") from None
+                    raise Conflict(
+                        f"this turn's changes cannot be undone: {exc.detail}", code="cannot_undo"
+                    ) from None
                 events += _gm_patch_events(
                     patches=patches,
                     reason="the GM asked the DM for another answer",

@@ -96,7 +96,10 @@ def test_only_the_latest_narration_before_any_new_action_and_only_once(campaign,
     before = Snapshot.objects.get(campaign=campaign).version
     response = api_as(gm).post(retry_url(campaign, first.seq))
     assert response.status_code == 409
-    assert response.json() == {"detail": "a player acted after this narration", "code": "conflict"}
+    assert response.json() == {
+        "detail": "a player acted after this narration",
+        "code": "player_acted",
+    }
     assert Snapshot.objects.get(campaign=campaign).version == before
 
     # Not the latest: the GM's direction got a narration of its own since (no action).
@@ -109,7 +112,7 @@ def test_only_the_latest_narration_before_any_new_action_and_only_once(campaign,
     assert response.status_code == 409
     assert response.json() == {
         "detail": "only the latest narration can be retried",
-        "code": "conflict",
+        "code": "not_latest",
     }
 
     # The latest may be retried, once.
@@ -117,7 +120,10 @@ def test_only_the_latest_narration_before_any_new_action_and_only_once(campaign,
     before = Snapshot.objects.get(campaign=campaign).version
     again = api_as(gm).post(retry_url(campaign, third.seq))
     assert again.status_code == 409
-    assert again.json() == {"detail": "this narration was already retried", "code": "conflict"}
+    assert again.json() == {
+        "detail": "this narration was already retried",
+        "code": "already_retried",
+    }
     assert Snapshot.objects.get(campaign=campaign).version == before
 
 
