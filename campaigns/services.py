@@ -441,8 +441,9 @@ def gm_direction_give(
 ) -> Event:
     """A GM's direction to the DM (CONTRACTS §7): event `gm_direction` {text, now}, actor
     the GM, visible to the GMs only when `secret`, else to all. It is not a character's
-    action: no `player_action`, and this append alone starts no turn (the orchestrator
-    reads directions from the log). PermissionDenied for a member who is not a GM."""
+    action: no `player_action`. With `now` its fold makes a turn owed (the orchestrator
+    then narrates it); either way the DM reads it from the log into the next turn's
+    prompt. PermissionDenied for a member who is not a GM."""
     if not membership.is_gm:
         raise PermissionDenied("only the campaign's GM may direct the DM")
     if not isinstance(text, str) or not text.strip():
@@ -453,11 +454,11 @@ def gm_direction_give(
             f"a direction is at most {GM_DIRECTION_MAX_CHARS} characters; this one has {len(text)}",
             code="invalid_direction",
         )
-    if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
-        raise DomainError(
-            "a direction must not contain NUL or unpaired surrogate characters",
-            code="invalid_direction",
-        )
+    from .whispers import text_problem  # whispers imports this module
+
+    problem = text_problem(text)
+    if problem is not None:
+        raise DomainError(f"a direction's {problem}", code="invalid_direction")
     [event] = events_append(
         campaign_id=membership.campaign_id,
         request_id=request_id,

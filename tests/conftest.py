@@ -149,3 +149,29 @@ def bob(make_user: Callable[..., Any], join: Callable[..., Any]) -> Any:
     user = make_user("bob")
     join(user, "Bob")
     return user
+
+
+@pytest.fixture
+def openai_server(settings: Any) -> Any:
+    """A local OpenAI-compatible server (tests/openai_server.py) the `openai` provider is
+    pointed at (older modules still define their own; issue 24 merges them)."""
+    from tests.openai_server import serving
+
+    with serving(settings) as server:
+        yield server
+
+
+@pytest.fixture
+def act() -> Callable[..., Any]:
+    """`act(campaign, user, text)`: the member's player_action, with no turn asked for
+    (the test runs the turn itself, with `turn_run`)."""
+    from campaigns.selectors import membership_get
+    from campaigns.services import player_action_submit
+    from orchestrator.receivers import turns_deferred
+
+    def submit(campaign: Any, user: Any, text: str) -> Any:
+        membership = membership_get(campaign_id=campaign.id, user_id=user.id)
+        with turns_deferred():
+            return player_action_submit(membership=membership, action_id=uuid.uuid4(), text=text)
+
+    return submit

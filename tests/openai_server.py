@@ -586,6 +586,17 @@ def serving(
         yield server
 
 
+def process_env(server_url: str) -> dict[str, str]:
+    """The settings a child process (a worker, a daphne) needs to use a test server as
+    its DM model, as `serving` sets them in this process."""
+    return {
+        "DM_MODEL_PROVIDER": "openai",
+        "OPENAI_BASE_URL": server_url,
+        "OPENAI_API_KEY": "sk-test",
+        "DM_MODEL": "test-model",
+    }
+
+
 # --- Many requests at once --------------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ from orchestrator.models import TurnLock
 from orchestrator.receivers import turns_deferred
 from orchestrator.tasks import run_turn
 from rpgai.celery import app
-from tests.openai_server import Hang, serving
+from tests.openai_server import Hang, process_env, serving
 from tests.processes import celery_worker, free_port, redis_server
 
 pytestmark = [
@@ -91,10 +91,7 @@ def test_a_killed_workers_turns_come_back_once_by_redelivery_or_by_the_sweep(
         env = {
             "REDIS_URL": broker,
             "TASKS_IN_PROCESS": "0",
-            "DM_MODEL_PROVIDER": "openai",
-            "OPENAI_BASE_URL": model.url,
-            "OPENAI_API_KEY": "sk-test",
-            "DM_MODEL": "test-model",
+            **process_env(model.url),
             "DM_TIMEOUT_SECONDS": "30",
             "DM_MAX_RETRIES": "0",
             "TTS_PROVIDER": "none",

@@ -11,29 +11,22 @@ import uuid
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 
-from campaigns.selectors import events_after, membership_get
-from campaigns.services import player_action_submit
-from orchestrator.receivers import turns_deferred
+from campaigns.selectors import events_after
 from orchestrator.services import aturn_run, turn_run
 from tests.reads import api_as, events_seen_by
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def climb(campaign, user):
-    membership = membership_get(campaign_id=campaign.id, user_id=user.id)
-    with turns_deferred():
-        return player_action_submit(
-            membership=membership, action_id=uuid.uuid4(), text="I climb the crumbling wall"
-        )
+CLIMB = "I climb the crumbling wall"  # the fake DM asks the climber to roll it
 
 
 def rolls_url(campaign) -> str:
     return f"/api/campaigns/{campaign.id}/rolls"
 
 
-def test_the_turn_waits_for_the_players_own_roll_and_narrates_it(campaign, gm, alice, bob):
-    action = climb(campaign, alice)
+def test_the_turn_waits_for_the_players_own_roll_and_narrates_it(campaign, gm, alice, bob, act):
+    action = act(campaign, alice, CLIMB)
 
     async def play():
         turn = asyncio.ensure_future(aturn_run(campaign_id=campaign.id))
@@ -83,9 +76,9 @@ def test_the_turn_waits_for_the_players_own_roll_and_narrates_it(campaign, gm, a
     assert any(e["type"] == "roll_dc_held" for e in events_seen_by(campaign, gm))
 
 
-def test_with_no_answer_the_server_rolls_for_them(campaign, alice, settings):
+def test_with_no_answer_the_server_rolls_for_them(campaign, alice, settings, act):
     settings.DM_PLAYER_ROLL_SECONDS = 0.3
-    action = climb(campaign, alice)
+    action = act(campaign, alice, CLIMB)
     outcome = turn_run(campaign_id=campaign.id)
     assert outcome.failed_code is None and outcome.steps == 2
     events = events_after(campaign_id=campaign.id, after_seq=action.seq)

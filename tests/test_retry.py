@@ -5,19 +5,17 @@ and what the retracted answer said leaves the DM's prompt and the summaries."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
 from campaigns.retractions import narration_retract
-from campaigns.selectors import events_after, membership_get, snapshot_get
-from campaigns.services import player_action_submit
+from campaigns.selectors import events_after, snapshot_get
 from memory.summaries import story_lines
 from orchestrator.receivers import turns_deferred
 from orchestrator.selectors import turn_context_get, turn_owed
 from orchestrator.services import turn_run
 from rpgai.errors import Conflict, PermissionDenied
-from tests.openai_server import Answer, serving
+from tests.openai_server import Answer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,18 +45,6 @@ def narrate(text: str, character_id: str | None = None, hp: int | None = None) -
     return {"narration": text, "tool_calls": calls, "options": ["Fight on", "Flee"]}
 
 
-@pytest.fixture
-def openai_server(settings):
-    with serving(settings) as server:
-        yield server
-
-
-def act(campaign, user, text: str):
-    membership = membership_get(campaign_id=campaign.id, user_id=user.id)
-    with turns_deferred():
-        return player_action_submit(membership=membership, action_id=uuid.uuid4(), text=text)
-
-
 def character_of(campaign, user) -> tuple[str, dict]:
     state = snapshot_get(campaign_id=campaign.id).state
     return next(
@@ -73,7 +59,7 @@ def narrations(campaign) -> list:
 
 
 def test_a_retry_undoes_the_turn_and_answers_again_with_the_same_rolls(
-    campaign, gm, alice, openai_server
+    campaign, gm, alice, openai_server, act
 ):
     character_id, character = character_of(campaign, alice)
     hp = character["hp"]
@@ -126,7 +112,7 @@ def test_a_retry_undoes_the_turn_and_answers_again_with_the_same_rolls(
 
 
 def test_only_the_latest_narration_before_any_new_action_and_only_by_a_gm(
-    campaign, gm, alice, openai_server
+    campaign, gm, alice, openai_server, act
 ):
     openai_server.default = Answer(narrate("The door creaks open."))
     act(campaign, alice, "I open the door")
@@ -150,7 +136,7 @@ def test_only_the_latest_narration_before_any_new_action_and_only_by_a_gm(
 
 
 def test_a_turn_that_set_the_first_hidden_flag_and_took_hp_can_be_retried(
-    campaign, gm, alice, openai_server
+    campaign, gm, alice, openai_server, act
 ):
     """Its undo removes the flag (not /hidden, which no GM patch may remove), for the GMs
     only, and restores the hit points in a patch every player sees."""
@@ -182,7 +168,7 @@ def test_a_turn_that_set_the_first_hidden_flag_and_took_hp_can_be_retried(
     assert "Vex" not in seen and f"/characters/{character_id}/hp" in seen
 
 
-def test_a_retry_of_the_fake_dm_tells_the_same_dice_another_way(campaign, gm, alice, settings):
+def test_a_retry_of_the_fake_dm_tells_the_same_dice_another_way(campaign, gm, alice, settings, act):
     settings.MODEL_CALLS_PER_USER_PER_MINUTE = 10**6
     act(campaign, alice, "I attack the goblin")
     turn_run(campaign_id=campaign.id)

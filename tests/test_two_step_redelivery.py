@@ -15,7 +15,7 @@ from campaigns.services import campaign_create, campaign_join, player_action_sub
 from orchestrator.receivers import turns_deferred
 from orchestrator.tasks import run_turn
 from rpgai.celery import app
-from tests.openai_server import Answer, Hang, serving
+from tests.openai_server import Answer, Hang, process_env, serving
 from tests.processes import celery_worker, free_port, redis_server
 
 pytestmark = [
@@ -68,10 +68,7 @@ def test_a_turn_whose_worker_died_after_rolling_narrates_with_the_same_rolls(
         env = {
             "REDIS_URL": broker,
             "TASKS_IN_PROCESS": "0",
-            "DM_MODEL_PROVIDER": "openai",
-            "OPENAI_BASE_URL": model.url,
-            "OPENAI_API_KEY": "sk-test",
-            "DM_MODEL": "test-model",
+            **process_env(model.url),
             "DM_TIMEOUT_SECONDS": "30",
             "DM_MAX_RETRIES": "0",
             "TTS_PROVIDER": "none",

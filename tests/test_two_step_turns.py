@@ -9,16 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 
 import pytest
 from asgiref.sync import async_to_sync
 
-from campaigns.selectors import events_after, membership_get
-from campaigns.services import player_action_submit
-from orchestrator.receivers import turns_deferred
+from campaigns.selectors import events_after
 from orchestrator.services import aturn_run, turn_lock_release, turn_run
-from tests.openai_server import Answer, serving
+from tests.openai_server import Answer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,18 +32,6 @@ NARRATE = {
     "tool_calls": [],
     "options": ["Press the attack", "Fall back"],
 }
-
-
-@pytest.fixture
-def openai_server(settings):
-    with serving(settings) as server:
-        yield server
-
-
-def act(campaign, user, text: str):
-    membership = membership_get(campaign_id=campaign.id, user_id=user.id)
-    with turns_deferred():  # each test runs its turn itself
-        return player_action_submit(membership=membership, action_id=uuid.uuid4(), text=text)
 
 
 def turn_events(campaign, after_seq: int):
@@ -66,7 +51,7 @@ def last_user_message(body: dict) -> str:
 
 @pytest.mark.parametrize("mode", ["auto", "tool"])
 def test_a_roll_first_answer_gets_its_results_and_the_narration_follows_them(
-    campaign, alice, openai_server, settings, mode
+    campaign, alice, openai_server, settings, mode, act
 ):
     settings.DM_OUTPUT_MODE = mode
     openai_server.script(Answer(ROLL_FIRST), Answer(NARRATE))
@@ -103,7 +88,7 @@ def test_a_roll_first_answer_gets_its_results_and_the_narration_follows_them(
 
 
 def test_a_model_that_never_narrates_ends_in_a_fallback_after_the_last_step(
-    campaign, alice, openai_server, settings
+    campaign, alice, openai_server, settings, act
 ):
     settings.DM_MAX_STEPS = 3
     openai_server.default = Answer(ROLL_FIRST)  # every answer only rolls
@@ -118,7 +103,7 @@ def test_a_model_that_never_narrates_ends_in_a_fallback_after_the_last_step(
     assert "last step" in last_user_message(openai_server.requests[2].body)
 
 
-def test_state_changes_wait_for_the_narrating_answer(campaign, alice, openai_server):
+def test_state_changes_wait_for_the_narrating_answer(campaign, alice, openai_server, act):
     """Tool calls other than `roll` in a rolling answer are refused into tool_errors."""
     patch = {
         "name": "apply_state_patch",
@@ -138,7 +123,7 @@ def test_state_changes_wait_for_the_narrating_answer(campaign, alice, openai_ser
     assert [e["name"] for e in narration.payload["tool_errors"]] == ["apply_state_patch"]
 
 
-def test_a_turn_cut_short_after_its_rolls_goes_on_with_them(campaign, alice, openai_server):
+def test_a_turn_cut_short_after_its_rolls_goes_on_with_them(campaign, alice, openai_server, act):
     """As when its worker dies: the turn is cancelled after rolling, before narrating. The
     next run narrates with the same rolls under the same turn_id and rolls nothing new."""
     openai_server.script(Answer(ROLL_FIRST), Answer(NARRATE, delay=5.0))
@@ -170,7 +155,7 @@ def test_a_turn_cut_short_after_its_rolls_goes_on_with_them(campaign, alice, ope
     assert json.loads(resumed["messages"][-2]["content"])["narration"] == ""
 
 
-def test_a_turn_that_fails_after_rolling_keeps_its_rolls(campaign, alice, openai_server):
+def test_a_turn_that_fails_after_rolling_keeps_its_rolls(campaign, alice, openai_server, act):
     from tests.openai_server import Fail
 
     openai_server.script(Answer(ROLL_FIRST), Fail(401, "invalid api key"))
@@ -191,7 +176,7 @@ CHECKS = [
 ]
 
 
-def test_the_fake_dm_narrates_what_its_dice_decided_every_time(campaign, alice, settings):
+def test_the_fake_dm_narrates_what_its_dice_decided_every_time(campaign, alice, settings, act):
     """50 fake turns with rolls: each roll has a dc, comes before the narration, and the
     narration tells its total with success or failure wording matching `success`."""
     settings.MODEL_CALLS_PER_USER_PER_MINUTE = 10**6  # faster than any table plays
@@ -225,7 +210,7 @@ def test_the_fake_dm_narrates_what_its_dice_decided_every_time(campaign, alice, 
     assert seen[True] and seen[False]  # both outcomes were told
 
 
-def test_the_fake_dm_adds_the_characters_own_modifiers(campaign, alice):
+def test_the_fake_dm_adds_the_characters_own_modifiers(campaign, alice, act):
     """With a sheet (CONTRACTS §7 characters) a check adds its ability modifier, and the
     proficiency bonus where a class has it: a human fighter by standard array attacks
     with STR 16 (+3) and proficiency +2, and listens with WIS 13 (+1)."""
@@ -249,7 +234,7 @@ def test_the_fake_dm_adds_the_characters_own_modifiers(campaign, alice):
         assert roll.payload["formula"] == formula
 
 
-def test_a_refused_roll_is_told_as_refused_not_as_a_result(campaign, alice, openai_server):
+def test_a_refused_roll_is_told_as_refused_not_as_a_result(campaign, alice, openai_server, act):
     bad = {
         "narration": "",
         "tool_calls": [{"name": "roll", "args": {"formula": "1d20+banana", "reason": "luck"}}],
