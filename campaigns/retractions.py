@@ -27,7 +27,7 @@ from .events import FoldedEvent, NewEvent, Payload, copy_state, event_type, fold
 from .models import Event
 from .services import events_append
 from .state_schema import PatchRefused, patch_check, patch_is_secret, path_allowed
-from .tools import _gm_patch_events
+from .tools import gm_patch_events
 
 # A turn's own events that are facts, not changes to undo: its rolls stay, its narration
 # is what the retraction takes back.
@@ -182,7 +182,7 @@ def narration_retract(
                     raise Conflict(
                         f"this turn's changes cannot be undone: {exc.detail}", code="cannot_undo"
                     ) from None
-                events += _gm_patch_events(
+                events += gm_patch_events(
                     patches=patches,
                     reason="the GM asked the DM for another answer",
                     by_user=by_user,

@@ -864,7 +864,7 @@ def dice_seed_reveal(
     return events_append(campaign_id=campaign_id, events=build, request_id=request_id)
 
 
-def _gm_patch_events(
+def gm_patch_events(
     *,
     patches: list[dict[str, Any]],
     reason: str,
@@ -935,7 +935,7 @@ def gm_set_value(
         patches = [{"op": op, "path": path, "value": value}]
         prelude = hidden_containers(state, patches)
         after = patch_check(state, patches, actor="gm", prelude=prelude)
-        return _gm_patch_events(
+        return gm_patch_events(
             patches=[*prelude, *patches],
             reason=reason or f"GM set {path}",
             by_user=by_user,
@@ -994,7 +994,7 @@ def gm_revert_event(
             patched = patch_check(state, inverse, actor="gm")
         except PatchRefused as exc:
             raise Conflict(f"{label} cannot be reverted: {exc.detail}") from None
-        return _gm_patch_events(
+        return gm_patch_events(
             patches=inverse,
             reason=reason or f"GM revert of {label}",
             by_user=by_user,

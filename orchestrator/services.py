@@ -390,8 +390,8 @@ async def _turn_play(
         results += await _player_rolls(turn, list(prepared.asked))
     refused: list[dict[str, Any]] = []  # tool calls of rolling steps: not run
     if results:
-        # A turn cut short after its rolls (its worker died): they are facts; it goes on
-        # from them and never rolls them again.
+        # A turn cut short after its rolls (its worker died), or retried by the GM: the
+        # rolls are facts; the answer goes on from them and never rolls them again.
         messages += [
             {"role": "assistant", "content": _rolls_answer_text(results)},
             roll_results_message(
@@ -409,9 +409,8 @@ async def _turn_play(
     try:
         while True:
             last_step = step >= max_steps
-            step_messages = messages
             request = ModelRequest(
-                messages=step_messages,
+                messages=messages,
                 max_tokens=settings.DM_MAX_TOKENS,
                 purpose="dm_turn",
                 answer_format=answer_format(),
@@ -425,11 +424,11 @@ async def _turn_play(
                 request,
                 turn.caller,
                 parse=functools.partial(answer_parse, must_narrate=last_step),
-                repair_messages=lambda bad, error, m=step_messages: repair_messages(
+                repair_messages=lambda bad, error, m=messages: repair_messages(
                     messages=m, bad_answer=bad, error=error
                 ),
                 sink=stream,
-                input_tokens=prompt.tokens if len(step_messages) == len(prompt.messages) else None,
+                input_tokens=prompt.tokens if step == 1 else None,  # counted once, at build
                 throttle=step == 1,  # the rate limit counts turns, not their steps
             )
             turn.outcome.usage += [reply.usage for reply in answered.replies]
