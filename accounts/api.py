@@ -1,4 +1,5 @@
-"""The auth API (CONTRACTS §4): register, token, token/refresh, logout."""
+"""The auth API (CONTRACTS §4): register, token, token/refresh, logout; and the caller's
+own account, `me` (read, change its email, delete it: docs/security.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.views import TokenObtainPairView
 
-from rpgai.ratelimit import client_ip_key, rate_limit, username_key
+from rpgai.ratelimit import client_ip_key, rate_limit, user_key, username_key
 
 from . import services
 
@@ -36,7 +37,7 @@ class RegisterApi(PublicAuthApi):
     class InputSerializer(serializers.Serializer):
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
-        email = serializers.EmailField(required=False, allow_blank=True, default="")
+        email = serializers.EmailField(max_length=254, required=False, allow_blank=True, default="")
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.UUIDField()
@@ -97,6 +98,59 @@ class LogoutApi(APIView):
                 {"refresh": [f"not a valid refresh token: {exc.args[0]}"]}
             ) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeApi(APIView):
+    """The caller's account. Changing its email or deleting it asks for its password
+    (a stolen access token is not enough); both count against the login limit per user."""
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.UUIDField()
+        username = serializers.CharField()
+        email = serializers.CharField(help_text="where password reset links go; may be empty")
+
+    class PatchInputSerializer(serializers.Serializer):
+        email = serializers.EmailField(max_length=254, allow_blank=True, help_text="empty: none")
+        password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
+
+    class DeleteInputSerializer(serializers.Serializer):
+        password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
+
+    @extend_schema(responses={200: OutputSerializer}, operation_id="auth_me_retrieve")
+    def get(self, request: Request) -> Response:
+        return Response(_me(request.user))
+
+    @extend_schema(
+        request=PatchInputSerializer,
+        responses={200: OutputSerializer},
+        operation_id="auth_me_partial_update",
+    )
+    @rate_limit("auth.password_confirm", key=user_key, rate="login_username", methods=("PATCH",))
+    def patch(self, request: Request) -> Response:
+        data = _valid(self.PatchInputSerializer, request)
+        user = services.user_email_set(
+            user=request.user, email=data["email"], password=data["password"]
+        )
+        return Response(_me(user))
+
+    @extend_schema(
+        request=DeleteInputSerializer, responses={204: None}, operation_id="auth_me_destroy"
+    )
+    @rate_limit("auth.password_confirm", key=user_key, rate="login_username", methods=("DELETE",))
+    def delete(self, request: Request) -> Response:
+        data = _valid(self.DeleteInputSerializer, request)
+        session = getattr(request._request, "session", None)
+        services.account_delete(
+            user=request.user,
+            password=data["password"],
+            session_key=getattr(session, "session_key", None),
+            request_id=getattr(request, "request_id", ""),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _me(user: Any) -> dict[str, Any]:
+    return {"id": str(user.id), "username": user.get_username(), "email": user.email}
 
 
 def _valid(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:

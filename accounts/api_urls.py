@@ -7,4 +7,5 @@ urlpatterns = [
     path("token", api.TokenObtainApi.as_view(), name="api-token"),
     path("token/refresh", api.TokenRefreshApi.as_view(), name="api-token-refresh"),
     path("logout", api.LogoutApi.as_view(), name="api-logout"),
+    path("me", api.MeApi.as_view(), name="api-me"),
 ]

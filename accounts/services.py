@@ -1,4 +1,5 @@
-"""Accounts: registration and the JWT lifecycle (obtain, refresh with rotation, logout).
+"""Accounts: registration, the JWT lifecycle (obtain, refresh with rotation, logout), the
+account's email, what a password reset ends, and deleting an account.
 
 Refresh tokens rotate: each refresh blacklists the token it was given and returns a new
 pair. Two tabs refreshing the same token at once would log one of them out, so the pair
@@ -17,17 +18,21 @@ from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 
+from campaigns import members as campaign_members
 from realtime import services as realtime_services
 from rpgai.errors import Conflict, DomainError, PermissionDenied
 
 from .models import User
 
 GRACE_WAIT_SECONDS = 5.0
+EMAIL_MAX_CHARS = 254
 
 
 # --- Registration -----------------------------------------------------------------------
@@ -53,6 +58,85 @@ def user_register(*, username: str, password: str, email: str = "") -> User:
             )
     except IntegrityError as exc:
         raise Conflict("that username is taken", code="username_taken") from exc
+
+
+# --- The account: its email, a reset password, deletion ----------------------------------
+
+
+class WrongPassword(PermissionDenied):
+    code = "wrong_password"
+
+
+def password_confirm(*, user: User, password: str) -> None:
+    """WrongPassword unless `password` is the account's own (what changes the email or
+    deletes the account asks for: a stolen 15-minute token is not enough)."""
+    if not isinstance(password, str) or not password or not user.check_password(password):
+        raise WrongPassword("That is not your password.")
+
+
+def user_email_set(*, user: User, email: str, password: str) -> User:
+    """Set (or, with "", clear) the account's email, where password reset links go."""
+    password_confirm(user=user, password=password)
+    email = (email or "").strip()
+    if email:
+        try:
+            validate_email(email)
+            if len(email) > EMAIL_MAX_CHARS:
+                raise ValidationError("too long")
+        except ValidationError as exc:
+            raise DomainError("Enter a valid email address.", code="invalid") from exc
+    user.email = User.objects.normalize_email(email)
+    user.save(update_fields=["email"])
+    return user
+
+
+def logins_end(*, user_id: uuid.UUID) -> int:
+    """End the account's API logins: every refresh token it holds is blacklisted, and its
+    token sockets close (realtime.services.token_sockets_revoke). Returns how many tokens
+    were blacklisted. Sessions end by themselves when the password changes (Django checks
+    the password's hash on each request)."""
+    outstanding = OutstandingToken.objects.filter(user_id=user_id, blacklistedtoken__isnull=True)
+    tokens = list(outstanding)
+    BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in tokens], ignore_conflicts=True
+    )
+    transaction.on_commit(lambda: realtime_services.token_sockets_revoke(user_id=user_id))
+    return len(tokens)
+
+
+def password_reset_done(*, user: User) -> None:
+    """After a password reset by email: whoever held the account's API tokens (perhaps the
+    reason for the reset) holds them no more."""
+    logins_end(user_id=user.id)
+
+
+def account_delete(
+    *, user: User, password: str, session_key: str | None = None, request_id: str = ""
+) -> campaign_members.AccountCampaigns:
+    """Delete the account (docs/security.md, "Deleting an account"): it leaves every
+    campaign under an anonymous name (campaigns.members; a campaign it was alone in is
+    deleted), its refresh tokens are blacklisted, and the user row goes with its
+    username, email and password hash. Its room sockets close, on every process: in each
+    campaign on its `player_left`, token sockets by revocation, and this session's.
+    The log's events stay. WrongPassword; SoleGm (409 `sole_gm`, nothing changed) while
+    it is the only GM of a campaign with other members."""
+    password_confirm(user=user, password=password)
+    return account_remove(user_id=user.id, session_key=session_key, request_id=request_id)
+
+
+def account_remove(
+    *, user_id: uuid.UUID, session_key: str | None = None, request_id: str = ""
+) -> campaign_members.AccountCampaigns:
+    """`account_delete` without the password: for staff in the admin, whose deletion of a
+    user must not leave members without accounts in the campaigns' state."""
+    with transaction.atomic():
+        plan = campaign_members.account_campaigns_leave(user_id=user_id, request_id=request_id)
+        logins_end(user_id=user_id)
+        # Rows keyed to the user go with it (presence, bans, budgets); the log keeps the
+        # bare id in its events, which now leads to no one.
+        User.objects.filter(id=user_id).delete()
+    realtime_services.session_sockets_close(session_key=session_key)
+    return plan
 
 
 # --- Tokens -------------------------------------------------------------------------------

@@ -19,4 +19,15 @@ urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("login/", login_view, name="login"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("account/", views.account, name="account"),
+    path("account/delete/", views.account_delete, name="account-delete"),
+    # Password reset by email (Django's views; the names are the ones they expect).
+    path("password-reset/", views.password_reset, name="password_reset"),
+    path("password-reset/sent/", views.password_reset_done, name="password_reset_done"),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path("password-reset/done/", views.password_reset_complete, name="password_reset_complete"),
 ]

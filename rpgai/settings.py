@@ -495,6 +495,34 @@ WS_THROTTLE = {
 MODEL_CALLS_PER_USER_PER_MINUTE = env.int("MODEL_CALLS_PER_USER_PER_MINUTE", default=10)
 MODEL_CALLS_PER_CAMPAIGN_PER_MINUTE = env.int("MODEL_CALLS_PER_CAMPAIGN_PER_MINUTE", default=30)
 
+# --- Email: password reset (accounts/; docs/operations.md, "Email") ----------------------------
+# With EMAIL_HOST unset, mail is printed to the web process's standard output (Django's
+# console backend): fine for development, and the only mail we send is a reset link.
+# Set EMAIL_HOST (and the rest) to send by SMTP. EMAIL_BACKEND overrides either choice.
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+# STARTTLS on 587, implicit TLS on 465 (never both: Django refuses that).
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=EMAIL_PORT == 465)
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=EMAIL_PORT == 587 and not EMAIL_USE_SSL)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="rpgai <noreply@localhost>")
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+# How long a reset link works (seconds). Each link works once: it stops working as soon
+# as the password changes or the account logs in.
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3600)
+# Reset requests, per client address and per email address asked for (the same answer
+# for every address, known or not: the limit says nothing about who has an account).
+RATE_LIMITS["password_reset_ip"] = env.str("RATE_LIMIT_PASSWORD_RESET_IP", default="10/h")
+RATE_LIMITS["password_reset_email"] = env.str("RATE_LIMIT_PASSWORD_RESET_EMAIL", default="3/h")
+
 # --- Size limits ----------------------------------------------------------------------------
 # Every HTTP request body, uploads included: larger ones get 413 before Django reads them
 # (rpgai/body_limit.py). Form fields other than files are held to the smaller limit.
