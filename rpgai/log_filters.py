@@ -21,6 +21,8 @@ _PATTERNS = [
     ),
     # Authorization: Bearer <token>
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
+    # a password-reset link's token: /password-reset/<uidb64>/<token>/
+    (re.compile(r"(/password-reset/[^/\s]+/)[^/\s\"'?#]+"), r"\1" + REDACTED),
     # a JWT anywhere else (header.payload.signature, base64url)
     (re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
 ]

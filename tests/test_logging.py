@@ -26,6 +26,7 @@ SECRETS = [
     JWT,
     "redispass77",
     "basic-credential-xyz",
+    "cjk8qz-4b1f6e0a9d3c2e7f5a8b",
 ]
 
 
@@ -52,7 +53,10 @@ def _emit_secrets() -> None:
         "https://api.example/v1?api_key=sk-live-0123456789abcdef&page=2",
         "Authorization: Basic basic-credential-xyz",
     )
-    plain.info("broker redis://:redispass77@redis:6379/0 is back")
+    plain.info(
+        "broker redis://:redispass77@redis:6379/0 is back;"
+        " GET /password-reset/MQ/cjk8qz-4b1f6e0a9d3c2e7f5a8b/ 302"
+    )
     try:
         raise RuntimeError(f"upstream refused Bearer {JWT}")
     except RuntimeError:
@@ -96,6 +100,7 @@ def test_no_secret_reaches_a_json_line(json_logs):
     assert first["url"].startswith("wss://play.example/ws/campaigns/1/?token=[redacted]")
     assert "page=2" in lines[1]["event"]
     assert "redis://:[redacted]@redis:6379/0" in lines[2]["event"]
+    assert "/password-reset/MQ/[redacted]/" in lines[2]["event"]
     assert "Traceback" in lines[3]["exception"]
 
 
