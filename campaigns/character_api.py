@@ -1,18 +1,85 @@
 """The characters' HTTP API (CONTRACTS §7 "Characters"): thin views over
-`campaigns.characters`. Errors are JSON {detail, code} in plain words."""
+`campaigns.characters`. Errors are JSON {detail, code} in plain words.
+
+`sheet_options(edition)` is what a creation form needs to know (the SRD 5.1 classes and
+ancestries with the numbers the server derives from, the ability methods, the licence's
+attribution); the room embeds it in the page (`campaigns/templatetags/character_sheet.py`)
+and `GET .../characters/options` answers it to any member."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import srd
 from .api import membership_required
-from .characters import CharacterInvalid, character_create, character_update, characters_seen_by
+from .characters import (
+    CharacterInvalid,
+    character_create,
+    character_update,
+    characters_seen_by,
+    is_5e,
+)
+
+SRD_URL = "https://dnd.wizards.com/resources/systems-reference-document"
+LICENCE_URL = "https://creativecommons.org/licenses/by/4.0/legalcode"
+# The notice the SRD 5.1's licence asks for (also in campaigns/srd.py and docs/characters.md).
+ATTRIBUTION = (
+    'This work includes material taken from the System Reference Document 5.1 ("SRD 5.1") '
+    f"by Wizards of the Coast LLC and available at {SRD_URL}. The SRD 5.1 is licensed under "
+    "the Creative Commons Attribution 4.0 International License available at "
+    f"{LICENCE_URL}."
+)
+
+
+def sheet_options(edition: str) -> dict[str, Any]:
+    """What a character creation form offers in a campaign of `edition`: `sheet` is "5e"
+    (the SRD 5.1 lists and numbers below) or "light" (free-text class and ancestry,
+    optional abilities). Plain JSON; the server stays the judge of what it accepts."""
+    return {
+        "sheet": "5e" if is_5e(edition) else "light",
+        "edition": edition,
+        "abilities": [{"key": k, "name": srd.ABILITY_NAMES[k]} for k in srd.ABILITIES],
+        "ability_range": {"min": srd.ABILITY_MIN, "max": srd.ABILITY_MAX},
+        "levels": {"min": srd.LEVEL_MIN, "max": srd.LEVEL_MAX},
+        "classes": [
+            {
+                "key": key,
+                "name": cls["name"],
+                "hit_die": cls["hit_die"],
+                "saving_throws": list(cls["saving_throws"]),
+                "armour": dict(srd.ARMOUR[cls["armour"]]) if cls["armour"] else None,
+                "unarmoured": cls["unarmoured"],
+                "ability_order": list(srd.ABILITY_ORDER[key]),
+            }
+            for key, cls in srd.CLASSES.items()
+        ],
+        "ancestries": [
+            {
+                "key": key,
+                "name": ancestry["name"],
+                "increases": dict(ancestry["increases"]),
+                "choose": ancestry["choose"],
+            }
+            for key, ancestry in srd.ANCESTRIES.items()
+        ],
+        "standard_array": list(srd.STANDARD_ARRAY),
+        "point_buy": {
+            "budget": srd.POINT_BUY_BUDGET,
+            "min": srd.POINT_BUY_MIN,
+            "max": srd.POINT_BUY_MAX,
+            "costs": {str(score): cost for score, cost in srd.POINT_BUY_COSTS.items()},
+        },
+        "roll": {"formula": srd.ROLL_FORMULA, "count": srd.ROLL_COUNT},
+        "attribution": {"text": ATTRIBUTION, "srd_url": SRD_URL, "licence_url": LICENCE_URL},
+    }
 
 
 def _abilities(name: str) -> serializers.Serializer:
@@ -140,6 +207,18 @@ class CharacterListCreateApi(APIView):
             request_id=getattr(request, "request_id", ""),
         )
         return Response(character, status=status.HTTP_201_CREATED)
+
+
+class CharacterOptionsApi(APIView):
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT},
+        operation_id="campaigns_characters_options",
+        description="What a creation form offers: `sheet` (5e or light), the SRD 5.1 "
+        "classes and ancestries with their numbers, the ability methods, the attribution.",
+    )
+    def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id)
+        return Response(sheet_options(membership.campaign.edition))
 
 
 class CharacterDetailApi(APIView):

