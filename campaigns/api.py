@@ -14,6 +14,13 @@ from rest_framework.views import APIView
 from rpgai.errors import NotFound, PermissionDenied
 
 from . import selectors, services
+from .events import (
+    PREMISE_MAX_CHARS,
+    SAFETY_ITEM_MAX_CHARS,
+    SAFETY_ITEMS_MAX,
+    TONE_MAX_CHARS,
+    TURN_MODES,
+)
 from .models import CampaignBan, Membership
 from .tool_events import DC_MAX, DC_MIN
 from .tools import roll_make
@@ -60,12 +67,18 @@ def campaign_summary(membership: Membership) -> dict[str, Any]:
         "name": campaign.name,
         "edition": campaign.edition,
         "role": membership.role,
+        "archived": campaign.archived,
         "created_at": campaign.created_at.isoformat().replace("+00:00", "Z"),
     }
 
 
 def campaign_detail(membership: Membership) -> dict[str, Any]:
     data = campaign_summary(membership)
+    # The setup as every member sees it in the snapshot's `campaign` (CONTRACTS §7); the
+    # turn mode is the campaign's setting now (PUT .../turns may have changed it since).
+    snapshot = selectors.snapshot_get(campaign_id=membership.campaign_id)
+    data.update(selectors.campaign_setup(snapshot.state if snapshot else {}))
+    data["turn_mode"] = membership.campaign.turn_mode
     data["members"] = [
         {"user_id": str(m.user_id), "display_name": m.display_name, "role": m.role}
         for m in selectors.members_of(campaign_id=membership.campaign_id)
@@ -80,42 +93,204 @@ class CampaignOutput(serializers.Serializer):
     name = serializers.CharField()
     edition = serializers.CharField()
     role = serializers.CharField()
+    archived = serializers.BooleanField(help_text="read-only until its GM un-archives it")
     created_at = serializers.DateTimeField()
 
 
 class CampaignDetailOutput(CampaignOutput):
+    premise = serializers.CharField()
+    tone = serializers.CharField()
+    turn_mode = serializers.ChoiceField(choices=TURN_MODES)
+    lines = serializers.ListField(child=serializers.CharField())
+    veils = serializers.ListField(child=serializers.CharField())
     members = MemberSerializer(many=True)
     invite_code = serializers.CharField(required=False, help_text="GM only")
 
 
+def _safety_list(help_text: str, **kwargs: Any) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(max_length=SAFETY_ITEM_MAX_CHARS, allow_blank=True),
+        max_length=SAFETY_ITEMS_MAX,
+        help_text=help_text,
+        **kwargs,
+    )
+
+
+LINES_HELP = (
+    f"content the DM never includes, in any form (at most {SAFETY_ITEMS_MAX} items of "
+    f"{SAFETY_ITEM_MAX_CHARS} characters)"
+)
+VEILS_HELP = (
+    "content that may happen in the story but stays offscreen: the DM fades to black "
+    f"(at most {SAFETY_ITEMS_MAX} items of {SAFETY_ITEM_MAX_CHARS} characters)"
+)
+
+
+class _StrictListsMixin:
+    """`lines` and `veils` are JSON lists: DRF would take a form's single string, and a
+    list of numbers would turn into texts."""
+
+    initial_data: Any
+
+    def _check_lists(self, data: dict[str, Any]) -> dict[str, Any]:
+        for name in ("lines", "veils"):
+            raw = self.initial_data.get(name) if hasattr(self.initial_data, "get") else None
+            if raw is None:
+                continue
+            if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+                raise serializers.ValidationError({name: "a list of short texts"})
+        return data
+
+
 class CampaignListCreateApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer):
+        archived = serializers.BooleanField(
+            required=False, default=False, help_text="1: list the archived campaigns too"
+        )
+
+    class InputSerializer(_StrictListsMixin, serializers.Serializer):
         name = serializers.CharField(max_length=120)
         edition = serializers.CharField(max_length=40, default="5e")
         display_name = serializers.CharField(max_length=60, required=False)
+        premise = serializers.CharField(
+            max_length=PREMISE_MAX_CHARS,
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text="what the story is about; the DM's opening scene starts from it",
+        )
+        tone = serializers.CharField(
+            max_length=TONE_MAX_CHARS,
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text="how it should feel: grim, cosy, heroic, eerie...",
+        )
+        turn_mode = serializers.ChoiceField(choices=TURN_MODES, required=False, default="free")
+        lines = _safety_list(LINES_HELP, required=False, default=list)
+        veils = _safety_list(VEILS_HELP, required=False, default=list)
 
-    @extend_schema(responses=CampaignOutput(many=True), operation_id="campaigns_list")
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            return self._check_lists(data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "archived", bool, description="1: the archived campaigns too (default 0)"
+            )
+        ],
+        responses=CampaignOutput(many=True),
+        operation_id="campaigns_list",
+    )
     def get(self, request: Request) -> Response:
-        memberships = selectors.campaigns_for_user(user_id=request.user.id)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        memberships = selectors.campaigns_for_user(
+            user_id=request.user.id, archived=None if filters.validated_data["archived"] else False
+        )
         return Response([campaign_summary(m) for m in memberships])
 
     @extend_schema(request=InputSerializer, responses={201: CampaignDetailOutput})
     def post(self, request: Request) -> Response:
         data = _valid(self.InputSerializer, request)
+        # The DM narrates an opening scene right after the commit (CONTRACTS §7).
         campaign = services.campaign_create(
             name=data["name"],
             edition=data["edition"],
             creator=request.user,
             display_name=data.get("display_name"),
+            premise=data["premise"],
+            tone=data["tone"],
+            turn_mode=data["turn_mode"],
+            lines=data["lines"],
+            veils=data["veils"],
+            opening=True,
+            request_id=getattr(request, "request_id", ""),
         )
         membership = selectors.membership_get(campaign_id=campaign.id, user_id=request.user.id)
         return Response(campaign_detail(membership), status=status.HTTP_201_CREATED)
 
 
 class CampaignDetailApi(APIView):
+    class UpdateSerializer(_StrictListsMixin, serializers.Serializer):
+        name = serializers.CharField(max_length=120, required=False)
+        premise = serializers.CharField(
+            max_length=PREMISE_MAX_CHARS, required=False, allow_blank=True
+        )
+        tone = serializers.CharField(max_length=TONE_MAX_CHARS, required=False, allow_blank=True)
+        lines = _safety_list(LINES_HELP, required=False)
+        veils = _safety_list(VEILS_HELP, required=False)
+        archived = serializers.BooleanField(
+            required=False,
+            help_text="true: read-only (no actions, rolls, directions, whispers or DM turns) "
+            "and out of the campaign list; false brings it back",
+        )
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            known = set(self.fields)
+            unknown = sorted(str(key) for key in self.initial_data if key not in known)
+            if unknown:
+                hint = (
+                    " (the turn mode is set with PUT /api/campaigns/<id>/turns)"
+                    if "turn_mode" in unknown
+                    else ""
+                )
+                raise serializers.ValidationError(
+                    {
+                        "non_field_errors": [
+                            f"{', '.join(unknown)} cannot be changed here; change "
+                            f"{', '.join(services.CAMPAIGN_UPDATABLE)}{hint}"
+                        ]
+                    }
+                )
+            raw = self.initial_data.get("archived")
+            if raw is not None and not isinstance(raw, bool):
+                raise serializers.ValidationError({"archived": "true or false"})
+            if not data:
+                raise serializers.ValidationError(
+                    {
+                        "non_field_errors": [
+                            f"send at least one of {', '.join(services.CAMPAIGN_UPDATABLE)}"
+                        ]
+                    }
+                )
+            return self._check_lists(data)
+
     @extend_schema(responses=CampaignDetailOutput)
     def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
         return Response(campaign_detail(membership_required(request, campaign_id)))
+
+    @extend_schema(request=UpdateSerializer, responses={200: CampaignDetailOutput})
+    def patch(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        """GM only: change the setup (name, premise, tone, lines, veils) or archive the
+        campaign (CONTRACTS §7); event `campaign_updated` with what changed."""
+        membership_required(request, campaign_id, gm=True)
+        data = _valid(self.UpdateSerializer, request)
+        services.campaign_update(
+            campaign_id=campaign_id,
+            by_user=request.user,
+            changes=dict(data),
+            request_id=getattr(request, "request_id", ""),
+        )
+        membership = selectors.membership_get(campaign_id=campaign_id, user_id=request.user.id)
+        return Response(campaign_detail(membership))
+
+
+class XCardApi(APIView):
+    """Any member taps the X-card (CONTRACTS §7): `x_card` appended with actor
+    `{"kind": "system"}`, and a DM turn that steers away from the current scene starts at
+    once. Anonymous: who tapped it is stored nowhere. Same as the socket's `client.x_card`,
+    which is the better path: a WebSocket message leaves no line per message in any
+    access log, an HTTP request does (in a proxy's log, with the client's address)."""
+
+    @extend_schema(
+        request=None,
+        responses={202: inline_serializer("XCardTapped", {"seq": serializers.IntegerField()})},
+    )
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id)
+        event = services.x_card_tap(membership=membership)
+        return Response({"seq": event.seq}, status=status.HTTP_202_ACCEPTED)
 
 
 class CampaignJoinApi(APIView):

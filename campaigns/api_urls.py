@@ -10,6 +10,7 @@ urlpatterns = [
     path("campaigns/<uuid:campaign_id>/snapshot", api.SnapshotApi.as_view(), name="api-snapshot"),
     path("campaigns/<uuid:campaign_id>/actions", api.ActionCreateApi.as_view(), name="api-actions"),
     path("campaigns/<uuid:campaign_id>/rolls", api.RollCreateApi.as_view(), name="api-rolls"),
+    path("campaigns/<uuid:campaign_id>/x_card", api.XCardApi.as_view(), name="api-x-card"),
     path(
         "campaigns/<uuid:campaign_id>/directions",
         gm_api.GmDirectionApi.as_view(),
@@ -40,6 +41,11 @@ urlpatterns = [
         "campaigns/<uuid:campaign_id>/characters",
         character_api.CharacterListCreateApi.as_view(),
         name="api-characters",
+    ),
+    path(
+        "campaigns/<uuid:campaign_id>/characters/options",
+        character_api.CharacterOptionsApi.as_view(),
+        name="api-character-options",
     ),
     path(
         "campaigns/<uuid:campaign_id>/characters/<uuid:character_id>",

@@ -12,9 +12,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from rpgai.errors import DomainError
 
@@ -134,17 +141,99 @@ class Scene(BaseModel):
     description: str = Field(default="", max_length=4000)
 
 
+# A campaign's setup (CONTRACTS §7 "Campaign setup"): what the story is about, how it
+# should feel, its turn mode, and the table's safety tools. Lines: content the DM never
+# includes; veils: content kept offscreen (fade to black). Limits are the API's too.
+PREMISE_MAX_CHARS = 2000
+TONE_MAX_CHARS = 200
+SAFETY_ITEMS_MAX = 20
+SAFETY_ITEM_MAX_CHARS = 200
+SETUP_KEYS = ("premise", "tone", "turn_mode", "lines", "veils")
+TURN_MODES = ("free", "rounds")
+
+SafetyItem = Annotated[str, StringConstraints(min_length=1, max_length=SAFETY_ITEM_MAX_CHARS)]
+SafetyList = Annotated[list[SafetyItem], Field(max_length=SAFETY_ITEMS_MAX)]
+
+
 class CampaignCreated(Payload):
     name: str = Field(min_length=1, max_length=120)
     edition: str = Field(min_length=1, max_length=40)
     scene: Scene | None = None
+    # The setup; absent from the events of campaigns made before it existed (their fold
+    # stays what it was: only the keys present are copied into the state).
+    premise: str = Field(default="", max_length=PREMISE_MAX_CHARS)
+    tone: str = Field(default="", max_length=TONE_MAX_CHARS)
+    turn_mode: Literal["free", "rounds"] = "free"
+    lines: SafetyList = Field(default_factory=list)
+    veils: SafetyList = Field(default_factory=list)
+    # True: the DM owes the table an opening scene (a turn with no action before it,
+    # answered once: its narration's through_seq covers this event's seq).
+    opening: bool = False
 
 
 @event_type("campaign_created", CampaignCreated)
 def _campaign_created(state: dict[str, Any], event: FoldedEvent) -> None:
-    state["campaign"] = {"name": event.payload["name"], "edition": event.payload["edition"]}
-    if event.payload.get("scene"):
-        state["scene"] = dict(event.payload["scene"])
+    p = event.payload
+    campaign = {"name": p["name"], "edition": p["edition"]}
+    for key in SETUP_KEYS:
+        if key in p:
+            campaign[key] = copy.deepcopy(p[key])
+    state["campaign"] = campaign
+    if p.get("scene"):
+        state["scene"] = dict(p["scene"])
+    if p.get("opening"):
+        state["turn"]["last_action_seq"] = max(state["turn"]["last_action_seq"], event.seq)
+
+
+class CampaignChanges(BaseModel):
+    """What `campaign_updated` may change. `archived` is the row's status (recorded here,
+    not folded: a fork or an import starts unarchived); `turn_mode` is written only by the
+    turn settings (PUT .../turns), never by the setup's PATCH."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", min_length=1, max_length=120)
+    premise: str = Field(default="", max_length=PREMISE_MAX_CHARS)
+    tone: str = Field(default="", max_length=TONE_MAX_CHARS)
+    lines: SafetyList = Field(default_factory=list)
+    veils: SafetyList = Field(default_factory=list)
+    archived: bool = False
+    turn_mode: Literal["free", "rounds"] = "free"
+
+
+class CampaignUpdated(Payload):
+    """A GM's change to the campaign's setup (CONTRACTS §7): only the fields changed."""
+
+    changes: dict[str, Any]
+
+    @field_validator("changes")
+    @classmethod
+    def _known_changes(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("changes must name at least one field")
+        return CampaignChanges.model_validate(value).model_dump(mode="json", exclude_unset=True)
+
+
+FOLDED_CHANGES = ("name", "premise", "tone", "lines", "veils", "turn_mode")
+
+
+@event_type("campaign_updated", CampaignUpdated)
+def _campaign_updated(state: dict[str, Any], event: FoldedEvent) -> None:
+    campaign = state.setdefault("campaign", {})
+    for key in FOLDED_CHANGES:
+        if key in event.payload["changes"]:
+            campaign[key] = copy.deepcopy(event.payload["changes"][key])
+
+
+class XCard(Payload):
+    """Someone at the table tapped the X-card (CONTRACTS §7). Anonymous by design: no
+    field names who, and the event's actor is the system. It makes a turn owed, which
+    steers the story away from the current scene."""
+
+
+@event_type("x_card", XCard)
+def _x_card(state: dict[str, Any], event: FoldedEvent) -> None:
+    state["turn"]["last_action_seq"] = max(state["turn"]["last_action_seq"], event.seq)
 
 
 class Character(BaseModel):

@@ -39,6 +39,10 @@ class Campaign(models.Model):
     # has acted, or `round_seconds` after the round's first action.
     turn_mode = models.CharField(max_length=8, choices=TurnMode.choices, default=TurnMode.FREE)
     round_seconds = models.PositiveIntegerField(default=120)
+    # An archived campaign is read-only (campaigns.services.campaign_update): no actions,
+    # rolls, directions, whispers or DM turns, and it leaves the campaign list unless asked
+    # for. A status of this row, not of the story: a fork or an import starts unarchived.
+    archived = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -7,10 +7,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.db import transaction
+
 from rpgai.errors import DomainError, NotFound, PermissionDenied
 
 from . import selectors
+from .events import NewEvent
 from .models import Campaign
+from .services import events_append
 
 ROUND_SECONDS_MIN = 5
 ROUND_SECONDS_MAX = 3600
@@ -48,20 +52,41 @@ def campaign_turn_mode_set(
             f"round_seconds is a whole number from {ROUND_SECONDS_MIN} to {ROUND_SECONDS_MAX}"
         )
     return campaign_turns_update(
-        campaign=campaign, turn_mode=turn_mode, round_seconds=round_seconds
+        campaign=campaign, turn_mode=turn_mode, round_seconds=round_seconds, by_user_id=user_id
     )
 
 
 def campaign_turns_update(
-    *, campaign: Campaign, turn_mode: str | None = None, round_seconds: int | None = None
+    *,
+    campaign: Campaign,
+    turn_mode: str | None = None,
+    round_seconds: int | None = None,
+    by_user_id: uuid.UUID | None = None,
 ) -> Campaign:
-    """Store the turn settings (the caller checked who may; the admin is an operator's)."""
+    """Store the turn settings (the caller checked who may; the admin is an operator's).
+    A new turn mode is also told to the table (`campaign_updated` {changes: {turn_mode}}),
+    so the snapshot's `campaign` says how turns run now."""
     fields: dict[str, Any] = {}
     if turn_mode is not None:
         fields["turn_mode"] = turn_mode
     if round_seconds is not None:
         fields["round_seconds"] = round_seconds
-    if fields:
+    if not fields:
+        return campaign
+    changed_mode = turn_mode is not None and turn_mode != campaign.turn_mode
+    with transaction.atomic():
         Campaign.objects.filter(id=campaign.id).update(**fields)
-        campaign.refresh_from_db()
+        if changed_mode:
+            events_append(
+                campaign_id=campaign.id,
+                events=[
+                    NewEvent(
+                        "campaign_updated",
+                        {"changes": {"turn_mode": turn_mode}},
+                        "gm" if by_user_id else "system",
+                        by_user_id,
+                    )
+                ],
+            )
+    campaign.refresh_from_db()
     return campaign

@@ -46,8 +46,33 @@ def campaign_get(*, campaign_id: uuid.UUID | str) -> Campaign | None:
     return Campaign.objects.filter(id=campaign_id).first()
 
 
-def campaigns_for_user(*, user_id: uuid.UUID) -> QuerySet[Membership]:
-    return Membership.objects.filter(user_id=user_id).select_related("campaign")
+def campaign_archived(*, campaign_id: uuid.UUID | str) -> bool:
+    """Whether the campaign is archived (read-only: campaigns.services.campaign_update)."""
+    return Campaign.objects.filter(id=campaign_id, archived=True).exists()
+
+
+def campaigns_for_user(
+    *, user_id: uuid.UUID, archived: bool | None = False
+) -> QuerySet[Membership]:
+    """The user's memberships with their campaigns: by default the campaigns in play
+    (archived ones leave the list); `archived=True` only the archived ones, None all."""
+    memberships = Membership.objects.filter(user_id=user_id).select_related("campaign")
+    if archived is not None:
+        memberships = memberships.filter(campaign__archived=archived)
+    return memberships
+
+
+def campaign_setup(state: dict[str, Any]) -> dict[str, Any]:
+    """The setup of a campaign's state (CONTRACTS §7), every key present: empty for a
+    campaign made before the setup existed."""
+    campaign = state.get("campaign") or {}
+    return {
+        "premise": str(campaign.get("premise") or ""),
+        "tone": str(campaign.get("tone") or ""),
+        "turn_mode": str(campaign.get("turn_mode") or "free"),
+        "lines": list(campaign.get("lines") or []),
+        "veils": list(campaign.get("veils") or []),
+    }
 
 
 def members_of(*, campaign_id: uuid.UUID | str) -> list[Membership]:

@@ -16,12 +16,19 @@ from django.utils import timezone
 
 from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
 from rpgai.metrics import events_appended as metrics_events_appended
+from rpgai.ratelimit import check_rate
+from rpgai.request_id import new_request_id, request_id_bound
 from rpgai.tasks import call_async
 
 from . import selectors
 from .dice import dice_seed_new
 from .events import (
     EVENT_TYPES,
+    PREMISE_MAX_CHARS,
+    SAFETY_ITEM_MAX_CHARS,
+    SAFETY_ITEMS_MAX,
+    TONE_MAX_CHARS,
+    TURN_MODES,
     ActorKind,
     FoldedEvent,
     InvalidEvent,
@@ -42,6 +49,43 @@ ACTOR_KINDS = frozenset(get_args(ActorKind))
 
 Precondition = Callable[[dict[str, Any]], None]
 EventBuilder = Callable[[dict[str, Any]], Sequence[NewEvent]]
+
+
+class CampaignArchived(Conflict):
+    """The campaign is archived: read-only until its GM brings it back (HTTP 409,
+    WebSocket `error`, code `archived`)."""
+
+    code = "archived"
+
+
+ARCHIVED_DETAIL = (
+    "This campaign is archived, so it is read-only: nothing can be played here until its "
+    "GM brings it back."
+)
+# What an archived campaign refuses: play (actions, rolls, directions, whispers, the
+# X-card), the DM's turns and their tool events, sheets and the GM's corrections. Still
+# allowed: its setup's changes (un-archiving), members leaving or being removed, the dice
+# seed's reveal, a failed turn's notice, and what comes after a narration (audio, summaries).
+READ_ONLY_WHEN_ARCHIVED = frozenset(
+    {
+        "player_action",
+        "gm_direction",
+        "whisper",
+        "x_card",
+        "roll_requested",
+        "roll_dc_held",
+        "roll_result",
+        "dm_narration",
+        "dm_narration_retracted",
+        "state_patch_requested",
+        "state_patch_applied",
+        "state_patch_rejected",
+        "entity_created",
+        "audio_cue",
+        "character_created",
+        "character_updated",
+    }
+)
 
 
 # --- The event log ---------------------------------------------------------------------------
@@ -76,6 +120,12 @@ def events_append(
             precondition(snapshot.state)
         if callable(events):
             events = events(copy_state(snapshot.state))
+        # Read under the log's lock: an archive committed a moment ago (on any process)
+        # holds for every write that comes after it.
+        if any(new.type in READ_ONLY_WHEN_ARCHIVED for new in events) and (
+            selectors.campaign_archived(campaign_id=campaign_id)
+        ):
+            raise CampaignArchived(ARCHIVED_DETAIL)
 
         prepared = [(new, *validate_payload(new.type, new.payload)) for new in events]
         keys = [key for _, _, key in prepared if key]
@@ -182,6 +232,72 @@ def _character_for(display_name: str) -> dict[str, Any]:
     return {"id": str(uuid.uuid4()), "name": display_name}
 
 
+class SetupInvalid(DomainError):
+    code = "invalid_setup"
+
+
+def _setup_text(field: str, value: Any, limit: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SetupInvalid(f"{field} must be text")
+    value = value.strip()
+    if len(value) > limit:
+        raise SetupInvalid(f"{field} is at most {limit} characters; this one has {len(value)}")
+    from .whispers import text_problem  # whispers imports this module
+
+    problem = text_problem(value)
+    if problem is not None:
+        raise SetupInvalid(f"{field}: {problem}")
+    return value
+
+
+def _setup_list(field: str, value: Any) -> list[str]:
+    """A list of short strings (lines or veils): each stripped, blanks and repeats dropped."""
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise SetupInvalid(f"{field} must be a list of short texts")
+    items: list[str] = []
+    for number, item in enumerate(value, start=1):
+        if not isinstance(item, str):
+            raise SetupInvalid(f"{field}: item {number} must be text")
+        text = _setup_text(f"{field}: item {number}", item, SAFETY_ITEM_MAX_CHARS)
+        if text and text not in items:
+            items.append(text)
+    if len(items) > SAFETY_ITEMS_MAX:
+        raise SetupInvalid(f"{field} holds at most {SAFETY_ITEMS_MAX} items; this has {len(items)}")
+    return items
+
+
+def campaign_setup_clean(
+    *,
+    premise: Any = "",
+    tone: Any = "",
+    turn_mode: Any = "free",
+    lines: Any = (),
+    veils: Any = (),
+) -> dict[str, Any]:
+    """The setup of CONTRACTS §7 as it is stored, or SetupInvalid saying what is wrong in
+    plain words: premise (at most 2000 characters), tone (200), turn mode (`free` or
+    `rounds`), lines and veils (at most 20 items of 200 characters each)."""
+    if turn_mode not in TURN_MODES:
+        raise SetupInvalid(f"turn_mode is one of {', '.join(TURN_MODES)}")
+    return {
+        "premise": _setup_text("premise", premise, PREMISE_MAX_CHARS),
+        "tone": _setup_text("tone", tone, TONE_MAX_CHARS),
+        "turn_mode": turn_mode,
+        "lines": _setup_list("lines", lines),
+        "veils": _setup_list("veils", veils),
+    }
+
+
+def _name_clean(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise SetupInvalid("a campaign needs a name")
+    return _setup_text("name", name, 120)
+
+
 def campaign_create(
     *,
     name: str,
@@ -189,21 +305,39 @@ def campaign_create(
     creator: Any,
     display_name: str | None = None,
     scene: dict[str, str] | None = None,
+    premise: str = "",
+    tone: str = "",
+    turn_mode: str = "free",
+    lines: Sequence[str] = (),
+    veils: Sequence[str] = (),
+    opening: bool = False,
     request_id: str = "",
 ) -> Campaign:
-    """A new campaign whose creator is its GM; its log opens with `campaign_created`."""
-    name = name.strip()
+    """A new campaign whose creator is its GM; its log opens with `campaign_created`,
+    which carries the setup (premise, tone, turn mode, lines and veils: CONTRACTS §7).
+
+    With `opening` the DM owes the table an opening scene: the fold of `campaign_created`
+    makes a turn owed (as an action does), and the orchestrator narrates it once, right
+    after the commit (the API, the create page and the demo ask for it)."""
+    name = _name_clean(name)
     edition = (edition or "5e").strip()
+    setup = campaign_setup_clean(
+        premise=premise, tone=tone, turn_mode=turn_mode, lines=lines, veils=veils
+    )
     with transaction.atomic():
-        campaign = Campaign.objects.create(name=name, edition=edition, created_by=creator)
+        campaign = Campaign.objects.create(
+            name=name, edition=edition, created_by=creator, turn_mode=setup["turn_mode"]
+        )
         Snapshot.objects.create(campaign=campaign, version=0, state=initial_state())
         gm_name = (display_name or creator.get_username())[:60]
         Membership.objects.create(
             campaign=campaign, user=creator, role=Membership.Role.GM, display_name=gm_name
         )
-        created: dict[str, Any] = {"name": name, "edition": edition}
+        created: dict[str, Any] = {"name": name, "edition": edition, **setup}
         if scene:
             created["scene"] = scene
+        if opening:
+            created["opening"] = True
         # The dice commitment comes with the campaign, before any roll can exist.
         _, seed_committed = dice_seed_new(campaign_id=campaign.id)
         events_append(
@@ -221,6 +355,106 @@ def campaign_create(
             ],
         )
     return campaign
+
+
+# What PATCH /api/campaigns/<id>/ may change (turn mode stays with PUT .../turns).
+CAMPAIGN_UPDATABLE = ("name", "premise", "tone", "lines", "veils", "archived")
+
+
+def campaign_update(
+    *,
+    campaign_id: uuid.UUID | str,
+    by_user: Any,
+    changes: dict[str, Any],
+    request_id: str = "",
+) -> tuple[Campaign, Event | None]:
+    """A GM changes the campaign's setup or archives it (CONTRACTS §7): one
+    `campaign_updated` {changes} with only what really changed (None when nothing did).
+    `archived` is stored on the campaign's row in the same transaction, under the log's
+    lock: every write after it sees it. PermissionDenied for anyone but a GM."""
+    if not isinstance(changes, dict) or not changes:
+        raise SetupInvalid(f"send at least one of {', '.join(CAMPAIGN_UPDATABLE)} to change")
+    unknown = [key for key in changes if key not in CAMPAIGN_UPDATABLE]
+    if unknown:
+        hint = " (the turn mode is set with PUT .../turns)" if "turn_mode" in unknown else ""
+        raise SetupInvalid(
+            f"{', '.join(map(str, unknown))} cannot be changed here; "
+            f"change {', '.join(CAMPAIGN_UPDATABLE)}{hint}"
+        )
+    wanted: dict[str, Any] = {}
+    if "name" in changes:
+        wanted["name"] = _name_clean(changes["name"])
+    for key, limit in (("premise", PREMISE_MAX_CHARS), ("tone", TONE_MAX_CHARS)):
+        if key in changes:
+            wanted[key] = _setup_text(key, changes[key], limit)
+    for key in ("lines", "veils"):
+        if key in changes:
+            wanted[key] = _setup_list(key, changes[key])
+    if "archived" in changes:
+        if not isinstance(changes["archived"], bool):
+            raise SetupInvalid("archived is true or false")
+        wanted["archived"] = changes["archived"]
+    user_id = getattr(by_user, "id", None)
+
+    def build(state: dict[str, Any]) -> list[NewEvent]:
+        membership = (
+            selectors.membership_get(campaign_id=campaign_id, user_id=user_id) if user_id else None
+        )
+        if membership is None or not membership.is_gm:
+            raise PermissionDenied("only the campaign's GM may change its setup", code="gm_only")
+        # A campaign made before the setup existed has none of its keys: they count as
+        # empty. `archived` is the row's (read under the lock, like every writer's).
+        current = {"premise": "", "tone": "", "lines": [], "veils": []}
+        current.update(state.get("campaign") or {})
+        current["archived"] = membership.campaign.archived
+        changed = {key: value for key, value in wanted.items() if current.get(key) != value}
+        if not changed:
+            return []
+        return [NewEvent("campaign_updated", {"changes": changed}, "gm", user_id)]
+
+    with transaction.atomic():
+        appended = events_append(campaign_id=campaign_id, request_id=request_id, events=build)
+        campaign = Campaign.objects.get(id=campaign_id)
+        event = appended[0] if appended else None
+        if event is not None:
+            row = {
+                key: event.payload["changes"][key]
+                for key in ("name", "archived")
+                if key in event.payload["changes"]
+            }
+            if row:
+                Campaign.objects.filter(id=campaign_id).update(**row)
+                campaign.refresh_from_db()
+    return campaign, event
+
+
+# The X-card may be tapped again soon (the DM may not have steered far enough), never
+# flooded: a fixed window per campaign, never per user (who tapped it is not recorded,
+# not even as a rate-limit key).
+X_CARD_RATE = "3/m"
+
+
+def x_card_tap(*, membership: Membership) -> Event:
+    """Someone at the table taps the X-card (CONTRACTS §7): `x_card` with actor
+    `{"kind": "system"}` and an empty payload, and a turn that steers the story away from
+    the current scene (its fold makes a turn owed). Who tapped it is stored nowhere: not
+    in the event (not even its request id, which is a new one, not the caller's), not in
+    a rate-limit key, not in the turn's logs (their request id is that new one too).
+    RateLimited (429) past X_CARD_RATE taps a campaign; CampaignArchived when archived."""
+    campaign_id = membership.campaign_id
+    check_rate(
+        None, group="x_card", key=lambda group, request: f"campaign:{campaign_id}", rate=X_CARD_RATE
+    )
+    request_id = "x_card-" + new_request_id()
+    # The turn asked for after the commit takes this id with it, not the caller's.
+    with request_id_bound(request_id):
+        [event] = events_append(
+            campaign_id=campaign_id,
+            request_id=request_id,
+            precondition=still_a_member(campaign_id=campaign_id, user_id=membership.user_id),
+            events=[NewEvent("x_card", {}, "system", None)],
+        )
+    return event
 
 
 def campaign_join(
@@ -693,6 +927,8 @@ __all__ = [
     "campaign_export",
     "campaign_import",
     "campaign_join",
+    "campaign_setup_clean",
+    "campaign_update",
     "events_append",
     "fold_events",
     "gm_direction_give",
@@ -702,4 +938,5 @@ __all__ = [
     "player_action_submit",
     "snapshots_rebuild",
     "still_a_member",
+    "x_card_tap",
 ]

@@ -44,6 +44,12 @@ from pydantic import (
 
 from rpgai.errors import DomainError
 
+from .events import (
+    PREMISE_MAX_CHARS,
+    SAFETY_ITEM_MAX_CHARS,
+    SAFETY_ITEMS_MAX,
+    TONE_MAX_CHARS,
+)
 from .tool_events import PatchOperation
 
 UUID_TEXT = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -111,11 +117,25 @@ class TurnState(_Strict):
     answered_through_seq: StrictInt = Field(ge=0)
 
 
+SetupItem = Annotated[
+    str, StringConstraints(strict=True, min_length=1, max_length=SAFETY_ITEM_MAX_CHARS)
+]
+
+
 class CampaignInfo(_Strict):
+    """The campaign's name, edition and setup (CONTRACTS §7 "Campaign setup"), folded
+    from `campaign_created` and `campaign_updated`. The setup keys are absent for
+    campaigns made before it existed. No patch may change any of it."""
+
     model_config = ConfigDict(strict=True, extra="allow")
 
     name: StrictStr
     edition: StrictStr
+    premise: StrictStr = Field(default="", max_length=PREMISE_MAX_CHARS)
+    tone: StrictStr = Field(default="", max_length=TONE_MAX_CHARS)
+    turn_mode: Literal["free", "rounds"] = "free"
+    lines: list[SetupItem] = Field(default_factory=list, max_length=SAFETY_ITEMS_MAX)
+    veils: list[SetupItem] = Field(default_factory=list, max_length=SAFETY_ITEMS_MAX)
 
 
 class DiceCommitment(_Strict):

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from rpgai.errors import DomainError
@@ -23,14 +24,28 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET"])
 def campaign_list(request: HttpRequest) -> HttpResponse:
-    memberships = selectors.campaigns_for_user(user_id=request.user.id)
+    """My campaigns in play; the archived ones with `?archived=1` (they leave the list)."""
+    return _list_page(
+        request,
+        # Distinct ids: both forms have a display_name field on the same page.
+        CampaignCreateForm(auto_id="create_%s"),
+        show_archived=request.GET.get("archived") == "1",
+    )
+
+
+def _list_page(
+    request: HttpRequest, create_form: CampaignCreateForm, *, show_archived: bool = False
+) -> HttpResponse:
+    archived = selectors.campaigns_for_user(user_id=request.user.id, archived=True)
     return render(
         request,
         "campaigns/list.html",
         {
-            "memberships": memberships,
-            # Distinct ids: both forms have a display_name field on the same page.
-            "create_form": CampaignCreateForm(auto_id="create_%s"),
+            "memberships": selectors.campaigns_for_user(user_id=request.user.id),
+            "archived_memberships": archived if show_archived else [],
+            "archived_count": archived.count(),
+            "show_archived": show_archived,
+            "create_form": create_form,
             "join_form": CampaignJoinForm(auto_id="join_%s"),
         },
     )
@@ -39,17 +54,30 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def campaign_create(request: HttpRequest) -> HttpResponse:
-    form = CampaignCreateForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "A campaign needs a name and an edition.")
-        return redirect("campaign-list")
-    campaign = services.campaign_create(
-        name=form.cleaned_data["name"],
-        edition=form.cleaned_data["edition"],
-        creator=request.user,
-        display_name=form.cleaned_data["display_name"] or None,
-    )
-    return redirect("campaign-room", campaign_id=campaign.id)
+    """A new campaign with its setup; the DM narrates its opening scene right away."""
+    form = CampaignCreateForm(request.POST, auto_id="create_%s")
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            campaign = services.campaign_create(
+                name=data["name"],
+                edition=data["edition"],
+                creator=request.user,
+                display_name=data["display_name"] or None,
+                premise=data["premise"],
+                tone=data["tone"],
+                turn_mode=data["turn_mode"],
+                lines=data["lines"],
+                veils=data["veils"],
+                opening=True,
+                request_id=getattr(request, "request_id", ""),
+            )
+        except DomainError as exc:
+            form.add_error(None, exc.detail)
+        else:
+            return redirect("campaign-room", campaign_id=campaign.id)
+    messages.error(request, "The campaign was not created: see what to fix in the form.")
+    return _list_page(request, form)
 
 
 @login_required
@@ -68,7 +96,8 @@ def campaign_join(request: HttpRequest) -> HttpResponse:
     except DomainError as exc:
         messages.error(request, exc.detail)
         return redirect("campaign-list")
-    return redirect("campaign-room", campaign_id=membership.campaign_id)
+    # A new player lands in the character form (room.js opens it for a blank sheet only).
+    return redirect(reverse("campaign-room", args=[membership.campaign_id]) + "#make-character")
 
 
 @login_required
@@ -91,6 +120,7 @@ def campaign_room(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
                 "role": membership.role,
                 "wsPath": f"/ws/campaigns/{campaign_id}/",
                 "maxActionChars": 2000,
+                "archived": membership.campaign.archived,
             },
         },
     )

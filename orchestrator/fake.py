@@ -140,6 +140,45 @@ MEET_LINES = [
     "{name}, {what}, returns {who}'s greeting and waits to hear more.",
 ]
 
+# The opening scene of a new campaign, written from its premise and tone (CONTRACTS §7).
+OPENING_HOOKS = [
+    "Somewhere close, a door bangs open and someone calls for help.",
+    "A stranger catches your eye across the room and, very slightly, nods.",
+    "A bell starts ringing, slow and urgent, and does not stop.",
+    "A folded note, sealed with black wax, has found its way into your hands.",
+]
+OPENING_OPTIONS = [
+    "Look around and take in the scene",
+    "Introduce yourselves to one another",
+    "Follow the first sign of trouble",
+    "Ask the locals what is going on",
+    "Check your gear and get ready",
+]
+# The X-card: the story leaves the current scene at once, for another place and time.
+X_CARD_SCENES = [
+    (
+        "A quiet camp on the road, some days later",
+        "The story leaves that moment behind. Some days later, far from there, the party "
+        "makes camp under a clear sky; a small fire crackles and the road ahead is calm.",
+    ),
+    (
+        "A busy market square, the next morning",
+        "The story cuts away and moves on. The next morning, in another town entirely, the "
+        "party walks through a bright market square full of ordinary, noisy life.",
+    ),
+    (
+        "A warm inn by the river, that evening",
+        "The scene fades and the tale turns a page. That evening, somewhere else, the party "
+        "sits by the hearth of a warm riverside inn, with hot food and time to talk.",
+    ),
+]
+X_CARD_OPTIONS = [
+    "Rest and talk among yourselves",
+    "Plan where to go next",
+    "Look for new work in town",
+    "Check your gear and supplies",
+]
+
 OPTION_POOL = [
     "Search the room carefully",
     "Talk to the nearest stranger",
@@ -497,8 +536,15 @@ def fake_answer(
         *[d.text for d in context.directions],
         # A retry gets another telling (of the same dice).
         *([f"retry {context.retries}"] if context.retries else []),
+        *(["opening", context.setup.premise] if context.opening else []),
+        *(["x_card"] if context.x_card else []),
     )
+    if context.x_card:
+        return _x_card_answer(context, h)
     plan = _Plan()
+    if context.opening:
+        plan.sentences += _opening_sentences(context, h)
+        plan.extra_options += OPENING_OPTIONS[h % 2 : h % 2 + 3]
     # The GM's directions come true in the world first; no one at the table did them.
     for k, direction in enumerate(context.directions):
         if direction.secret:  # acted on, never told
@@ -529,9 +575,10 @@ def fake_answer(
     if plan.fight and cue:
         plan.tool_calls.append({"name": "trigger_audio", "args": {"cue": cue, "volume": 0.7}})
     where = f" in {context.location}" if context.location else ""
-    sentences.append(
-        CONSEQUENCES[h % len(CONSEQUENCES)].replace("Somewhere", f"Somewhere{where}", 1)
-    )
+    if context.actions or context.directions or not context.opening:
+        sentences.append(
+            CONSEQUENCES[h % len(CONSEQUENCES)].replace("Somewhere", f"Somewhere{where}", 1)
+        )
     count = 3 + h % 4  # 3 to 6 options
     start = (h >> 8) % len(OPTION_POOL)
     options = list(dict.fromkeys(plan.extra_options))[:2]
@@ -541,12 +588,70 @@ def fake_answer(
         if option not in options:
             options.append(option)
         k += 1
-    if not context.actions and not context.directions:
+    if not context.actions and not context.directions and not context.opening:
         sentences.insert(0, "The table falls quiet, waiting.")
     return {
         "narration": " ".join(sentences),
         "tool_calls": plan.tool_calls[:TOOL_CALLS_MAX],
         "options": options,
+    }
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text if text[-1:] in '.!?…”"' else text + "."
+
+
+def _opening_sentences(context: TurnContext, h: int) -> list[str]:
+    """A new campaign's opening scene, from its premise and tone (and its scene, if the
+    GM set one): the fake DM's way of writing it from the setup."""
+    setup = context.setup
+    name = setup.name or "this campaign"
+    sentences = [f"So begins {name}."]
+    if setup.premise:
+        sentences.append(_sentence(_clip_words(setup.premise, 600)))
+    if setup.tone:
+        sentences.append(f"Everything here feels {_clip_words(setup.tone, 120).rstrip('.')}.")
+    scene = context.state.get("scene") or {}
+    if scene.get("location"):
+        sentences.append(f"You are at {_clip_words(str(scene['location']), 200).rstrip('.')}.")
+    if scene.get("description"):
+        sentences.append(_sentence(_clip_words(str(scene["description"]), 400)))
+    sentences.append(OPENING_HOOKS[h % len(OPENING_HOOKS)])
+    sentences.append("What do you do?")
+    return sentences
+
+
+def _clip_words(text: str, limit: int) -> str:
+    words = " ".join(text.split())
+    return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
+
+
+def _x_card_answer(context: TurnContext, h: int) -> dict[str, Any]:
+    """The X-card was tapped: a clear scene change, away from the current scene (never
+    naming it, nor who tapped), with the new scene in the state. The actions of this
+    turn are not told: they may be what the table wants to leave."""
+    location, told = X_CARD_SCENES[h % len(X_CARD_SCENES)]
+    sentences = [told]
+    for direction in context.directions:
+        if not direction.secret:
+            sentences.append(_sentence(direction.text))
+    return {
+        "narration": " ".join(sentences),
+        "tool_calls": [
+            {
+                "name": "apply_state_patch",
+                "args": {
+                    "reason": "the story moves to another scene",
+                    "patches": [
+                        # `add` sets a key whether or not it is there (RFC 6902).
+                        {"op": "add", "path": "/scene/location", "value": location},
+                        {"op": "add", "path": "/scene/description", "value": told},
+                    ],
+                },
+            }
+        ],
+        "options": list(X_CARD_OPTIONS),
     }
 
 

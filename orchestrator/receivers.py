@@ -20,16 +20,30 @@ def turns_deferred() -> Iterator[None]:
         _local.deferred = previous
 
 
+def asks_for_a_turn(event: Any) -> bool:
+    """Whether a committed event means the DM owes the table an answer: a player action,
+    a GM's direction to narrate now, a GM's retry of the last narration, a new campaign's
+    opening scene, the X-card, or a campaign brought back from the archive (what was owed
+    when it was archived is answered then)."""
+    payload = event.payload or {}
+    if event.type in ("player_action", "dm_narration_retracted", "x_card"):
+        return True
+    if event.type == "gm_direction":
+        return bool(payload.get("now", True))
+    if event.type == "campaign_created":
+        return bool(payload.get("opening"))
+    if event.type == "campaign_updated":
+        return (payload.get("changes") or {}).get("archived") is False
+    return False
+
+
 def queue_turn_after_actions(
     sender: Any, campaign_id: Any, events: list[Any], **kwargs: Any
 ) -> None:
-    """A committed player action, a GM's direction to narrate now, or a GM's retry of the
-    last narration means the DM owes the table an answer."""
+    """Ask for the campaign's turn when a committed event owes the table an answer (the
+    turn re-checks from the log what is owed: asking twice, or for a fork's copy of an
+    opening already narrated, runs nothing)."""
     if getattr(_local, "deferred", False):
         return
-    if any(
-        event.type in ("player_action", "dm_narration_retracted")
-        or (event.type == "gm_direction" and (event.payload or {}).get("now", True))
-        for event in events
-    ):
+    if any(asks_for_a_turn(event) for event in events):
         turn_request(campaign_id=campaign_id)

@@ -15,7 +15,14 @@ from campaigns.retractions import told_by_retracted_turn, turns_retracted
 from memory.selectors import TurnMemory, turn_memory_get
 
 from .models import DMSettings, TurnLock
-from .prompt import STATE_ENTITIES_MAX, ActionInTurn, Direction, RecentEvent, TurnContext
+from .prompt import (
+    STATE_ENTITIES_MAX,
+    ActionInTurn,
+    Direction,
+    RecentEvent,
+    Setup,
+    TurnContext,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +165,9 @@ def turn_context_get(
     return TurnContext(
         campaign_id=str(campaign_id),
         edition=str(state.get("campaign", {}).get("edition", "")),
+        setup=_setup_of(state),
+        opening=_opening_owed(campaign_id, answered_seq, through_seq),
+        x_card=x_card_tapped(campaign_id, answered_seq, through_seq),
         state=state,
         actions=actions,
         recent=recent,
@@ -172,6 +182,40 @@ def turn_context_get(
                 campaign_id=campaign_id, event_type="dm_narration_retracted", after_seq=answered_seq
             )
         ),
+    )
+
+
+def _setup_of(state: dict) -> Setup:
+    """The campaign's setup as the DM keeps it (CONTRACTS §7): premise, tone, lines, veils."""
+    campaign = state.get("campaign") or {}
+    setup = campaign_selectors.campaign_setup(state)
+    return Setup(
+        name=str(campaign.get("name") or ""),
+        premise=setup["premise"],
+        tone=setup["tone"],
+        lines=[str(item) for item in setup["lines"]],
+        veils=[str(item) for item in setup["veils"]],
+    )
+
+
+def _opening_owed(campaign_id: uuid.UUID | str, answered_seq: int, through_seq: int) -> bool:
+    """Whether this turn answers a new campaign's `campaign_created` that asks for an
+    opening scene (its seq is within the turn's range: it was never narrated)."""
+    return any(
+        event.seq <= through_seq and (event.payload or {}).get("opening")
+        for event in campaign_selectors.events_of_type_after(
+            campaign_id=campaign_id, event_type="campaign_created", after_seq=answered_seq
+        )
+    )
+
+
+def x_card_tapped(campaign_id: uuid.UUID | str, answered_seq: int, through_seq: int) -> bool:
+    """Whether someone tapped the X-card since the last answer: this turn steers away."""
+    return any(
+        event.seq <= through_seq
+        for event in campaign_selectors.events_of_type_after(
+            campaign_id=campaign_id, event_type="x_card", after_seq=answered_seq
+        )
     )
 
 

@@ -33,6 +33,7 @@ from billing.selectors import budget_model_choice
 from billing.services import BudgetExceeded
 from campaigns.events import NewEvent
 from campaigns.selectors import (
+    campaign_archived,
     campaign_get,
     player_actions_between,
     roll_answer,
@@ -190,14 +191,20 @@ async def aturns_run_pending(
 
 def _turn_claim(*, campaign_id: uuid.UUID | str, holder: str, may_run: bool) -> bool:
     """Whether `holder` now runs the campaign's owed turn (it took the lock). Not when
-    nothing is owed, when a `rounds` campaign waits for its players or its timer
-    (rounds.py), when another holder has the lock (it re-checks after its turn), or when
-    this holder ran its share (another turn is asked for). One database round for all."""
+    nothing is owed, when the campaign is archived (read-only: what is owed is answered
+    once it is brought back), when a `rounds` campaign waits for its players or its timer
+    (rounds.py; never after an X-card, which is answered at once), when another holder
+    has the lock (it re-checks after its turn), or when this holder ran its share
+    (another turn is asked for)."""
     from .scheduler import turn_request
 
-    if selectors.turn_owed(campaign_id=campaign_id) is None:
+    owed = selectors.turn_owed(campaign_id=campaign_id)
+    if owed is None:
         return False
-    if round_hold(campaign_id=campaign_id):
+    if campaign_archived(campaign_id=campaign_id):
+        return False
+    # The X-card steers away at once: a round waiting for its players does not hold it.
+    if not selectors.x_card_tapped(campaign_id, *owed) and round_hold(campaign_id=campaign_id):
         return False
     if not may_run:
         turn_request(campaign_id=campaign_id)

@@ -28,6 +28,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django_ratelimit.exceptions import Ratelimited
 from pydantic import ValidationError
 
 from campaigns import selectors, services
@@ -41,7 +42,16 @@ from rpgai.request_id import reset_request_id, set_request_id
 
 from . import auth, throttle
 from . import services as presence
-from .messages import MESSAGE_MODELS, GmDirection, Hello, Ping, PlayerAction, Roll, Whisper
+from .messages import (
+    MESSAGE_MODELS,
+    GmDirection,
+    Hello,
+    Ping,
+    PlayerAction,
+    Roll,
+    Whisper,
+    XCard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +62,13 @@ before_group_join: Callable[[CampaignConsumer], Awaitable[None]] | None = None
 
 # The client messages traced (`ws.action`): those that append events.
 TRACED_MESSAGES = frozenset(
-    {"client.player_action", "client.whisper", "client.roll", "client.gm_direction"}
+    {
+        "client.player_action",
+        "client.whisper",
+        "client.roll",
+        "client.gm_direction",
+        "client.x_card",
+    }
 )
 
 # (event loop, campaign) -> the broadcast of its presence waiting to go out from here.
@@ -71,10 +87,11 @@ async def _presence_broadcast_later(layer: Any, campaign_id: str, group: str, ke
         log.warning("presence broadcast for campaign %s failed", campaign_id, exc_info=True)
 
 
-# Error codes a client may see (CONTRACTS §3); any other domain code is sent as
-# invalid_message, its detail saying what was wrong.
+# Error codes a client may see (CONTRACTS §3, and `archived`: the campaign is read-only,
+# docs/contract-extensions.md); any other domain code is sent as invalid_message, its
+# detail saying what was wrong.
 CONTRACT_ERROR_CODES = frozenset(
-    {"invalid_message", "too_large", "rate_limited", "forbidden", "budget_exceeded"}
+    {"invalid_message", "too_large", "rate_limited", "forbidden", "budget_exceeded", "archived"}
 )
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -244,6 +261,13 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         except DomainError as exc:
             code = exc.code if exc.code in CONTRACT_ERROR_CODES else "invalid_message"
             await self.send_error(code, exc.detail, action_id=action_id)
+        except Ratelimited as exc:  # the X-card's limit per campaign
+            retry_after = getattr(exc, "retry_after", 60)
+            await self.send_error(
+                "rate_limited",
+                f"the X-card was just used; it can be used again in {retry_after} s",
+                retry_after=retry_after,
+            )
         except (OperationalError, InterfaceError) as exc:
             # The database is down or restarting: a clear answer, the socket stays open,
             # and the same action (same action_id) may be sent again. Once the database
@@ -332,6 +356,13 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             await self.send_json(
                 {"type": "server.ack", "action_id": str(message.action_id), "seq": events[-1].seq}
             )
+
+    async def on_x_card(self, message: XCard, request_id: str) -> None:
+        """The X-card (CONTRACTS §7): `x_card` with actor system, and a turn that steers
+        away from the scene starts. Who tapped it is not stored, nor logged here; the ack
+        carries the event's seq, sent to this socket alone."""
+        event = await database_sync_to_async(services.x_card_tap)(membership=self.membership)
+        await self.send_json({"type": "server.ack", "seq": event.seq})
 
     async def on_ping(self, message: Ping, request_id: str) -> None:
         await self.send_json({"type": "server.pong"})

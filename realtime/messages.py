@@ -57,6 +57,12 @@ class GmDirection(ClientMessage):
     now: StrictBool = True
 
 
+class XCard(ClientMessage):
+    """The X-card (CONTRACTS §7): no fields. Anonymous: the event records no one."""
+
+    type: Literal["client.x_card"]
+
+
 class Ping(ClientMessage):
     type: Literal["client.ping"]
 
@@ -68,4 +74,5 @@ MESSAGE_MODELS: dict[str, type[ClientMessage]] = {
     "client.whisper": Whisper,
     "client.roll": Roll,
     "client.gm_direction": GmDirection,
+    "client.x_card": XCard,
 }

@@ -4,14 +4,12 @@ plays a varied, tool-using session."""
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from dataclasses import replace
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.core.management import CommandError, call_command
 
 from campaigns.selectors import events_after, membership_get, snapshot_get
 from campaigns.services import player_action_submit
@@ -215,35 +213,4 @@ def test_a_session_with_the_fake_model_uses_the_tools(campaign, alice):
         assert not narration.payload.get("tool_errors")
 
 
-@pytest.mark.django_db
-def test_manage_py_play_prints_the_streamed_narration_and_the_options(campaign, alice):
-    out = io.StringIO()
-    actions = io.StringIO(
-        "I attack the goblin\n\nI pick up the silver coin\n/quit\nI never get here\n"
-    )
-    call_command("play", str(campaign.id), "--as", "alice", stdin=actions, stdout=out)
-    text = out.getvalue()
-    assert "as Alice" in text
-    assert text.count("\nDM: ") == 2 and "I attack the goblin" in text
-    assert "[roll] Alice attacking: 1d20" in text
-    assert "[state] add /characters/" in text and "silver coin" in text
-    assert text.count("What now?") == 2 and "\n  1. " in text
-    assert "I never get here" not in text
-    assert (
-        len(
-            narrations := [
-                e for e in events_after(campaign_id=campaign.id) if e.type == "dm_narration"
-            ]
-        )
-        == 2
-    )
-    assert all(not n.payload["fallback"] for n in narrations)
-
-
-@pytest.mark.django_db
-def test_manage_py_play_refuses_strangers_and_unknown_campaigns(campaign, make_user):
-    make_user("stranger")
-    with pytest.raises(CommandError, match="not a member"):
-        call_command("play", str(campaign.id), "--as", "stranger", stdin=io.StringIO(""))
-    with pytest.raises(CommandError, match="no campaign"):
-        call_command("play", str(uuid.uuid4()), stdin=io.StringIO(""))
+# `manage.py play` (the terminal client) is tested in tests/test_terminal_client.py.

@@ -160,7 +160,8 @@ def test_join_form_with_the_invite_code_makes_me_a_player(campaign: Any, make_us
         {"invite_code": campaign.invite_code.lower(), "display_name": "Thorn"},
     )
     assert response.status_code == 302
-    assert response.url == reverse("campaign-room", args=[campaign.id])
+    # A new player lands in the character form.
+    assert response.url == reverse("campaign-room", args=[campaign.id]) + "#make-character"
     membership = Membership.objects.get(user=bob)
     assert membership.role == "player" and membership.display_name == "Thorn"
 

@@ -224,3 +224,20 @@ async def test_the_table_stops_waiting_for_a_player_who_leaves(campaign, players
     [narration] = await sync_to_async(_narrations)(campaign)
     assert "altar" in narration.payload["text"]
     await alice.close()
+
+
+def test_a_new_turn_mode_is_told_to_the_table(campaign, players, gm):
+    """The snapshot's `campaign` (what every member reads) follows PUT .../turns, by a
+    `campaign_updated` event; a repeat of the same mode appends nothing."""
+    assert selectors.snapshot_get(campaign_id=campaign.id).state["campaign"]["turn_mode"] == (
+        "rounds"
+    )
+    campaign_turn_mode_set(campaign_id=campaign.id, by_user=gm, turn_mode="free")
+    campaign_turn_mode_set(campaign_id=campaign.id, by_user=gm, turn_mode="free")
+    updates = Event.objects.filter(campaign=campaign, type="campaign_updated")
+    assert [e.payload for e in updates] == [
+        {"changes": {"turn_mode": "rounds"}},
+        {"changes": {"turn_mode": "free"}},
+    ]
+    assert updates.last().actor_user_id == gm.id
+    assert selectors.snapshot_get(campaign_id=campaign.id).state["campaign"]["turn_mode"] == "free"

@@ -23,6 +23,19 @@ OPENING_SCENE = {
     ),
 }
 
+# The demo's setup (CONTRACTS §7): the DM narrates its opening scene from it, once, right
+# after the campaign is made (embedded: in this command; with a broker: on a worker).
+SETUP = {
+    "premise": (
+        "A drowned kingdom's crown has washed up on the tidal flats, and every smuggler, "
+        "priest and would-be heir on the coast wants it. The party holds it, for tonight."
+    ),
+    "tone": "salt-stained adventure, dark but hopeful",
+    "turn_mode": "free",
+    "lines": ["harm to children"],
+    "veils": ["torture"],
+}
+
 # (username, password, display name); demo-only passwords, refused with DEBUG off.
 GM = ("demo-gm", "demo-gm-pass", "The Game Master")
 PLAYERS = [
@@ -78,7 +91,9 @@ class Command(BaseCommand):
                     creator=gm,
                     display_name=GM[2],
                     scene=OPENING_SCENE,
+                    opening=True,
                     request_id="seed_demo",
+                    **SETUP,
                 )
                 made += 1
             for player, (_, _, display_name) in zip(players, PLAYERS, strict=True):
