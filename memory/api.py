@@ -1,5 +1,5 @@
-"""The memory HTTP API (CONTRACTS §4): the GM's documents, the members' rag_search, and
-what the NPCs remember."""
+"""The memory HTTP API (CONTRACTS §4, §7): the GM's documents, the members' rag_search,
+what the NPCs remember, and each member's recap and journal."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ import uuid
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
+from django.core.handlers.asgi import ASGIRequest
+from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,7 +25,9 @@ from rpgai.ratelimit import client_ip_key, rate_limit, user_key
 
 from . import documents, selectors
 from .conf import setting
+from .journal import Journal
 from .models import Document, NpcMemory
+from .recap import recap_get
 from .retrieval import passages_search
 
 QUERY_MAX_CHARS = 500
@@ -279,3 +286,119 @@ class NpcMemoryListApi(APIView):
         )
         edges = edges.filter(source_seq__gt=data["after_seq"]).order_by("source_seq", "id")
         return Response([_npc_memory_data(e, gm=membership.is_gm) for e in edges[: data["limit"]]])
+
+
+# --- Recap and journal (CONTRACTS §7) ------------------------------------------------------------
+
+
+class RecapOutput(serializers.Serializer):
+    text = serializers.CharField(
+        help_text='"Previously on…": a few short paragraphs; "" when nothing the member may '
+        "see happened since"
+    )
+    since_seq = serializers.IntegerField(help_text="the recap tells what came after this seq")
+    from_seq = serializers.IntegerField(help_text="since_seq + 1")
+    to_seq = serializers.IntegerField(help_text="the campaign's latest seq as the recap was read")
+    events = serializers.IntegerField(
+        help_text="story events the member may see in from_seq..to_seq (actions, narrations, "
+        "rolls, whispers, ...)"
+    )
+    summaries = serializers.IntegerField(help_text="stored summaries the text draws on")
+    last_seen_at = serializers.DateTimeField(
+        allow_null=True, help_text="when the member's last socket to the room closed; null: never"
+    )
+    away_seconds = serializers.IntegerField(
+        allow_null=True, help_text="seconds since last_seen_at; null: never"
+    )
+    card = serializers.BooleanField(
+        help_text="the server's advice: show the card (away RECAP_CARD_AWAY_SECONDS or more, "
+        "default an hour, and there is something to tell)"
+    )
+
+
+class RecapApi(APIView):
+    """`GET ?since_seq=N` (member): "Previously on…" for the caller, from the stored
+    summaries and the events after them, only what they may see; without `since_seq`,
+    since their last socket to the room closed (from the start if it never did)."""
+
+    class QueryInput(serializers.Serializer):
+        since_seq = serializers.IntegerField(min_value=0, required=False)
+
+    @extend_schema(
+        operation_id="campaign_recap",
+        parameters=[
+            OpenApiParameter(
+                "since_seq",
+                OpenApiTypes.INT,
+                description="tell what came after this seq (default: where the member left)",
+            )
+        ],
+        responses={200: RecapOutput},
+    )
+    def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership = membership_required(request, campaign_id)
+        data = _valid(self.QueryInput, request.query_params)
+        recap = recap_get(membership=membership, since_seq=data.get("since_seq"))
+        return Response(
+            {
+                "text": recap.text,
+                "since_seq": recap.since_seq,
+                "from_seq": recap.from_seq,
+                "to_seq": recap.to_seq,
+                "events": recap.events,
+                "summaries": recap.summaries,
+                "last_seen_at": (
+                    recap.last_seen_at.isoformat().replace("+00:00", "Z")
+                    if recap.last_seen_at
+                    else None
+                ),
+                "away_seconds": recap.away_seconds,
+                "card": recap.card,
+            }
+        )
+
+
+class _JsonErrors(BaseContentNegotiation):
+    """Whatever the client accepts, an error is JSON (the journal itself is a stream)."""
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix=None):
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
+
+
+class JournalApi(APIView):
+    """`GET` (member): the story so far as the caller may read it, as a Markdown file
+    (`text/markdown`, a download named after the campaign), streamed a page of events at
+    a time."""
+
+    content_negotiation_class = _JsonErrors
+    renderer_classes = (JSONRenderer,)  # errors only
+
+    @extend_schema(
+        operation_id="campaign_journal",
+        responses={
+            (200, "text/markdown"): OpenApiResponse(
+                OpenApiTypes.STR, description="the journal, as an attachment"
+            )
+        },
+    )
+    @rate_limit("journal", key=user_key, rate="30/m", methods=("GET",))
+    def get(self, request: Request, campaign_id: uuid.UUID) -> StreamingHttpResponse:
+        membership = membership_required(request, campaign_id)
+        journal = Journal(membership=membership)
+        # Under ASGI an async stream is sent page by page (a sync one Django would
+        # first read whole); under WSGI (and Django's test client) a sync one is.
+        asgi = isinstance(request._request, ASGIRequest)
+        response = StreamingHttpResponse(
+            journal.achunks() if asgi else journal.chunks(),
+            content_type="text/markdown; charset=utf-8",
+        )
+        response["Content-Disposition"] = content_disposition_header(
+            as_attachment=True, filename=journal.filename
+        )
+        response["Cache-Control"] = "private, no-store"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.core.cache import cache
 from django.db.models import Count, Min, Q, QuerySet, Sum
 
-from campaigns.selectors import hidden_entity_ids, snapshot_get
+from campaigns.models import Event
+from campaigns.selectors import Viewer, event_visible, hidden_entity_ids, snapshot_get
 from llm.tokens import count_tokens
 
 from . import summaries
@@ -361,3 +363,89 @@ def passage_counts(*, document_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]
         .values_list("document_id", "n")
     )
     return dict(rows)
+
+
+# --- The story as one member may read it (recap, journal) ---------------------------------------
+#
+# These two read campaigns' Event table directly, filtered by type in SQL: the existing
+# `campaigns.selectors.events_after` reads every type (dice seeds, audio, patch requests)
+# and loads all of them. They belong in campaigns/selectors.py (as
+# `events_of_types_between` and `events_of_types_count`); they sit here until that
+# module is free to change.
+
+STORY_PAGE_SIZE = 500
+_STORY_FIELDS = (
+    "seq",
+    "type",
+    "payload",
+    "visibility",
+    "actor_kind",
+    "actor_user_id",
+    "created_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoryEvent:
+    """The fields of an event the story is told from (a plain row: building 10,000 model
+    instances costs more than reading them)."""
+
+    seq: int
+    type: str
+    payload: dict[str, Any]
+    visibility: dict[str, Any]
+    actor_kind: str
+    actor_user_id: uuid.UUID | None
+    created_at: datetime
+
+
+def story_events(
+    *,
+    campaign_id: uuid.UUID | str,
+    viewer: Viewer,
+    types: Sequence[str],
+    after_seq: int = 0,
+    through_seq: int | None = None,
+    page_size: int = STORY_PAGE_SIZE,
+) -> Iterator[list[StoryEvent]]:
+    """The events of `types` with after_seq < seq <= through_seq that `viewer` may see,
+    in seq order, a page at a time: one bounded query per page (keyset on seq), so a
+    campaign of any length is read in constant memory."""
+    cursor = after_seq
+    while True:
+        qs = Event.objects.filter(campaign_id=campaign_id, seq__gt=cursor, type__in=list(types))
+        if through_seq is not None:
+            qs = qs.filter(seq__lte=through_seq)
+        page = [
+            StoryEvent(*row) for row in qs.order_by("seq").values_list(*_STORY_FIELDS)[:page_size]
+        ]
+        if not page:
+            return
+        cursor = page[-1].seq
+        visible = [e for e in page if event_visible(e.visibility or {}, viewer)]
+        if visible:
+            yield visible
+        if len(page) < page_size:
+            return
+
+
+def story_events_count(
+    *,
+    campaign_id: uuid.UUID | str,
+    viewer: Viewer,
+    types: Sequence[str],
+    after_seq: int,
+    through_seq: int,
+) -> int:
+    """How many events of `types` in after_seq < seq <= through_seq `viewer` may see
+    (only the visibility column is read: a week of play counts in milliseconds)."""
+    qs = Event.objects.filter(
+        campaign_id=campaign_id, seq__gt=after_seq, seq__lte=through_seq, type__in=list(types)
+    )
+    if viewer.is_gm:
+        return qs.count()
+    return sum(
+        1
+        for visibility in qs.values_list("visibility", flat=True).iterator(chunk_size=2000)
+        if event_visible(visibility or {}, viewer)
+    )

@@ -18,4 +18,14 @@ urlpatterns = [
         api.NpcMemoryListApi.as_view(),
         name="api-npc-memories",
     ),
+    path(
+        "campaigns/<uuid:campaign_id>/recap",
+        api.RecapApi.as_view(),
+        name="api-recap",
+    ),
+    path(
+        "campaigns/<uuid:campaign_id>/journal.md",
+        api.JournalApi.as_view(),
+        name="api-journal",
+    ),
 ]

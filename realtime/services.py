@@ -1,5 +1,7 @@
-"""Presence: who is in a campaign room right now, across every server process; and the
-end of a login, which closes the sockets it opened (CONTRACTS §7 "Origins and sessions").
+"""Presence: who is in a campaign room right now, across every server process, and where
+each member left it (`MemberLastSeen`: the campaign's latest seq and the time when their
+last socket there closed, read by the recap, memory.recap); and the end of a login,
+which closes the sockets it opened (CONTRACTS §7 "Origins and sessions").
 
 A room socket joins, besides its campaign's group, one group for its login: the session's
 (`session_group`, a hash of the session key: the key itself is a credential and must not
@@ -31,9 +33,10 @@ from django.utils import timezone
 from rest_framework_simplejwt.settings import api_settings
 
 from campaigns.models import Membership
+from campaigns.selectors import snapshot_get
 from rpgai.tasks import call_async
 
-from .models import RoomPresence
+from .models import MemberLastSeen, RoomPresence
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,43 @@ def presence_touch(*, channel_name: str) -> None:
 
 
 def presence_leave(*, channel_name: str) -> None:
+    """This socket left the room. When it was its user's last one there (no other fresh
+    presence row of theirs in the campaign, on any process), remember where they left:
+    the campaign's latest seq and the time (`MemberLastSeen`, read by the recap)."""
+    row = (
+        RoomPresence.objects.filter(channel_name=channel_name)
+        .values("campaign_id", "user_id")
+        .first()
+    )
     RoomPresence.objects.filter(channel_name=channel_name).delete()
+    if row is None:
+        return
+    now = timezone.now()
+    # A row a dead process left behind (stale past the TTL) is no socket: it does not
+    # keep the user "still here". Each leave deletes its own row before it looks, so of
+    # two last sockets closing at once at least one sees none left and records.
+    fresh_after = now - timedelta(seconds=settings.PRESENCE_TTL_SECONDS)
+    still_here = RoomPresence.objects.filter(
+        campaign_id=row["campaign_id"], user_id=row["user_id"], last_seen__gte=fresh_after
+    ).exists()
+    if still_here:
+        return
+    snapshot = snapshot_get(campaign_id=row["campaign_id"])
+    if snapshot is None:
+        return
+    MemberLastSeen.objects.update_or_create(
+        campaign_id=row["campaign_id"],
+        user_id=row["user_id"],
+        defaults={"seq": snapshot.version, "at": now},
+    )
+
+
+def member_last_seen_get(
+    *, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str
+) -> MemberLastSeen | None:
+    """Where the member left the campaign's room last (None: their socket never closed
+    there since this was recorded)."""
+    return MemberLastSeen.objects.filter(campaign_id=campaign_id, user_id=user_id).first()
 
 
 def presence_list(*, campaign_id: uuid.UUID | str) -> list[dict[str, Any]]:

@@ -19,6 +19,12 @@ twins carry public tokens. A GM's retry of the latest narration (`POST .../narra
 retry`, issue 18) undoes that turn with compensating GM patches: those that touch hidden
 things stay GM-only like the turn's own.
 
+Issue 19 adds the table's whispers (another player's whisper to the GM; its public twin a
+whisper to the reader) and the DM's private narration to another player (its twin: one to
+the reader), and three read paths: the reader's recap ("Previously on…", from the
+summaries, which are made every few events here, and the events after them), their
+`journal.md`, and the characters API.
+
 `PLAYER_READ_PATHS` is the registry of what a player can read. Every later issue that
 adds a path players can read adds that path to it: one function `(world) -> list of
 texts` that reads it as the player through its public seam (HTTP, WebSocket, page).
@@ -45,7 +51,9 @@ from campaigns import selectors
 from campaigns.models import Event
 from campaigns.services import campaign_create, campaign_join
 from campaigns.tools import turn_commit
+from campaigns.whispers import whisper_send
 from memory.npc_memory import npc_memories_extract
+from memory.summaries import summaries_update
 from tests.reads import api_as
 from tests.ws import Room
 
@@ -78,6 +86,9 @@ class World:
     secrets: set[str] = field(default_factory=set)
     # Another player at the table, whose private rolls the reader must never see.
     other: Any = None
+    # The secrets that other player may read (their own private rolls and whispers, and
+    # the DM's private narrations to them).
+    others: set[str] = field(default_factory=set)
 
 
 # --- The player read paths ---------------------------------------------------------------
@@ -199,6 +210,32 @@ def read_socket_catch_up(world: World) -> list[str]:
         return [pool.submit(asyncio.run, hello(seq)).result() for seq in (0, last // 2)]
 
 
+def read_recap(world: World) -> list[str]:
+    """GET .../recap: since the reader last left (never: from the start), from 0, and
+    from the middle of the log; after the summaries due are made."""
+    summaries_update(campaign_id=world.campaign.id)
+    client = api_as(world.player)
+    url = f"/api/campaigns/{world.campaign.id}/recap"
+    last = selectors.snapshot_get(campaign_id=world.campaign.id).version
+    return [
+        _json(client.get(url)),
+        _json(client.get(url, {"since_seq": 0})),
+        _json(client.get(url, {"since_seq": last // 2})),
+    ]
+
+
+def read_journal(world: World) -> list[str]:
+    """GET .../journal.md: the whole story as the reader may read it."""
+    summaries_update(campaign_id=world.campaign.id)
+    response = api_as(world.player).get(f"/api/campaigns/{world.campaign.id}/journal.md")
+    assert response.status_code == 200, response.status_code
+    return [b"".join(response.streaming_content).decode()]
+
+
+def read_characters(world: World) -> list[str]:
+    return [_json(api_as(world.player).get(f"/api/campaigns/{world.campaign.id}/characters"))]
+
+
 PLAYER_READ_PATHS: list[Callable[[World], list[str]]] = [
     read_events,
     read_snapshot,
@@ -209,6 +246,9 @@ PLAYER_READ_PATHS: list[Callable[[World], list[str]]] = [
     read_gm_only_refusals,
     read_fork,
     read_socket_catch_up,
+    read_recap,
+    read_journal,
+    read_characters,
 ]
 # Readers that cost a fork or a WebSocket per example: checked on SLOW_EXAMPLES only.
 SLOW_READ_PATHS = frozenset({read_fork, read_socket_catch_up})
@@ -525,16 +565,35 @@ def _gm_retry(world: World) -> None:
 
 
 # What the rest of the table does beside the DM's turns: (kind, variant).
-TABLE_MOVES = ("other_roll", "gm_roll", "direction")
+TABLE_MOVES = ("other_roll", "gm_roll", "direction", "whisper", "private_narration")
 
 
 def _table_move(world: World, kind: str, secret: bool) -> None:
-    """Another player's or the GM's roll, or a GM direction: with a secret token when it is
-    private / secret (the reader must never see it), else a public one."""
+    """Another player's or the GM's roll, a GM direction, another player's whisper, or the
+    DM's private narration: with a secret token when it is private / secret (the reader
+    must never see it), else a public one (a whisper and a private narration to the
+    reader themselves)."""
     token = _secret_token() if secret else _public_token()
     if secret:
         world.secrets.add(token)
+        if kind in ("other_roll", "whisper", "private_narration"):
+            world.others.add(token)
     base = f"/api/campaigns/{world.campaign.id}"
+    if kind == "whisper":
+        membership = selectors.membership_get(campaign_id=world.campaign.id, user_id=world.other.id)
+        whisper_send(membership=membership, to="gm" if secret else str(world.player.id), text=token)
+        return
+    if kind == "private_narration":
+        to = world.other if secret else world.player
+        turn_commit(
+            campaign_id=world.campaign.id,
+            turn_id=str(uuid.uuid4()),
+            narration=f"The wind turns. {_public_token()}",
+            options=["Go on"],
+            tool_calls=[{"name": "narrate_private", "args": {"to": str(to.id), "text": token}}],
+            through_seq=0,
+        )
+        return
     if kind == "direction":
         response = api_as(world.gm).post(
             f"{base}/directions",
@@ -566,6 +625,9 @@ def _leaks(world: World, readers: list[Callable[[World], list[str]]]) -> list[tu
 def _internal_secret(settings: Any) -> None:
     settings.INTERNAL_TOOLS_SECRET = SECRET
     settings.RATELIMIT_ENABLE = False
+    # Summaries every few events: the recap and the journal draw on them.
+    settings.MEMORY_SUMMARY_CHUNK_TOKENS = 40
+    settings.MEMORY_SUMMARY_KEEP_TOKENS = 20
 
 
 WORLDS = st.fixed_dictionaries(
@@ -648,8 +710,9 @@ def test_a_rejected_patch_into_an_unknown_id_shows_the_players_nothing() -> None
 
 def test_private_rolls_and_secret_directions_reach_no_other_player() -> None:
     """Every secret move of the rest of the table at once, on every read path: another
-    player's and the GM's private rolls, and the GM's secret direction. Their public
-    twins reach the reader (the check is not vacuous)."""
+    player's and the GM's private rolls, the GM's secret direction, another player's
+    whisper to the GM and the DM's private narration to them. Their public twins reach
+    the reader (the check is not vacuous), in the journal too."""
     world = _world(1, 0)
     public = _public_token()
     response = api_as(world.gm).post(
@@ -658,12 +721,22 @@ def test_private_rolls_and_secret_directions_reach_no_other_player() -> None:
     assert response.status_code == 201
     for kind in TABLE_MOVES:
         _table_move(world, kind, secret=True)
+    for kind in ("whisper", "private_narration"):
+        before = set(world.secrets)
+        _table_move(world, kind, secret=False)
+        assert world.secrets == before
+    whispered = Event.objects.filter(campaign_id=world.campaign.id, type="whisper")
+    twins = {e.payload["text"] for e in whispered if e.payload["text"].startswith("PUB")}
+    assert len(twins) == 2
     assert _leaks(world, PLAYER_READ_PATHS) == []
     assert public in " ".join(read_events(world))
-    # The roller and the GM do see them.
+    journal = " ".join(read_journal(world))
+    assert public in journal and all(twin in journal for twin in twins)
+    # The roller (whisperer, the one told) and the GM do see them.
     mine = api_as(world.other).get(f"/api/campaigns/{world.campaign.id}/events?limit=1000")
     gm_view = api_as(world.gm).get(f"/api/campaigns/{world.campaign.id}/events?limit=1000")
-    assert sum(token in mine.content.decode() for token in world.secrets) == 1
+    assert {token for token in world.secrets if token in mine.content.decode()} == world.others
+    assert len(world.others) == 3
     assert all(token in gm_view.content.decode() for token in world.secrets)
 
 
