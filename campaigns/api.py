@@ -334,7 +334,7 @@ class EventListApi(APIView):
             limit=filters.validated_data["limit"],
             viewer=selectors.Viewer.of(membership),
         )
-        return Response([selectors.event_envelope(e) for e in events])
+        return Response(selectors.event_envelopes(events, campaign_id=campaign_id))
 
 
 class SnapshotApi(APIView):

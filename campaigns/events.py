@@ -270,15 +270,34 @@ def _player_joined(state: dict[str, Any], event: FoldedEvent) -> None:
         }
 
 
+# What a deleted account's member and character are called (campaigns.members).
+ANONYMOUS_NAME = "Former player"
+ANONYMOUS_CHARACTER_NAME = "A former player's character"
+
+
 class PlayerLeft(Payload):
     user_id: uuid.UUID
     display_name: str = Field(min_length=1, max_length=60)
     role: Literal["gm", "player"]
+    # The member's account was deleted (campaigns.members): `display_name` is then the
+    # anonymous name, and old events are shown with theirs withheld.
+    account_deleted: bool = False
 
 
 @event_type("player_left", PlayerLeft)
 def _player_left(state: dict[str, Any], event: FoldedEvent) -> None:
-    state["members"].pop(event.payload["user_id"], None)
+    member = state["members"].pop(event.payload["user_id"], None)
+    if event.payload.get("account_deleted") and member:
+        # A character still named after a deleted account loses the name, also where no
+        # `character_updated` could say so (an archived campaign refuses sheet changes).
+        own = str(member.get("display_name") or "").strip().casefold()
+        for character in state.get("characters", {}).values():
+            if (
+                isinstance(character, dict)
+                and character.get("owner_user_id") == event.payload["user_id"]
+                and str(character.get("name") or "").strip().casefold() == own
+            ):
+                character["name"] = ANONYMOUS_CHARACTER_NAME
 
 
 class PlayerAction(Payload):

@@ -12,20 +12,19 @@ same state as the stored snapshot, with the name gone from it.
 
 Events already in the log are never changed (campaigns.immutability): the name they
 carry (`player_joined.display_name` and its placeholder `character.name`, and the
-`display_name` of an earlier `player_left`) stays stored. `names_withheld` and
-`envelope_withheld` say which names to withhold when events are shown to people.
+`display_name` of an earlier `player_left`) stays stored. `campaigns.selectors.names_withheld`
+says which names to withhold when events are shown to people.
 
 A campaign whose only member is the account is deleted with it (nobody else has a stake
 in it). An account that is the only GM of a campaign with other members is refused
 (409 `sole_gm`): its GM hands the role to another member (or removes the others) first.
 
-(Reads of this module's own tables live here rather than in selectors.py, which another
-change holds at the moment; they move there when it is free.)
+(How old events are shown with the name withheld lives in campaigns.selectors:
+`names_withheld`, `envelope_withheld`, `event_envelopes`.)
 """
 
 from __future__ import annotations
 
-import copy
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,10 +35,8 @@ from rpgai.errors import Conflict, DomainError, NotFound
 
 from . import services
 from .events import NewEvent
-from .models import Event, Membership
-
-ANONYMOUS_NAME = "Former player"
-ANONYMOUS_CHARACTER_NAME = "A former player's character"
+from .models import Membership
+from .selectors import ANONYMOUS_CHARACTER_NAME, ANONYMOUS_NAME
 
 
 @dataclass(frozen=True)
@@ -189,34 +186,3 @@ def _characters_renamed(state: dict[str, Any], user_id: str, table_name: str) ->
             )
         )
     return events
-
-
-# --- Showing old events: the names of deleted accounts withheld ------------------------------
-
-
-def names_withheld(*, campaign_id: uuid.UUID | str) -> dict[str, str]:
-    """user id -> the name shown in place of theirs, for every member of this campaign
-    whose account was deleted (their `player_left` with `account_deleted`)."""
-    rows = Event.objects.filter(
-        campaign_id=campaign_id, type="player_left", payload__account_deleted=True
-    ).values_list("payload__user_id", "payload__display_name")
-    return {str(user_id): str(name or ANONYMOUS_NAME) for user_id, name in rows}
-
-
-def envelope_withheld(envelope: dict[str, Any], withheld: dict[str, str]) -> dict[str, Any]:
-    """The envelope as people are shown it: in a `player_joined` or `player_left` of a
-    deleted account, its name (and the placeholder character named after it) replaced.
-    The stored event is unchanged; an envelope with nothing to withhold is returned as is."""
-    if not withheld or envelope.get("type") not in ("player_joined", "player_left"):
-        return envelope
-    payload = envelope.get("payload") or {}
-    shown = withheld.get(str(payload.get("user_id")))
-    if shown is None:
-        return envelope
-    old_name = payload.get("display_name")
-    payload = copy.deepcopy(payload)
-    payload["display_name"] = shown
-    character = payload.get("character")
-    if isinstance(character, dict) and character.get("name") == old_name:
-        character["name"] = ANONYMOUS_CHARACTER_NAME
-    return {**envelope, "payload": payload}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import QuerySet
 
-from .events import FoldedEvent, copy_state
+from .events import ANONYMOUS_CHARACTER_NAME, ANONYMOUS_NAME, FoldedEvent, copy_state
 from .models import Campaign, CampaignBan, Event, Membership, Snapshot
 
 EVENTS_PAGE_MAX = 1000
@@ -119,6 +121,53 @@ def event_envelope(event: Event) -> dict[str, Any]:
         "request_id": event.request_id,
         "created_at": event.created_at.isoformat().replace("+00:00", "Z"),
     }
+
+
+# --- Showing old events: the names of deleted accounts withheld ------------------------------
+
+
+def names_withheld(*, campaign_id: uuid.UUID | str) -> dict[str, str]:
+    """user id -> the name shown in place of theirs, for every member of this campaign
+    whose account was deleted (their `player_left` with `account_deleted`)."""
+    rows = Event.objects.filter(
+        campaign_id=campaign_id, type="player_left", payload__account_deleted=True
+    ).values_list("payload__user_id", "payload__display_name")
+    return {str(user_id): str(name or ANONYMOUS_NAME) for user_id, name in rows}
+
+
+def envelope_withheld(envelope: dict[str, Any], withheld: dict[str, str]) -> dict[str, Any]:
+    """The envelope as people are shown it: in a `player_joined` or `player_left` of a
+    deleted account, its name (and the placeholder character named after it) replaced.
+    The stored event is unchanged; an envelope with nothing to withhold is returned as is."""
+    if not withheld or envelope.get("type") not in ("player_joined", "player_left"):
+        return envelope
+    payload = envelope.get("payload") or {}
+    shown = withheld.get(str(payload.get("user_id")))
+    if shown is None:
+        return envelope
+    old_name = payload.get("display_name")
+    payload = copy.deepcopy(payload)
+    payload["display_name"] = shown
+    character = payload.get("character")
+    if isinstance(character, dict) and character.get("name") == old_name:
+        character["name"] = ANONYMOUS_CHARACTER_NAME
+    return {**envelope, "payload": payload}
+
+
+def name_shown(payload: dict[str, Any], withheld: dict[str, str]) -> str:
+    """The `display_name` of a `player_joined`/`player_left` as people and the model are
+    told it: withheld for a deleted account."""
+    shown = withheld.get(str(payload.get("user_id"))) if withheld else None
+    return shown if shown is not None else str(payload.get("display_name") or "Someone")
+
+
+def event_envelopes(
+    events: Iterable[Event], *, campaign_id: uuid.UUID | str
+) -> list[dict[str, Any]]:
+    """Envelopes as people are shown them (API pages, catch-up, exports): the names of
+    deleted accounts withheld (docs/security.md)."""
+    withheld = names_withheld(campaign_id=campaign_id)
+    return [envelope_withheld(event_envelope(e), withheld) for e in events]
 
 
 def folded(event: Event) -> FoldedEvent:

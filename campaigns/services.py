@@ -776,8 +776,11 @@ def campaign_export(*, campaign_id: uuid.UUID | str) -> Iterator[str]:
     if selectors.campaign_get(campaign_id=campaign_id) is None:
         raise NotFound("no such campaign")
     events = Event.objects.filter(campaign_id=campaign_id).order_by("seq")
+    # The names of deleted accounts are withheld here too (docs/security.md).
+    withheld = selectors.names_withheld(campaign_id=campaign_id)
     for event in events.iterator(chunk_size=2000):
-        yield json.dumps(selectors.event_envelope(event), ensure_ascii=False, sort_keys=True)
+        envelope = selectors.envelope_withheld(selectors.event_envelope(event), withheld)
+        yield json.dumps(envelope, ensure_ascii=False, sort_keys=True)
 
 
 class ImportError_(DomainError):

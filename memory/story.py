@@ -37,7 +37,13 @@ from typing import Any
 
 from campaigns import srd
 from campaigns.retractions import told_by_retracted_turn, turns_retracted
-from campaigns.selectors import Viewer, event_visible, events_of_type_after
+from campaigns.selectors import (
+    Viewer,
+    event_visible,
+    events_of_type_after,
+    name_shown,
+    names_withheld,
+)
 
 from .selectors import StoryEvent as Event
 from .selectors import story_events
@@ -138,8 +144,10 @@ class Teller:
         state: dict[str, Any],
         retracted: set[str],
         names: dict[str, str] | None = None,
+        withheld: dict[str, str] | None = None,
     ) -> None:
         self.viewer = viewer
+        self.withheld: dict[str, str] = dict(withheld or {})  # deleted accounts' names
         self.state = state
         self.retracted = retracted
         self.reader = str(viewer.user_id) if viewer.user_id else ""
@@ -208,12 +216,12 @@ class Teller:
         return [Told(seq=event.seq, at=event.created_at, kind=kind, text=text, **extra)]
 
     def _player_joined(self, event: Event, p: dict[str, Any]) -> list[Told]:
-        name = str(p.get("display_name") or "Someone")
+        name = name_shown(p, self.withheld)
         self.names[str(p.get("user_id"))] = name
         return self._told(event, "table", f"{name} joins the table.")
 
     def _player_left(self, event: Event, p: dict[str, Any]) -> list[Told]:
-        name = str(p.get("display_name") or "Someone")
+        name = name_shown(p, self.withheld)
         return self._told(event, "table", f"{name} leaves the table.")
 
     def _character_created(self, event: Event, p: dict[str, Any]) -> list[Told]:
@@ -299,23 +307,28 @@ class Teller:
         return told
 
 
-def names_known(*, campaign_id: uuid.UUID | str) -> dict[str, str]:
-    """Every member's name as they joined (a former player's words keep a name)."""
+def names_known(
+    *, campaign_id: uuid.UUID | str, withheld: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Every member's name as they joined (a former player's words keep a name), but for
+    the names of deleted accounts, which are withheld."""
     names: dict[str, str] = {}
     for page in story_events(
         campaign_id=campaign_id, viewer=Viewer(user_id=None, is_gm=True), types=["player_joined"]
     ):
         for event in page:
-            names[str(event.payload.get("user_id"))] = str(event.payload.get("display_name"))
+            names[str(event.payload.get("user_id"))] = name_shown(event.payload, withheld or {})
     return names
 
 
 def teller_for(*, campaign_id: uuid.UUID | str, viewer: Viewer, state: dict[str, Any]) -> Teller:
+    withheld = names_withheld(campaign_id=campaign_id)
     return Teller(
         viewer=viewer,
         state=state,
         retracted=turns_retracted(campaign_id=campaign_id),
-        names=names_known(campaign_id=campaign_id),
+        names=names_known(campaign_id=campaign_id, withheld=withheld),
+        withheld=withheld,
     )
 
 

@@ -42,7 +42,7 @@ from billing.selectors import budget_degradation, budget_model_choice
 from campaigns.events import NewEvent
 from campaigns.models import Event
 from campaigns.retractions import told_by_retracted_turn, turns_retracted
-from campaigns.selectors import events_after, snapshot_get
+from campaigns.selectors import events_after, name_shown, names_withheld, snapshot_get
 from campaigns.services import events_append
 from llm.adapters import ModelAdapter, ModelRequest, adapter_for
 from llm.fake import FakeModel
@@ -211,6 +211,7 @@ def story_lines(events: Sequence[Event], state: dict[str, Any]) -> list[Line]:
     reasons: dict[str, str] = {}
     lines: list[Line] = []
     retracted = turns_retracted(campaign_id=events[0].campaign_id) if events else set()
+    withheld = names_withheld(campaign_id=events[0].campaign_id) if events else {}
     for event in events:
         p = event.payload
         if (event.visibility or {}).get("kind", "all") != "all":
@@ -243,7 +244,7 @@ def story_lines(events: Sequence[Event], state: dict[str, Any]) -> list[Line]:
                     lines.append(Line(event.seq, "entity", _entity_line(entity)))
         elif event.type in ("player_joined", "player_left"):
             verb = "joins" if event.type == "player_joined" else "leaves"
-            lines.append(Line(event.seq, "table", f"{p.get('display_name')} {verb} the table."))
+            lines.append(Line(event.seq, "table", f"{name_shown(p, withheld)} {verb} the table."))
     return lines
 
 

@@ -145,11 +145,15 @@ def turn_context_get(
         if e.type == "roll_requested"
     }
     retracted = turns_retracted(campaign_id=campaign_id)
+    withheld = campaign_selectors.names_withheld(campaign_id=campaign_id)
     recent = []
     for e in events:
         payload = e.payload
         if retracted and told_by_retracted_turn(e.type, payload, retracted):
             continue  # what a retried answer said is no longer the story
+        if withheld and e.type in ("player_joined", "player_left"):
+            # A deleted account's name is not sent to the model (docs/security.md).
+            payload = {**payload, "display_name": campaign_selectors.name_shown(payload, withheld)}
         if e.type == "roll_result" and reasons.get(payload.get("roll_id")):
             payload = {**payload, "reason": reasons[payload.get("roll_id")]}
         recent.append(

@@ -539,16 +539,14 @@ def _action_submit(
 def _envelopes_after(
     campaign_id: str, after_seq: int, through_seq: int, viewer: selectors.Viewer
 ) -> list[dict[str, Any]]:
-    return [
-        selectors.event_envelope(e)
-        for e in selectors.events_after(
-            campaign_id=campaign_id,
-            after_seq=after_seq,
-            through_seq=through_seq,
-            viewer=viewer,
-            limit=selectors.EVENTS_PAGE_MAX,
-        )
-    ]
+    events = selectors.events_after(
+        campaign_id=campaign_id,
+        after_seq=after_seq,
+        through_seq=through_seq,
+        viewer=viewer,
+        limit=selectors.EVENTS_PAGE_MAX,
+    )
+    return selectors.event_envelopes(events, campaign_id=campaign_id)
 
 
 def _describe(exc: ValidationError) -> str:

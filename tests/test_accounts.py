@@ -274,9 +274,9 @@ def test_deleting_an_account_anonymizes_it_and_the_log_replays(campaign, gm, bob
     assert fold_events(after) == stored.state
 
     # Shown from the log, her old events name her no more.
-    withheld = members.names_withheld(campaign_id=campaign.id)
+    withheld = selectors.names_withheld(campaign_id=campaign.id)
     assert withheld == {user_id: members.ANONYMOUS_NAME}
-    shown = [members.envelope_withheld(selectors.event_envelope(e), withheld) for e in after]
+    shown = [selectors.envelope_withheld(selectors.event_envelope(e), withheld) for e in after]
     assert NAME not in json.dumps(shown)
     assert NAME in json.dumps([e.payload for e in after])  # stored as it was written
 
@@ -423,7 +423,7 @@ def test_a_deleted_accounts_id_stays_in_the_log_but_leads_to_no_one(campaign, ze
     left = Event.objects.get(campaign_id=campaign.id, type="player_left")
     assert left.payload["user_id"] == str(user_id)
     assert not User.objects.filter(id=user_id).exists()
-    assert members.names_withheld(campaign_id=uuid.uuid4()) == {}
+    assert selectors.names_withheld(campaign_id=uuid.uuid4()) == {}
 
 
 # --- Staff deleting a user in the admin: the same deletion ----------------------------------------
@@ -451,3 +451,64 @@ def test_staff_deleting_a_user_in_the_admin_anonymizes_them_too(campaign, gm, ze
     admin.post(f"/admin/accounts/user/{gm.id}/delete/", {"post": "yes"})
     assert User.objects.filter(id=gm.id).exists()
     assert Membership.objects.filter(campaign=campaign, user=gm).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_no_path_that_shows_the_log_names_a_deleted_account(campaign, gm, bob, zephyrine, act):
+    """Her old `player_joined` still holds her name; every way the log is shown to people
+    or to the model withholds it: the events API, a socket's catch-up, the journal, the
+    recap, the export, the summaries' story lines and the DM's prompt."""
+    from campaigns.services import campaign_export
+    from memory.summaries import story_lines
+    from orchestrator.prompt import prompt_build
+    from orchestrator.selectors import turn_context_get
+
+    await sync_to_async(act)(campaign, zephyrine, "I pick the lock of the sea chest.")
+    await sync_to_async(act)(campaign, bob, "I keep watch at the door.")
+    assert await sync_to_async(_delete_by_api)(zephyrine) == 204
+    events = await sync_to_async(_events)(campaign)
+    assert NAME in json.dumps([e.payload for e in events])  # stored as it was written
+
+    def read_all() -> dict[str, str]:
+        base = f"/api/campaigns/{campaign.id}"
+        reader = _api(bob)
+        state = selectors.snapshot_get(campaign_id=campaign.id).state
+        context = turn_context_get(
+            campaign_id=campaign.id, answered_seq=0, through_seq=events[-1].seq
+        )
+        return {
+            "events": reader.get(f"{base}/events?after_seq=0&limit=1000").content.decode(),
+            "journal": b"".join(reader.get(f"{base}/journal.md").streaming_content).decode(),
+            "recap": reader.get(f"{base}/recap?since_seq=0").content.decode(),
+            "export": "\n".join(campaign_export(campaign_id=campaign.id)),
+            "story": " ".join(line.text for line in story_lines(events, state)),
+            "prompt": json.dumps(prompt_build(context=context, budget=100_000).messages),
+        }
+
+    shown = await sync_to_async(read_all)()
+    for path, text in shown.items():
+        assert NAME not in text, path
+    assert members.ANONYMOUS_NAME in shown["events"] and members.ANONYMOUS_NAME in shown["story"]
+    assert "sea chest" in shown["journal"] and "sea chest" in shown["prompt"]
+
+    table = Room(campaign.id, bob)
+    await table.open()
+    caught_up = events_of(await table.hello(0))
+    assert any(e["type"] == "player_joined" for e in caught_up)
+    assert NAME not in json.dumps(caught_up)
+    await table.close()
+
+
+@pytest.mark.django_db
+def test_in_an_archived_campaign_her_character_loses_her_name_too(campaign, gm, zephyrine):
+    """An archived campaign refuses sheet changes, so no `character_updated` can rename
+    her placeholder: the `player_left` of a deleted account renames it as it folds."""
+    from campaigns.services import campaign_update
+
+    campaign_update(campaign_id=campaign.id, by_user=gm, changes={"archived": True})
+    assert _delete_by_api(zephyrine) == 204
+    state = selectors.snapshot_get(campaign_id=campaign.id).state
+    hers = [c for c in state["characters"].values() if c["owner_user_id"] == str(zephyrine.id)]
+    assert [c["name"] for c in hers] == [members.ANONYMOUS_CHARACTER_NAME]
+    assert NAME not in json.dumps(state)
+    assert snapshots_rebuild(campaign_id=campaign.id, fix=False) == (1, [])
