@@ -1,7 +1,7 @@
 // The GM's tools in the room: who is at the table (with kick), direct the DM, correct a
-// value, undo an event, retry the latest narration, reveal the dice seed. Each one is a call
-// to the API; the change itself comes back to every member as events on the socket, like
-// any other.
+// value, undo an event, retry the latest narration, reveal the dice seed (the setup and
+// archiving are setup.js's). Each one is a call to the API; the change itself comes back
+// to every member as events on the socket, like any other.
 
 import { api, asObject, asText, el, errorDetail } from "./dom.js";
 
@@ -292,6 +292,13 @@ export function createGmTools({ config, table, notify }) {
     onEvent(event) {
       if (["dm_narration", "turn_failed", "dm_audio_ready", "budget_warning", "budget_refused", "summary_created"].includes(event.type)) {
         spendSoon();
+      }
+    },
+    /** Archived: directing the DM and correcting values wait until the campaign is back. */
+    setArchived(value) {
+      for (const node of [form, directForm]) {
+        node.inert = value;
+        node.classList.toggle("gm-form-archived", value);
       }
     },
     undoButton,

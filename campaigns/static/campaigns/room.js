@@ -13,8 +13,11 @@ import { createDice, rollOutcomeWords } from "./dice.js";
 import { asObject, asText, el, timeOf } from "./dom.js";
 import { createGmTools } from "./gm.js";
 import { plainText, renderInline, renderMarkdown } from "./markdown.js";
+import { createRecap } from "./recap.js";
+import { createSetup } from "./setup.js";
 import { createTable, STATE_EVENTS } from "./sheet.js";
 import { createWhisperBox } from "./whisper.js";
+import { createXCard } from "./xcard.js";
 
 const config = JSON.parse(document.getElementById("room-config").textContent);
 
@@ -46,6 +49,11 @@ const charCount = document.getElementById("action-count");
 const composerNote = document.getElementById("composer-note");
 const rollAsksBox = document.getElementById("roll-requests");
 const panelToggle = document.getElementById("panel-toggle");
+const playControls = document.getElementById("play-controls");
+const roomTitle = document.querySelector(".room-title h1");
+const journalUrl = `/api/campaigns/${config.campaignId}/journal.md`;
+/** What the page's title adds after the campaign's name (" · rpgai"), kept on a rename. */
+const titleSuffix = document.title.startsWith(roomTitle.textContent) ? document.title.slice(roomTitle.textContent.length) : "";
 const maxChars = Number(config.maxActionChars) || 2000;
 const isGm = config.role === "gm";
 
@@ -81,6 +89,14 @@ let retryButton = null;
 /** roll_id -> {payload, turnId, node, button, status}: checks the DM asked a player to roll
  * (roll_requested by the DM with for_user_id) whose roll_result has not come yet. */
 const rollAsks = new Map();
+/** Archived: the campaign is read-only (CONTRACTS §7); everything that plays is disabled. */
+let archived = Boolean(config.archived);
+/**
+ * What was sent without an action_id and waits for its answer (a server.ack or an error
+ * without one): "whisper" or "x_card", in the order sent. The server answers a socket's
+ * messages in order, so the oldest one is the one answered.
+ */
+const unlabelled = [];
 
 // --- The table, the GM's tools, sound ------------------------------------------------------
 
@@ -113,7 +129,7 @@ const table = createTable({
   },
 });
 const gmTools = isGm ? createGmTools({ config, table, notify }) : null;
-const whispers = createWhisperBox({ config, send, isLive: () => live && !stopped, notify });
+const whispers = createWhisperBox({ config, send: sendUnlabelled("whisper"), isLive: () => live && !stopped, notify });
 const dice = createDice({
   send,
   isLive: () => live && !stopped,
@@ -128,6 +144,38 @@ const dice = createDice({
   },
 });
 const maker = createCharacterMaker({ config, options: characterOptions, table, announce });
+const xCard = createXCard({
+  send: sendUnlabelled("x_card"),
+  isLive: () => live && !stopped,
+  isStopped: () => stopped,
+  isArchived: () => archived,
+  notify,
+  announce,
+});
+const setup = createSetup({
+  config,
+  notify,
+  elements: {
+    view: document.getElementById("setup-view"),
+    editorBox: document.getElementById("setup-editor"),
+    badge: document.getElementById("setup-archived"),
+  },
+  onArchived: (value, { live: now }) => showArchived(value, now),
+  onRenamed: (name) => {
+    if (!name) return;
+    roomTitle.textContent = name;
+    document.title = `${name}${titleSuffix}`;
+  },
+});
+const recap = createRecap({
+  config,
+  box: document.getElementById("recap"),
+  journalUrl,
+  onDismissed: () => {
+    scrollToBottom();
+    feed.focus({ preventScroll: true });
+  },
+});
 const audio = createAudio({
   toggle: document.getElementById("audio-toggle"),
   feedEvents: eventsList,
@@ -144,6 +192,15 @@ function newActionId() {
   b[8] = (b[8] & 0x3f) | 0x80;
   const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** `send` for a message the server answers without an action_id: its answer is queued as `kind`'s. */
+function sendUnlabelled(kind) {
+  return (message) => {
+    const sent = send(message);
+    if (sent) unlabelled.push(kind);
+    return sent;
+  };
 }
 
 /** Say something to screen readers (only what happens now, never the caught-up backlog). */
@@ -216,10 +273,53 @@ function dismissButton(kind) {
   );
 }
 
+/**
+ * Archived (or back in play): everything that plays is disabled as one (the fieldset around
+ * the composer, the dice, whispers and the X-card), with a notice that says why. `now`: it
+ * happened while the page is open (said to screen readers too).
+ */
+function showArchived(value, now) {
+  const changed = value !== archived;
+  archived = value;
+  playControls.disabled = archived;
+  room.dataset.archived = archived ? "true" : "false";
+  input.placeholder = archived
+    ? "This campaign is archived: read only."
+    : "What do you do? (Enter sends, Shift+Enter for a new line)";
+  gmTools?.setArchived(archived);
+  if (archived) {
+    setBanner("archived", {
+      tone: "archived",
+      role: now && changed ? "alert" : "status",
+      title: "This campaign is archived: read only.",
+      text: isGm
+        ? "You can read the story and download the journal. Bring it back to play again."
+        : "You can read the story and download the journal; nothing can be played until the GM brings it back.",
+      actions: isGm
+        ? [el("button", { type: "button", class: "btn btn-secondary btn-small", id: "unarchive-banner", onclick: () => setup.unarchive() }, "Bring it back")]
+        : [],
+    });
+    setBanner("character", null);
+    if (now && changed) {
+      // A narration still streaming will never be told: an archived campaign takes none.
+      for (const turnId of [...streams.keys()]) endStream(turnId);
+      announce("The campaign was archived: it is read only now.");
+    }
+  } else {
+    setBanner("archived", null);
+    if (now && changed) {
+      announce("The campaign is back in play.");
+      notify("The campaign is back in play: you can act again.", "info", "archived");
+    }
+    const state = table.state();
+    if (state) offerCharacter(state);
+  }
+}
+
 /** A player whose character is still the blank made at join is asked to make it. */
 function offerCharacter(state) {
   const own = Object.values(asObject(state.characters)).map(asObject).find((c) => c.owner_user_id === config.userId);
-  if (isGm || !own || own.sheet || characterLater) {
+  if (isGm || !own || own.sheet || characterLater || archived) {
     setBanner("character", null);
     return;
   }
@@ -322,8 +422,10 @@ function connect() {
   clearTimeout(reconnectTimer);
   clearInterval(countdownTimer);
   live = false;
+  unlabelled.length = 0; // a new socket: nothing sent on it waits for an answer yet
   whispers.onConnection();
   dice.onConnection();
+  xCard.onConnection();
   setStatus("connecting", attempt ? "Reconnecting…" : "Connecting…");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}${config.wsPath}`);
@@ -353,8 +455,10 @@ function connect() {
 function onClosed(code) {
   socket = null;
   live = false;
+  unlabelled.length = 0;
   whispers.onConnection();
   dice.onConnection();
+  xCard.onConnection();
   updateRollAsks();
   clearInterval(pingTimer);
   refreshPendingStates();
@@ -369,6 +473,7 @@ function onClosed(code) {
     composer.querySelector("button[type=submit]").disabled = true;
     whispers.stop();
     dice.stop();
+    xCard.update();
     updateRollAsks();
     onlineList.replaceChildren(el("li", { class: "muted online-empty" }, "Not connected."));
     onlineCount.textContent = "–";
@@ -442,6 +547,7 @@ function onReady(data) {
   setBanner("connection", null);
   whispers.onReady();
   dice.onConnection();
+  xCard.onConnection();
   updateRollAsks();
   if (wasReconnect) announce("Reconnected.");
   table.refreshSoon();
@@ -469,6 +575,7 @@ function onEvent(event) {
 function afterEvent(event, entry) {
   const p = asObject(event.payload);
   maker.onEvent(event);
+  setup.onEvent(event, { live });
   if (live) gmTools?.onEvent(event);
   if (STATE_EVENTS.has(event.type) && live) table.refreshSoon();
   switch (event.type) {
@@ -515,6 +622,12 @@ function afterEvent(event, entry) {
       if (live && whisper.forMe) announce(`${whisper.spoken}: ${plainText(asText(p.text))}`);
       break;
     }
+    case "x_card":
+      if (live) announce(X_CARD_WORDS);
+      break;
+    case "campaign_updated":
+      if (live) announce(campaignUpdateWords(event, p));
+      break;
     case "dm_audio_ready":
       audio.onEvent(event);
       break;
@@ -528,6 +641,10 @@ function afterEvent(event, entry) {
 
 function onAck(data) {
   if (dice.onAck(data)) return;
+  if (!data.action_id && unlabelled.shift() === "x_card") {
+    xCard.onAck(data);
+    return;
+  }
   if (whispers.onAck(data)) return;
   if (data.notice) onWaiting(data);
   const action = pending.get(asText(data.action_id));
@@ -584,11 +701,18 @@ function onDelta(data) {
 }
 
 function onError(data) {
+  const code = asText(data.code);
+  if (code === "archived") setup.markArchived(); // the server knows best: it is read-only
   if (dice.onError(data)) return;
+  if (!data.action_id && unlabelled[0] === "x_card") {
+    unlabelled.shift();
+    xCard.onError(data);
+    return;
+  }
+  if (!data.action_id && unlabelled[0] === "whisper") unlabelled.shift();
   const actionId = asText(data.action_id);
   const action = actionId ? pending.get(actionId) : undefined;
-  const code = asText(data.code);
-  const detail = asText(data.detail) || "Something went wrong.";
+  const detail = code === "archived" ? ARCHIVED_WORDS : asText(data.detail) || "Something went wrong.";
   if (action && code === "rate_limited") {
     // Not taken yet because the DM is still busy with this player's last actions: said,
     // and sent again by itself (the same action_id: never stored twice).
@@ -616,7 +740,10 @@ function onError(data) {
   else notify(errorText(code, detail));
 }
 
+const ARCHIVED_WORDS = "This campaign is archived: read only.";
+
 function errorText(code, detail) {
+  if (code === "archived") return ARCHIVED_WORDS;
   const known = {
     rate_limited: "Slow down a little:",
     too_large: "That message is too long:",
@@ -792,14 +919,41 @@ function diceFaces(dice) {
   );
 }
 
+/** The anonymous line of the X-card: it names no one (nobody is told who tapped it). */
+const X_CARD_WORDS = "Someone tapped the X-card: the story moves on.";
+
+const SETUP_WORDS = { premise: "the premise", tone: "the tone", lines: "the lines", veils: "the veils" };
+
+/** "The GM changed the premise and the lines", "You archived the campaign". */
+function campaignUpdateWords(event, p) {
+  const changes = asObject(p.changes);
+  const phrases = [];
+  if (typeof changes.name === "string") phrases.push(`renamed the campaign “${changes.name}”`);
+  const changed = Object.keys(SETUP_WORDS).filter((key) => key in changes);
+  if (changed.length) phrases.push(`changed ${andList(changed.map((key) => SETUP_WORDS[key]))}`);
+  if (typeof changes.turn_mode === "string") phrases.push(`set the turns to ${changes.turn_mode === "rounds" ? "rounds" : "free"}`);
+  if (changes.archived === true) phrases.push("archived the campaign: it is read only now");
+  if (changes.archived === false) phrases.push("brought the campaign back into play");
+  const who = event.actor?.user_id === config.userId ? "You" : "The GM";
+  return `${who} ${phrases.length ? andList(phrases) : "changed the campaign's setup"}.`;
+}
+
+function andList(items) {
+  return items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
+}
+
 const RENDERERS = {
   campaign_created(event, p) {
     const scene = asObject(p.scene);
+    const premise = asText(p.premise).trim();
+    const tone = asText(p.tone).trim();
     return el(
       "li",
       { class: "entry entry-start" },
       el("h2", {}, asText(p.name) || "A new campaign"),
       el("p", { class: "muted small" }, `A ${asText(p.edition) || "tabletop"} campaign begins.`),
+      premise ? el("p", { class: "entry-premise" }, premise) : null,
+      tone ? el("p", { class: "entry-tone muted small" }, `Tone: ${tone}`) : null,
       scene.location ? el("p", { class: "scene-where" }, asText(scene.location)) : null,
       scene.description ? el("div", { class: "entry-body" }, renderMarkdown(asText(scene.description))) : null,
     );
@@ -1044,6 +1198,20 @@ const RENDERERS = {
       .filter(([field]) => !CHARACTER_DERIVED.has(field))
       .map(([field, value]) => characterChangeWords(field, value));
     return systemLine(`${who} changed ${name}'s sheet${words.length ? `: ${words.join(", ")}` : ""}`, event);
+  },
+
+  x_card() {
+    return el(
+      "li",
+      { class: "entry entry-system entry-xcard" },
+      el("span", { class: "entry-text" }, el("span", { class: "x-card-mark", "aria-hidden": "true" }, "✕"), " ", X_CARD_WORDS),
+    );
+  },
+
+  campaign_updated(event, p) {
+    const node = systemLine(campaignUpdateWords(event, p), event);
+    node.classList.add("entry-setup");
+    return node;
   },
 
   summary_created(event, p) {
@@ -1302,6 +1470,10 @@ function renderRoundWaiting(userIds) {
 
 function submitAction() {
   if (stopped) return;
+  if (archived) {
+    showNote(ARCHIVED_WORDS, "error");
+    return;
+  }
   const text = input.value.trim();
   if (!text) return;
   if (text.startsWith("/")) {
@@ -1556,6 +1728,9 @@ if (copyButton) {
 
 room.dataset.panel = "story";
 updateCount();
+showArchived(archived, false);
+// "Previously on…" is read before this page's socket can ever close (that moves the mark).
+recap.load();
 // Arriving from the join form (…/#make-character): the character form opens at once.
 if (location.hash === "#make-character" && !isGm) {
   history.replaceState(null, "", location.pathname + location.search);
