@@ -72,7 +72,7 @@ class Membership(models.Model):
         ordering = ["joined_at"]
 
     def __str__(self) -> str:
-        return f"{self.display_name} ({self.role}) in {self.campaign_id}"
+        return f"{self.display_name} ({self.get_role_display()})"
 
     @property
     def is_gm(self) -> bool:
@@ -101,7 +101,7 @@ class CampaignBan(models.Model):
         ordering = ["banned_at"]
 
     def __str__(self) -> str:
-        return f"{self.display_name or self.user_id} banned from {self.campaign_id}"
+        return f"{self.display_name or 'a user'} (banned)"
 
 
 class Event(models.Model):

@@ -114,6 +114,8 @@ class NpcMemory(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "NPC memory"
+        verbose_name_plural = "NPC memories"
         ordering = ["source_seq", "id"]
         constraints = [models.UniqueConstraint(fields=["campaign", "key"], name="npc_memory_once")]
         indexes = [
