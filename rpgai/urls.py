@@ -2,8 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from rpgai.gm_site import gm_site_load
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # GMs manage their own campaigns (CONTRACTS §7 "GM admin"; rpgai/gm_site.py).
+    path("gm/", gm_site_load().urls),
     path("", include("rpgai.ops_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
