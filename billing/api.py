@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
@@ -15,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.api import _valid, membership_required
+from campaigns.selectors import budget_stop_get
 
 from . import selectors, services
 from .selectors import usd_str
@@ -44,6 +46,21 @@ BudgetOutput = inline_serializer(
         "percent": serializers.FloatField(help_text="spent_usd of daily_cap_usd, in percent"),
         "degraded": serializers.BooleanField(),
         "warn_at_percent": serializers.ListField(child=serializers.IntegerField()),
+        # The GM's meter in whole cents (rounded half up), beside the exact figures.
+        "spent_today_cents": serializers.IntegerField(help_text="spent_usd in cents"),
+        "reserved_cents": serializers.IntegerField(help_text="reserved_usd in cents"),
+        "daily_cap_cents": serializers.IntegerField(help_text="daily_cap_usd in cents"),
+        "remaining_cents": serializers.IntegerField(help_text="remaining_usd in cents"),
+        "dm_stopped": serializers.BooleanField(
+            help_text="the DM stopped for budget and nothing has answered since: a raise "
+            "that makes room (or hard_stop off) resumes it (`turn_reopened`)"
+        ),
+        "stopped_by": serializers.ChoiceField(
+            choices=["campaign", "user"],
+            allow_null=True,
+            help_text="whose cap stopped the DM: this campaign's, or a player's own "
+            "allowance (only staff change that)",
+        ),
     },
 )
 
@@ -90,8 +107,14 @@ def _sums(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cents(value: Decimal) -> int:
+    """USD as whole cents for a meter, rounded half up (the exact figure stays beside it)."""
+    return int((Decimal(value) * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
 def budget_data(campaign_id: uuid.UUID | str) -> dict[str, Any]:
     status = selectors.budget_status(campaign_id=campaign_id)
+    stop = budget_stop_get(campaign_id=campaign_id)
     return {
         "campaign_id": str(campaign_id),
         "daily_cap_usd": usd_str(status.daily_cap_usd),
@@ -103,6 +126,12 @@ def budget_data(campaign_id: uuid.UUID | str) -> dict[str, Any]:
         "percent": status.percent,
         "degraded": status.degraded,
         "warn_at_percent": list(settings.BILLING_WARN_AT_PERCENT),
+        "spent_today_cents": cents(status.spent_usd),
+        "reserved_cents": cents(status.reserved_usd),
+        "daily_cap_cents": cents(status.daily_cap_usd),
+        "remaining_cents": cents(status.remaining_usd),
+        "dm_stopped": stop is not None,
+        "stopped_by": stop.scope if stop is not None else None,
     }
 
 
@@ -183,6 +212,9 @@ class BudgetApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={200: BudgetOutput})
     def put(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        """Change the cap and/or hard stop. When the DM had stopped for budget and the
+        change makes room, the DM resumes: `turn_reopened`, then one turn answers what
+        was waiting (sending the same change again resumes nothing more)."""
         membership_required(request, campaign_id, gm=True)
         data = _valid(self.InputSerializer, request)
         services.budget_set(

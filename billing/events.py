@@ -5,8 +5,11 @@ daily cap. Appended with visibility `{"kind": "gm"}`: players never see it.
 
 `budget_refused`: a call was refused because it could pass a hard cap, with the figures
 that the public `turn_failed` beside it leaves out (CONTRACTS §7: players are told no
-money). Visibility `{"kind": "gm"}` for the campaign's cap; for a user's own allowance,
-`{"kind": "users"}` naming that user (GMs see every event as well).
+money). Visibility `{"kind": "gm"}`, whoever's cap it was: the campaign's, or a player's
+own allowance (older logs may hold one with `{"kind": "users"}` naming that player; since
+issue 20 no player receives a money figure, not even of their own allowance). A later
+`turn_reopened` (campaigns) reads `scope`, `user_id` and `call_usd` from it to tell when a
+budget change made room for the refused call.
 
 Neither changes anything in the story, so their reducers leave the state alone.
 """

@@ -27,8 +27,8 @@ from django.utils import timezone
 from rest_framework import status
 
 from campaigns.events import NewEvent, Visibility
-from campaigns.selectors import campaign_get
-from campaigns.services import events_append
+from campaigns.selectors import budget_stop_get, campaign_get, campaigns_for_user
+from campaigns.services import events_append, turn_reopen
 from rpgai.errors import Conflict, DomainError, NotFound
 from rpgai.metrics import spend_record
 
@@ -56,7 +56,7 @@ class BudgetExceeded(DomainError):
 
     `detail` is for everyone who may see the refusal (a `turn_failed` reaches every
     player): it carries no money. The figures are in `figures` and `gm_detail`, for the
-    GM-only (or user-only) `budget_refused` event that `refusal_event` builds."""
+    GM-only `budget_refused` event that `refusal_event` builds."""
 
     code = "budget_exceeded"
     http_status = status.HTTP_402_PAYMENT_REQUIRED
@@ -99,7 +99,8 @@ class BudgetExceeded(DomainError):
             self.gm_detail = (
                 f"The campaign's daily budget would be passed: ${usd_str(spent)} of its "
                 f"${usd_str(cap)} cap used in the last 24 hours{held}, and this call could "
-                f"cost up to ${usd_str(amount)}. Raise the daily cap or turn hard stop off."
+                f"cost up to ${usd_str(amount)}. Raise the daily cap from the GM panel in the "
+                "room or at /gm/ (or turn hard stop off): the DM then answers what is waiting."
             )
         else:
             self.gm_detail = (
@@ -114,11 +115,10 @@ class BudgetExceeded(DomainError):
         return (_budget_exceeded_rebuild, (self._kwargs,))
 
     def refusal_event(self, *, turn_id: str | None = None) -> NewEvent:
-        """The `budget_refused` event with the figures: GM-only for the campaign's cap;
-        for a user's allowance, that user's (the GMs see every event as well)."""
+        """The `budget_refused` event with the figures, for the GMs only, whoever's cap it
+        was (CONTRACTS §7: no player receives a money figure, not even of their own
+        allowance; they read the plain words of `turn_failed`)."""
         visibility: Visibility = {"kind": "gm"}
-        if self.scope == "user" and self.user_id is not None:
-            visibility = {"kind": "users", "user_ids": [str(self.user_id)]}
         return NewEvent(
             "budget_refused",
             {
@@ -360,7 +360,10 @@ def _budget_warning_append(campaign_id: uuid.UUID | str, level: int) -> None:
         degradation = selectors.budget_degradation(campaign_id=campaign_id)
         detail = f"Spend in the last 24 hours reached {level}% of the daily cap."
         if status_now.hard_stop and level >= 100:
-            detail += " DM turns and speech that could pass the cap are refused."
+            detail += (
+                " DM turns and speech that could pass the cap are refused. Raise the daily "
+                "cap from the GM panel in the room or at /gm/ to let the DM go on."
+            )
         elif degradation.active:
             saving = []
             if degradation.model or degradation.provider:
@@ -439,6 +442,7 @@ def budget_set(
         if hard_stop is not None:
             budget.hard_stop = bool(hard_stop)
         budget.save()
+    budget_resume(campaign_id=campaign_id, scope="campaign")
     return budget
 
 
@@ -450,7 +454,81 @@ def user_budget_set(*, user_id: uuid.UUID | str, daily_cap_usd: Decimal | str | 
     budget, _ = UserBudget.objects.update_or_create(
         user_id=user_id, defaults={"daily_cap_usd": cap}
     )
+    # The DM of a campaign may have stopped on this player's allowance: it goes on there.
+    for membership in campaigns_for_user(user_id=user_id):  # type: ignore[arg-type]
+        budget_resume(campaign_id=membership.campaign_id, scope="user", user_id=user_id)
     return budget
+
+
+# --- The DM resumes after a budget stop (CONTRACTS §7 "GM controls") ----------------------------
+
+
+def campaign_has_room(*, campaign_id: uuid.UUID | str, for_usd: Decimal = Decimal(0)) -> bool:
+    """Whether the campaign's budget would let a call costing up to `for_usd` through
+    now: no hard stop, or that much of the cap left (spend and calls in flight counted;
+    with `for_usd` 0, anything left)."""
+    status_now = selectors.budget_status(campaign_id=campaign_id)
+    if not status_now.hard_stop:
+        return True
+    return status_now.remaining_usd > 0 and status_now.remaining_usd >= for_usd
+
+
+def user_has_room(*, user_id: uuid.UUID | str | None, for_usd: Decimal = Decimal(0)) -> bool:
+    """Whether a player's own allowance (across campaigns) would let a call costing up to
+    `for_usd` through now, or none is set."""
+    cap = selectors.user_cap(user_id=user_id)
+    if cap is None or user_id is None:
+        return True
+    left = cap - selectors.user_spent(user_id=user_id) - selectors.user_reserved(user_id=user_id)
+    return left > 0 and left >= for_usd
+
+
+def _refused_call(notice: dict[str, Any]) -> Decimal:
+    """What the refused call could have cost (its `budget_refused` notice): the room a
+    resumed turn needs. 0 when unknown."""
+    try:
+        amount = Decimal(str(notice.get("call_usd") or 0))
+    except InvalidOperation:
+        return Decimal(0)
+    return amount if amount.is_finite() and amount > 0 else Decimal(0)
+
+
+def budget_resume(
+    *,
+    campaign_id: uuid.UUID | str,
+    scope: str | None = None,
+    user_id: uuid.UUID | str | None = None,
+    request_id: str = "",
+) -> bool:
+    """When the DM of the campaign stopped for budget (its latest answer is `turn_failed`
+    `budget_exceeded`) and the cap that stopped it now has room for the call it refused
+    (its `budget_refused` notice says how much that could cost), reopen what it left
+    unanswered (`campaigns.services.turn_reopen`: `turn_reopened`, then exactly one turn
+    answers). Every change of a cap or of hard stop calls this (`budget_set`,
+    `user_budget_set`, and so the API, the GM site and the admin). `scope` limits it to
+    stops by that cap ("campaign", or "user" with `user_id`: the player whose allowance
+    changed). True when it reopened. Never fails the budget change that called it."""
+    try:
+        stop = budget_stop_get(campaign_id=campaign_id)
+        if stop is None or (scope is not None and stop.scope != scope):
+            return False
+        needed = _refused_call(stop.notice)
+        if stop.scope == "user":
+            if user_id is not None and stop.user_id != str(user_id):
+                return False
+            if not user_has_room(user_id=stop.user_id, for_usd=needed):
+                return False
+        elif not campaign_has_room(campaign_id=campaign_id, for_usd=needed):
+            return False
+        return (
+            turn_reopen(campaign_id=campaign_id, turn_id=stop.turn_id, request_id=request_id)
+            is not None
+        )
+    except NotFound:
+        return False  # the campaign was deleted meanwhile
+    except DomainError:
+        log.exception("campaign %s: the DM could not be resumed after a budget change", campaign_id)
+        return False
 
 
 # --- Speech ---------------------------------------------------------------------------------------

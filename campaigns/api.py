@@ -60,15 +60,33 @@ class MemberSerializer(serializers.Serializer):
     role = serializers.CharField()
 
 
-def campaign_summary(membership: Membership) -> dict[str, Any]:
+def _iso(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def campaign_summary(
+    membership: Membership, status: selectors.TableStatus | None = None
+) -> dict[str, Any]:
+    """The campaign as the list shows it, with its table's status (`tables_status`)."""
     campaign = membership.campaign
+    if status is None:
+        status = selectors.tables_status(campaign_ids=[campaign.id]).get(
+            str(campaign.id), selectors.TableStatus()
+        )
     return {
         "id": str(campaign.id),
         "name": campaign.name,
         "edition": campaign.edition,
         "role": membership.role,
         "archived": campaign.archived,
-        "created_at": campaign.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": _iso(campaign.created_at),
+        "players": status.players,
+        "last_activity_at": _iso(status.last_activity_at),
+        "whose_turn": {
+            "waiting_for": status.waiting_for,
+            "user_ids": status.waiting_user_ids,
+            "text": status.whose_turn_text,
+        },
     }
 
 
@@ -88,6 +106,19 @@ def campaign_detail(membership: Membership) -> dict[str, Any]:
     return data
 
 
+class WhoseTurnOutput(serializers.Serializer):
+    waiting_for = serializers.ChoiceField(
+        choices=["dm", "players"],
+        allow_null=True,
+        help_text="dm: a DM turn is owed or running; players: a round waits for user_ids; "
+        "null: nothing is pending",
+    )
+    user_ids = serializers.ListField(
+        child=serializers.UUIDField(), help_text="the players a round waits for"
+    )
+    text = serializers.CharField(help_text='plain words: "Waiting for the DM", "Waiting for Ann"')
+
+
 class CampaignOutput(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
@@ -95,6 +126,11 @@ class CampaignOutput(serializers.Serializer):
     role = serializers.CharField()
     archived = serializers.BooleanField(help_text="read-only until its GM un-archives it")
     created_at = serializers.DateTimeField()
+    players = serializers.IntegerField(help_text="members who play (GMs not counted)")
+    last_activity_at = serializers.DateTimeField(
+        allow_null=True, help_text="the time of the campaign's latest event"
+    )
+    whose_turn = WhoseTurnOutput()
 
 
 class CampaignDetailOutput(CampaignOutput):
@@ -185,10 +221,20 @@ class CampaignListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        memberships = selectors.campaigns_for_user(
-            user_id=request.user.id, archived=None if filters.validated_data["archived"] else False
+        memberships = list(
+            selectors.campaigns_for_user(
+                user_id=request.user.id,
+                archived=None if filters.validated_data["archived"] else False,
+            )
         )
-        return Response([campaign_summary(m) for m in memberships])
+        # One read for every campaign's players, activity and turn (no query per campaign).
+        statuses = selectors.tables_status(campaign_ids=[m.campaign_id for m in memberships])
+        return Response(
+            [
+                campaign_summary(m, statuses.get(str(m.campaign_id), selectors.TableStatus()))
+                for m in memberships
+            ]
+        )
 
     @extend_schema(request=InputSerializer, responses={201: CampaignDetailOutput})
     def post(self, request: Request) -> Response:
@@ -500,6 +546,61 @@ class InviteCodeRotateApi(APIView):
     def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
         membership_required(request, campaign_id, gm=True)
         return Response({"invite_code": services.invite_code_rotate(campaign_id=campaign_id)})
+
+
+class LeaveApi(APIView):
+    """A member leaves the campaign (CONTRACTS §7 "GM controls"): `player_left`, their
+    character leaves the party (`departed`), their sockets close. The only GM of the
+    campaign is refused (409 `sole_gm`): hand the GM role to another member first."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership_required(request, campaign_id)
+        services.membership_leave(
+            campaign_id=campaign_id,
+            user_id=request.user.id,
+            request_id=getattr(request, "request_id", ""),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class GmRoleApi(APIView):
+    """GM only: hand the GM role to another member (CONTRACTS §7 "GM controls"). The
+    member becomes a GM and the caller a player (event `gm_role_handed`); the room's
+    sockets of both follow at once."""
+
+    class InputSerializer(serializers.Serializer):
+        to = serializers.UUIDField(help_text="the user id of a member of the campaign")
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "GmRoleHanded",
+                {
+                    "from_user_id": serializers.UUIDField(),
+                    "to_user_id": serializers.UUIDField(),
+                    "seq": serializers.IntegerField(),
+                },
+            )
+        },
+    )
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        membership_required(request, campaign_id, gm=True)
+        data = _valid(self.InputSerializer, request)
+        event = services.gm_role_hand(
+            campaign_id=campaign_id,
+            by_user=request.user,
+            to_user_id=data["to"],
+            request_id=getattr(request, "request_id", ""),
+        )
+        return Response(
+            {
+                "from_user_id": event.payload["from_user_id"],
+                "to_user_id": event.payload["to_user_id"],
+                "seq": event.seq,
+            }
+        )
 
 
 def _valid(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:

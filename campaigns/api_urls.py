@@ -37,6 +37,8 @@ urlpatterns = [
         api.InviteCodeRotateApi.as_view(),
         name="api-invite-code",
     ),
+    path("campaigns/<uuid:campaign_id>/leave", api.LeaveApi.as_view(), name="api-leave"),
+    path("campaigns/<uuid:campaign_id>/gm_role", api.GmRoleApi.as_view(), name="api-gm-role"),
     path(
         "campaigns/<uuid:campaign_id>/characters",
         character_api.CharacterListCreateApi.as_view(),

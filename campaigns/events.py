@@ -251,12 +251,18 @@ class PlayerJoined(Payload):
     display_name: str = Field(min_length=1, max_length=60)
     role: Literal["gm", "player"]
     character: Character | None = None
+    # A member coming back (a lifted ban, a second join): their character, which left the
+    # party with them (`departed`), rejoins it instead of a new placeholder being made.
+    character_id: uuid.UUID | None = None
 
 
 @event_type("player_joined", PlayerJoined)
 def _player_joined(state: dict[str, Any], event: FoldedEvent) -> None:
     p = event.payload
     state["members"][p["user_id"]] = {"display_name": p["display_name"], "role": p["role"]}
+    returning = state["characters"].get(p.get("character_id") or "")
+    if isinstance(returning, dict):
+        returning.pop("departed", None)
     character = p.get("character")
     if character:
         state["characters"][character["id"]] = {
@@ -282,11 +288,20 @@ class PlayerLeft(Payload):
     # The member's account was deleted (campaigns.members): `display_name` is then the
     # anonymous name, and old events are shown with theirs withheld.
     account_deleted: bool = False
+    # The characters that leave the party with them (they left or were kicked): the fold
+    # marks each `departed: true`, and the party shows them no more. The characters stay
+    # in the story (and in the state); a `player_left` without the field (older logs)
+    # marks none, so replaying an old log gives the state it always gave.
+    departed_character_ids: list[uuid.UUID] = Field(default_factory=list, max_length=50)
 
 
 @event_type("player_left", PlayerLeft)
 def _player_left(state: dict[str, Any], event: FoldedEvent) -> None:
     member = state["members"].pop(event.payload["user_id"], None)
+    for character_id in event.payload.get("departed_character_ids") or ():
+        character = state["characters"].get(character_id)
+        if isinstance(character, dict):
+            character["departed"] = True
     if event.payload.get("account_deleted") and member:
         # A character still named after a deleted account loses the name, also where no
         # `character_updated` could say so (an archived campaign refuses sheet changes).
@@ -358,6 +373,41 @@ class TurnFailed(Payload):
 def _turn_failed(state: dict[str, Any], event: FoldedEvent) -> None:
     turn = state["turn"]
     turn["answered_through_seq"] = max(turn["answered_through_seq"], event.payload["through_seq"])
+
+
+class TurnReopened(Payload):
+    """The DM had stopped for budget (`turn_failed` `budget_exceeded`) and a budget change
+    made room (CONTRACTS §7 "GM controls"): the actions from `from_seq` on are unanswered
+    again, and one turn answers them. `turn_id` and `through_seq` name the stopped turn."""
+
+    from_seq: int = Field(ge=1)
+    turn_id: uuid.UUID | None = None
+    through_seq: int = Field(default=0, ge=0)
+
+
+@event_type("turn_reopened", TurnReopened)
+def _turn_reopened(state: dict[str, Any], event: FoldedEvent) -> None:
+    turn = state["turn"]
+    turn["answered_through_seq"] = min(turn["answered_through_seq"], event.payload["from_seq"] - 1)
+
+
+class GmRoleHanded(Payload):
+    """A GM handed the GM role to another member (CONTRACTS §7 "GM controls"): the
+    target becomes a GM, the GM who handed it a player."""
+
+    from_user_id: uuid.UUID
+    to_user_id: uuid.UUID
+
+
+@event_type("gm_role_handed", GmRoleHanded)
+def _gm_role_handed(state: dict[str, Any], event: FoldedEvent) -> None:
+    members = state["members"]
+    giver = members.get(event.payload["from_user_id"])
+    if isinstance(giver, dict):
+        giver["role"] = "player"
+    taker = members.get(event.payload["to_user_id"])
+    if isinstance(taker, dict):
+        taker["role"] = "gm"
 
 
 # The authoritative tools' event types (rolls, dice seeds, patches, entities, audio).

@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
 
 from .events import ANONYMOUS_CHARACTER_NAME, ANONYMOUS_NAME, FoldedEvent, copy_state
 from .models import Campaign, CampaignBan, Event, Membership, Snapshot
@@ -86,6 +88,11 @@ def bans_of(*, campaign_id: uuid.UUID | str) -> list[CampaignBan]:
     return list(
         CampaignBan.objects.filter(campaign_id=campaign_id).select_related("user", "banned_by")
     )
+
+
+def user_banned(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str) -> bool:
+    """Whether the GM kicked this user from the campaign and has not lifted the ban."""
+    return CampaignBan.objects.filter(campaign_id=campaign_id, user_id=user_id).exists()
 
 
 def member_exists(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str) -> bool:
@@ -450,3 +457,205 @@ def entity_ids_by_creation(*, campaign_id: uuid.UUID | str) -> list[str]:
         .order_by("seq")
         .values_list("payload__entity__id", flat=True)
     ]
+
+
+# --- The DM stopped for budget (CONTRACTS §7 "GM controls") -----------------------------------
+
+# The events that settle (or unsettle) whether the table's actions are answered.
+ANSWER_TYPES = ("dm_narration", "turn_failed", "dm_narration_retracted", "turn_reopened")
+BUDGET_EXCEEDED = "budget_exceeded"
+
+
+@dataclass(frozen=True)
+class BudgetStop:
+    """The DM stopped for budget and nothing has answered the table since: the latest
+    answer is a `turn_failed` with code `budget_exceeded`."""
+
+    turn_id: str
+    through_seq: int  # the last seq the stopped turn covered
+    answered_before: int  # what was answered before the DM began to stop: reopened after it
+    scope: str  # whose cap: "campaign", or "user" (a player's own allowance)
+    user_id: str | None  # the player whose allowance it was (scope "user")
+    # The GM-only notice beside the stop (billing's `budget_refused` payload), if any:
+    # billing reads what the refused call needed from it.
+    notice: dict[str, Any] = field(default_factory=dict)
+
+
+def budget_stop_get(*, campaign_id: uuid.UUID | str) -> BudgetStop | None:
+    """The budget stop the table is in now, or None (the latest answer is a narration, a
+    failure of another kind, or a reopening: a turn is answering already).
+
+    What is reopened: every action since the last narration (CONTRACTS §7), that is the
+    answered mark as it stood before the run of failed turns that ends in this one (each
+    `turn_failed` records it as `answered_seq`; older ones do not, and then the narration
+    or retraction that ends the run says it)."""
+    answers = (
+        Event.objects.filter(campaign_id=campaign_id, type__in=ANSWER_TYPES)
+        .order_by("-seq")
+        .only("seq", "type", "payload")
+    )
+    stop: Event | None = None
+    recorded: list[int] = []
+    ended_by: int | None = None
+    for event in answers.iterator(chunk_size=50):
+        payload = event.payload or {}
+        if stop is None:
+            if event.type != "turn_failed" or payload.get("code") != BUDGET_EXCEEDED:
+                return None
+            stop = event
+        if event.type == "turn_failed":
+            if isinstance(payload.get("answered_seq"), int):
+                recorded.append(payload["answered_seq"])
+            continue
+        if event.type == "turn_reopened":
+            continue
+        if event.type == "dm_narration_retracted":
+            ended_by = int(payload.get("answered_through_seq") or 0)
+            break
+        if event.type == "dm_narration" and payload.get("through_seq"):
+            ended_by = int(payload["through_seq"])
+            break
+        # A narration that answered no action (a tool run outside any turn) ends nothing.
+    if stop is None:
+        return None
+    answered_before = min(recorded) if recorded else (ended_by or 0)
+    turn_id = str(stop.payload.get("turn_id") or "")
+    refusal = (
+        Event.objects.filter(campaign_id=campaign_id, type="budget_refused", seq__gt=stop.seq)
+        .filter(payload__turn_id=turn_id)
+        .order_by("-seq")
+        .only("payload")
+        .first()
+        if turn_id
+        else None
+    )
+    scope = str((refusal.payload or {}).get("scope") or "campaign") if refusal else "campaign"
+    user_id = (refusal.payload or {}).get("user_id") if refusal else None
+    return BudgetStop(
+        turn_id=turn_id,
+        through_seq=int(stop.payload.get("through_seq") or 0),
+        answered_before=max(0, answered_before),
+        scope=scope,
+        user_id=str(user_id) if user_id else None,
+        notice=dict(refusal.payload or {}) if refusal else {},
+    )
+
+
+# --- The campaign list: players, last activity, whose turn -------------------------------------
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    """A campaign as its list shows it (CONTRACTS §7 "GM controls"): how many players,
+    when something last happened (the latest event's time), and whose turn it is:
+    `waiting_for` "dm" (a turn is owed or running), "players" (a round waits for
+    `waiting_user_ids`), or None (nothing is pending)."""
+
+    players: int = 0
+    last_activity_at: datetime | None = None
+    waiting_for: str | None = None
+    waiting_user_ids: list[str] = field(default_factory=list)
+    waiting_names: list[str] = field(default_factory=list)
+
+    @property
+    def whose_turn_text(self) -> str:
+        if self.waiting_for == "dm":
+            return "Waiting for the DM"
+        if self.waiting_for == "players" and self.waiting_names:
+            return "Waiting for " + _names_said(self.waiting_names)
+        return ""
+
+
+def _names_said(names: list[str], most: int = 3) -> str:
+    """ "Alice", "Alice and Bob", "Alice, Bob and Cara", "Alice, Bob and 3 more"."""
+    if len(names) > most:
+        return f"{', '.join(names[: most - 1])} and {len(names) - most + 1} more"
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def tables_status(*, campaign_ids: Iterable[uuid.UUID | str]) -> dict[str, TableStatus]:
+    """The list's status of each campaign, keyed by its id as text, in at most three
+    queries whatever their number: the snapshots (only their `turn`, with the time of
+    the latest event from the log's unique (campaign, seq) index), the players, and, for
+    rounds with an open round, the actions since the last answer.
+
+    A round waits for the players who have not acted since it began (the room narrows
+    that to the players online; the list does not know who is), until its timer runs
+    out: then, as in free play, a turn owed means the table waits for the DM."""
+    ids = [str(cid) for cid in campaign_ids]
+    if not ids:
+        return {}
+    latest = Event.objects.filter(campaign_id=OuterRef("campaign_id"), seq=OuterRef("version"))
+    snapshots = {
+        str(row["campaign_id"]): row
+        for row in Snapshot.objects.filter(campaign_id__in=ids)
+        .annotate(last_at=Subquery(latest.values("created_at")[:1]))
+        .values(
+            "campaign_id",
+            "state__turn",
+            "last_at",
+            "campaign__turn_mode",
+            "campaign__round_seconds",
+            "campaign__archived",
+        )
+    }
+    players: dict[str, list[tuple[str, str]]] = {cid: [] for cid in ids}
+    for campaign_id, user_id, name in (
+        Membership.objects.filter(campaign_id__in=ids, role=Membership.Role.PLAYER)
+        .order_by("joined_at")
+        .values_list("campaign_id", "user_id", "display_name")
+    ):
+        players[str(campaign_id)].append((str(user_id), name))
+
+    owed: dict[str, tuple[int, int]] = {}
+    for cid, row in snapshots.items():
+        turn = row["state__turn"] if isinstance(row["state__turn"], dict) else {}
+        answered = int(turn.get("answered_through_seq") or 0)
+        last = int(turn.get("last_action_seq") or 0)
+        if last > answered and not row["campaign__archived"]:
+            owed[cid] = (answered, last)
+    rounds = [cid for cid in owed if snapshots[cid]["campaign__turn_mode"] == "rounds"]
+    acted: dict[str, list[tuple[str | None, datetime]]] = {cid: [] for cid in rounds}
+    if rounds:
+        window = Q()
+        for cid in rounds:
+            answered, last = owed[cid]
+            window |= Q(campaign_id=cid, seq__gt=answered, seq__lte=last)
+        for campaign_id, user_id, created_at in (
+            Event.objects.filter(type="player_action")
+            .filter(window)
+            .values_list("campaign_id", "actor_user_id", "created_at")
+        ):
+            acted[str(campaign_id)].append((str(user_id) if user_id else None, created_at))
+
+    now = timezone.now()
+    result: dict[str, TableStatus] = {}
+    for cid in ids:
+        row = snapshots.get(cid)
+        if row is None:
+            continue
+        waiting_for: str | None = None
+        waiting: list[tuple[str, str]] = []
+        if cid in owed:
+            waiting_for = "dm"
+            actions = acted.get(cid)
+            if actions:  # an open round: the first action started it
+                deadline = min(at for _, at in actions) + timedelta(
+                    seconds=int(row["campaign__round_seconds"] or 0)
+                )
+                done = {user_id for user_id, _ in actions}
+                waiting = [(uid, name) for uid, name in players[cid] if uid not in done]
+                if waiting and now < deadline:
+                    waiting_for = "players"
+                else:
+                    waiting = []
+        result[cid] = TableStatus(
+            players=len(players[cid]),
+            last_activity_at=row["last_at"],
+            waiting_for=waiting_for,
+            waiting_user_ids=[uid for uid, _ in waiting],
+            waiting_names=[name for _, name in waiting],
+        )
+    return result

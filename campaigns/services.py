@@ -484,58 +484,99 @@ def campaign_join(
         membership = Membership.objects.create(
             campaign=campaign, user=user, role=Membership.Role.PLAYER, display_name=name
         )
-        events_append(
-            campaign_id=campaign.id,
-            request_id=request_id,
-            events=[
-                NewEvent(
-                    "player_joined",
-                    {
-                        "user_id": str(user.id),
-                        "display_name": name,
-                        "role": "player",
-                        "character": _character_for(name),
-                    },
-                    "player",
-                    user.id,
-                )
-            ],
-        )
+
+        def joining(state: dict[str, Any]) -> list[NewEvent]:
+            payload: dict[str, Any] = {
+                "user_id": str(user.id),
+                "display_name": name,
+                "role": "player",
+            }
+            # Someone coming back (a ban lifted, or they left) gets their own character
+            # back in the party; a newcomer gets a placeholder to fill in.
+            returning = _departed_character_of(state, user.id)
+            if returning is not None:
+                payload["character_id"] = returning
+            else:
+                payload["character"] = _character_for(name)
+            return [NewEvent("player_joined", payload, "player", user.id)]
+
+        events_append(campaign_id=campaign.id, request_id=request_id, events=joining)
     return membership
 
 
-def membership_leave(
-    *, campaign_id: uuid.UUID | str, user_id: uuid.UUID, request_id: str = ""
-) -> None:
-    """A member leaves (or is removed); their character stays in the story."""
-    with transaction.atomic():
-        membership = Membership.objects.filter(campaign_id=campaign_id, user_id=user_id).first()
-        if membership is None:
-            raise NotFound("not a member of this campaign")
+def _departed_character_of(state: dict[str, Any], user_id: Any) -> str | None:
+    """The character this user had here before they left or were kicked, if any."""
+    for character_id, character in (state.get("characters") or {}).items():
         if (
-            membership.is_gm
-            and not Membership.objects.filter(campaign_id=campaign_id, role=Membership.Role.GM)
-            .exclude(id=membership.id)
-            .exists()
+            isinstance(character, dict)
+            and character.get("owner_user_id") == str(user_id)
+            and character.get("departed") is True
         ):
-            raise Conflict("the last GM cannot leave the campaign")
-        events_append(
-            campaign_id=campaign_id,
-            request_id=request_id,
-            events=[
+            return str(character_id)
+    return None
+
+
+def party_characters_of(state: dict[str, Any], user_id: Any) -> list[str]:
+    """The ids of the characters this user owns that are still in the party: what a
+    `player_left` lists in `departed_character_ids` (the party shows them no more)."""
+    return [
+        str(character_id)
+        for character_id, character in (state.get("characters") or {}).items()
+        if isinstance(character, dict)
+        and character.get("owner_user_id") == str(user_id)
+        and character.get("departed") is not True
+    ]
+
+
+class SoleGm(Conflict):
+    """The only GM of a campaign cannot leave it (HTTP 409, code `sole_gm`)."""
+
+    code = "sole_gm"
+
+
+SOLE_GM_LEAVING = (
+    "You are the only game master of this campaign, so you cannot leave it yet. Hand the "
+    "GM role to another member first, then leave."
+)
+
+
+def membership_leave(
+    *, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str, request_id: str = ""
+) -> None:
+    """A member leaves (or is removed): `player_left`, whose `departed_character_ids` take
+    their characters out of the party (they stay in the story); their sockets close.
+    NotFound if not a member; SoleGm (409) for the only GM of the campaign, checked under
+    the log's lock (two GMs leaving at once cannot leave it without one)."""
+    with transaction.atomic():
+
+        def leaving(state: dict[str, Any]) -> list[NewEvent]:
+            # Read under the log's lock: a role handed or a kick committed a moment ago holds.
+            membership = Membership.objects.filter(campaign_id=campaign_id, user_id=user_id).first()
+            if membership is None:
+                raise NotFound("not a member of this campaign")
+            if (
+                membership.is_gm
+                and not Membership.objects.filter(campaign_id=campaign_id, role=Membership.Role.GM)
+                .exclude(id=membership.id)
+                .exists()
+            ):
+                raise SoleGm(SOLE_GM_LEAVING)
+            return [
                 NewEvent(
                     "player_left",
                     {
                         "user_id": str(user_id),
                         "display_name": membership.display_name,
                         "role": membership.role,
+                        "departed_character_ids": party_characters_of(state, user_id),
                     },
                     "gm" if membership.is_gm else "player",
-                    user_id,
+                    uuid.UUID(str(user_id)),
                 )
-            ],
-        )
-        membership.delete()
+            ]
+
+        events_append(campaign_id=campaign_id, request_id=request_id, events=leaving)
+        Membership.objects.filter(campaign_id=campaign_id, user_id=user_id).delete()
 
 
 def _refuse_if_banned(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str) -> None:
@@ -599,6 +640,100 @@ def invite_code_rotate(*, campaign_id: uuid.UUID | str) -> str:
             raise NotFound("no such campaign")
         return code
     raise Conflict("no free invite code was found; try again")
+
+
+# --- GM controls: the DM resumes after a budget stop; the GM role changes hands ----------------
+
+
+def turn_reopen(
+    *,
+    campaign_id: uuid.UUID | str,
+    turn_id: str | None = None,
+    request_id: str = "",
+) -> Event | None:
+    """The DM stopped for budget and the budget now has room (billing decides that and
+    calls this): append `turn_reopened` {from_seq, turn_id, through_seq}, whose fold makes
+    every action since the last narration unanswered again; its commit asks for the turn
+    that answers them (orchestrator.receivers).
+
+    Checked again under the log's lock, so it happens once: None when the table is not
+    stopped for budget any more (already reopened, answered since, or another stop than
+    `turn_id`, when given). Two budget raises at once, or one sent twice, reopen once."""
+
+    def reopening(state: dict[str, Any]) -> list[NewEvent]:
+        stop = selectors.budget_stop_get(campaign_id=campaign_id)
+        if stop is None or (turn_id is not None and stop.turn_id != str(turn_id)):
+            return []
+        answered = (state.get("turn") or {}).get("answered_through_seq", 0)
+        if stop.answered_before >= answered:
+            return []  # nothing the stop had answered is left to reopen
+        payload: dict[str, Any] = {
+            "from_seq": stop.answered_before + 1,
+            "through_seq": stop.through_seq,
+        }
+        if stop.turn_id:
+            payload["turn_id"] = stop.turn_id
+        return [NewEvent("turn_reopened", payload, "system")]
+
+    made = events_append(campaign_id=campaign_id, events=reopening, request_id=request_id)
+    return made[0] if made else None
+
+
+class GmRoleRefused(Conflict):
+    code = "gm_role_refused"
+
+
+def gm_role_hand(
+    *,
+    campaign_id: uuid.UUID | str,
+    by_user: Any,
+    to_user_id: uuid.UUID | str,
+    request_id: str = "",
+) -> Event:
+    """A GM hands the GM role to another member (CONTRACTS §7 "GM controls"): the target
+    becomes a GM and the caller a player, in one transaction with the event
+    `gm_role_handed` {from_user_id, to_user_id} (which the room's sockets of both follow).
+
+    Checked under the log's lock: PermissionDenied unless the caller is a GM now;
+    NotFound when the target is not a member (a kicked, banned or departed user is not);
+    GmRoleRefused (409) for the caller themself or a member who is a GM already."""
+    by_user_id = str(getattr(by_user, "id", "") or "")
+    try:
+        target_id = str(uuid.UUID(str(to_user_id)))
+    except ValueError:
+        raise DomainError("`to` is the user id of a member of this campaign") from None
+
+    def handing(state: dict[str, Any]) -> list[NewEvent]:
+        giver = Membership.objects.filter(campaign_id=campaign_id, user_id=by_user_id).first()
+        if giver is None or not giver.is_gm:
+            raise PermissionDenied("only the campaign's GM may hand the GM role", code="gm_only")
+        if target_id == by_user_id:
+            raise GmRoleRefused("You are the game master already; choose another member.")
+        if CampaignBan.objects.filter(campaign_id=campaign_id, user_id=target_id).exists():
+            raise NotFound("That person is not at this table: they were removed from it.")
+        taker = Membership.objects.filter(campaign_id=campaign_id, user_id=target_id).first()
+        if taker is None:
+            raise NotFound("That person is not a member of this campaign.")
+        if taker.is_gm:
+            raise GmRoleRefused(f"{taker.display_name} is a game master of this campaign already.")
+        return [
+            NewEvent(
+                "gm_role_handed",
+                {"from_user_id": by_user_id, "to_user_id": target_id},
+                "gm",
+                uuid.UUID(by_user_id),
+            )
+        ]
+
+    with transaction.atomic():
+        [event] = events_append(campaign_id=campaign_id, events=handing, request_id=request_id)
+        Membership.objects.filter(campaign_id=campaign_id, user_id=target_id).update(
+            role=Membership.Role.GM
+        )
+        Membership.objects.filter(campaign_id=campaign_id, user_id=by_user_id).update(
+            role=Membership.Role.PLAYER
+        )
+    return event
 
 
 def still_a_member(*, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str) -> Precondition:
@@ -935,11 +1070,14 @@ __all__ = [
     "events_append",
     "fold_events",
     "gm_direction_give",
+    "gm_role_hand",
     "invite_code_rotate",
     "member_kick",
     "membership_leave",
+    "party_characters_of",
     "player_action_submit",
     "snapshots_rebuild",
     "still_a_member",
+    "turn_reopen",
     "x_card_tap",
 ]

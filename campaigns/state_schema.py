@@ -169,7 +169,72 @@ class CampaignState(_Strict):
 
 
 class PatchRefused(DomainError):
+    """A patch (the DM's or a GM's) is refused. `detail` names the operation and the
+    pointer (for the DM, whose next prompt says what to fix, and for the GMs, who alone
+    see a refused patch); `plain` says it in words for a person, with no pointer and no
+    id (a GM's own set-value answer: campaigns.tools.gm_set_value)."""
+
     code = "patch_rejected"
+
+    def __init__(self, detail: str, *, code: str | None = None, plain: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.plain = plain or "That change does not fit the game, so it was not made."
+
+
+# What the parts of the state are called in plain words (`place_words`).
+_FIELD_WORDS = {
+    "hp": "hit points",
+    "max_hp": "maximum hit points",
+    "ac": "armour class",
+    "name": "name",
+    "inventory": "inventory",
+    "conditions": "conditions",
+    "owner_user_id": "owner",
+    "kind": "kind",
+    "data": "details",
+    "hidden": "hidden mark",
+    "location": "location",
+    "description": "description",
+    "backstory": "backstory",
+    "level": "level",
+    "abilities": "ability scores",
+}
+
+
+def place_words(parts: list[str] | tuple[Any, ...]) -> str:
+    """Where in the state a pointer (its parts) or a schema location points, in words a
+    player could read: "a character's hit points", "the scene's location", "a flag".
+    Never an id, a key the DM made up, or a pointer."""
+    parts = [str(part) for part in parts]
+    if not parts:
+        return "the whole game"
+    head, rest = parts[0], parts[1:]
+    if head in ("characters", "entities"):
+        one = "a character" if head == "characters" else "an entity"
+        if not rest:
+            return f"the {head}"
+        if len(rest) == 1:
+            return one
+        other = "sheet" if head == "characters" else "details"
+        return f"{one}'s {_FIELD_WORDS.get(rest[1], other)}"
+    if head == "scene":
+        return f"the scene's {_FIELD_WORDS.get(rest[0], 'details')}" if rest else "the scene"
+    if head == "flags":
+        return "a flag" if rest else "the flags"
+    if head == "hidden":
+        return "a hidden flag" if rest[:1] == ["flags"] and len(rest) > 1 else "the hidden notes"
+    return {
+        "members": "the members",
+        "turn": "whose turn it is",
+        "campaign": "the campaign's setup",
+        "dice": "the dice",
+        "last_options": "the options",
+    }.get(head, "the game")
+
+
+def pointer_words(pointer: Any) -> str:
+    parts = _loose_parts(pointer)
+    return place_words(parts) if parts is not None else "the game"
 
 
 # Plain words for pydantic's error types. Only the schema's own limits (from the error's
@@ -234,13 +299,29 @@ def validation_problems(exc: ValidationError, *, limit: int = 5, sep: str = "/")
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def validation_plain(exc: ValidationError, *, limit: int = 3) -> str:
+    """`validation_problems` for a person: each place in words, never its pointer or id.
+    "A character's hit points cannot be above their maximum."."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=True)
+    parts = []
+    for error in errors[:limit]:
+        place = place_words(error["loc"])
+        if error.get("type") == "value_error" and HP_ABOVE_MAX in str(error.get("msg", "")):
+            parts.append(f"{place}'s hit points cannot be above their maximum")
+        else:
+            parts.append(f"{place} {_problem_words(error)}")
+    text = "; ".join(parts) or "the game would not be valid"
+    return text[0].upper() + text[1:] + "."
+
+
 def state_validate(state: dict[str, Any]) -> None:
     """PatchRefused unless the state fits the schema."""
     try:
         CampaignState.model_validate(state)
     except ValidationError as exc:
         raise PatchRefused(
-            f"the result breaks the state schema: {validation_problems(exc)}"
+            f"the result breaks the state schema: {validation_problems(exc)}",
+            plain=validation_plain(exc),
         ) from None
 
 
@@ -279,6 +360,16 @@ DM_ALLOWED_TEXT = (
     "and hidden/flags"
 )
 GM_ALLOWED_TEXT = DM_ALLOWED_TEXT + ", and characters/<id>/name, max_hp, ac, entities/<id>/kind"
+# The same allow-lists in a person's words (PatchRefused.plain).
+_DM_ALLOWED_WORDS = (
+    "a character's hit points, conditions and inventory; an entity's name, details and "
+    "hidden mark; the scene; the flags and the hidden flags"
+)
+ALLOWED_WORDS = {
+    "dm": _DM_ALLOWED_WORDS,
+    "gm": _DM_ALLOWED_WORDS + "; and a character's name, maximum hit points and armour class, "
+    "and an entity's kind",
+}
 
 
 def _matches(pattern: tuple[str, ...], parts: list[str]) -> bool:
@@ -465,9 +556,12 @@ def _operations_apply(
             IndexError,
             AttributeError,
         ) as exc:
+            why = _why_not(document, operation, exc)
             raise PatchRefused(
-                f"the patch does not apply: {_label(index, operation)}: "
-                f"{_why_not(document, operation, exc)}"
+                f"the patch does not apply: {_label(index, operation)}: {why}",
+                plain="That change does not fit the game as it is now: "
+                f"{pointer_words(operation['path'])} cannot be changed that way "
+                f"({why.replace('the path', 'the place')}).",
             ) from None
         if isinstance(document, dict):
             ever_hidden |= _entity_ids(document, hidden=True)
@@ -477,7 +571,8 @@ def _operations_apply(
             raise PatchRefused(
                 f"{_label(index, operation)}: a hidden value cannot be "
                 f"{'moved' if operation['op'] == 'move' else 'copied'} "
-                "to where the players see it; reveal the entity instead"
+                "to where the players see it; reveal the entity instead",
+                plain="A hidden value cannot be put where the players see it; reveal it instead.",
             )
     return document
 
@@ -519,22 +614,34 @@ def patch_check(
             raise PatchRefused(f"operation {index}: {exc.detail}") from None
         if not allowed:
             raise PatchRefused(
-                f"operation {index}: {op} {path} is not allowed; {who} may change {allowed_text}"
+                f"operation {index}: {op} {path} is not allowed; {who} may change {allowed_text}",
+                plain=f"Changing {pointer_words(path)} is not allowed"
+                f"{' that way' if op in ('remove', 'move', 'copy') else ''}. {who.capitalize()} "
+                f"may change {ALLOWED_WORDS[actor]}.",
             )
         if not source_allowed:
             raise PatchRefused(
                 f"operation {index}: {op} from {operation['from']} is not allowed; "
-                f"{who} may change {allowed_text}"
+                f"{who} may change {allowed_text}",
+                plain=f"Taking {pointer_words(operation['from'])} from where it is is not "
+                f"allowed. {who.capitalize()} may change {ALLOWED_WORDS[actor]}.",
             )
     patched = _operations_apply(state, prelude or [], patches)
     if not isinstance(patched, dict):
         raise PatchRefused("the patch would replace the whole state")
     state_validate(patched)
     if _protected(patched) != _protected(state):
-        raise PatchRefused("the patch would change owners, ids or other protected state")
+        raise PatchRefused(
+            "the patch would change owners, ids or other protected state",
+            plain="That would change who owns a character, or another part of the game that "
+            "no one may change.",
+        )
     size = len(json.dumps(patched, separators=(",", ":")))
     if size > MAX_STATE_BYTES:
-        raise PatchRefused(f"the state would grow past {MAX_STATE_BYTES} bytes")
+        raise PatchRefused(
+            f"the state would grow past {MAX_STATE_BYTES} bytes",
+            plain="That would make the game's record too large.",
+        )
     return patched
 
 

@@ -207,8 +207,13 @@ def _state_patch_applied(state: dict[str, Any], event: FoldedEvent) -> None:
 
 
 class StatePatchRejected(Payload):
+    """A refused patch, for the GMs only (visibility `gm`): `error` names the operation
+    and its pointer (the DM's next prompt tells it what to fix); `plain` says it in words
+    for a person, without pointers or ids (absent from older events)."""
+
     patch_id: uuid.UUID
     error: str = Field(min_length=1, max_length=2000)
+    plain: str = Field(default="", max_length=500)
 
 
 @event_type("state_patch_rejected", StatePatchRejected)

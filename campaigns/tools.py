@@ -73,6 +73,7 @@ from .state_schema import (
     hidden_containers,
     patch_check,
     patch_is_secret,
+    pointer_words,
     validation_problems,
 )
 from .tool_events import DC_MAX, DC_MIN, ENTITY_KINDS, EntityKind, roll_success
@@ -314,10 +315,15 @@ class _Executor:
                 raise PatchRefused("reason must be a string")
             after = patch_check(self.state, patches, actor="dm", prelude=prelude)
         except PatchRefused as exc:
-            secret = patch_is_secret(self.state, None, patches)
-            with self.seen_by(GM_ONLY if secret else self.visibility):
+            # A refused patch changed nothing in the story: it is for the GMs (and the DM's
+            # next prompt) alone, with the technical words that name the operation and
+            # its pointer (CONTRACTS §7: what players receive never quotes game state).
+            with self.seen_by(GM_ONLY):
                 self.add("state_patch_requested", requested)
-                self.add("state_patch_rejected", {"patch_id": patch_id, "error": exc.detail[:2000]})
+                self.add(
+                    "state_patch_rejected",
+                    {"patch_id": patch_id, "error": exc.detail[:2000], "plain": exc.plain[:500]},
+                )
             return exc.detail
         secret = patch_is_secret(self.state, after, patches)
         revealed = [] if secret else entities_revealed(self.state, after)
@@ -934,10 +940,15 @@ def gm_set_value(
         op = "add" if _resolve(state, path) is _MISSING else "replace"
         patches = [{"op": op, "path": path, "value": value}]
         prelude = hidden_containers(state, patches)
-        after = patch_check(state, patches, actor="gm", prelude=prelude)
+        try:
+            after = patch_check(state, patches, actor="gm", prelude=prelude)
+        except PatchRefused as exc:
+            # The GM reads this answer ("Not set: ..."): plain words, no pointer or id.
+            raise PatchRefused(exc.plain, plain=exc.plain) from None
         return gm_patch_events(
             patches=[*prelude, *patches],
-            reason=reason or f"GM set {path}",
+            # The reason is read by the table (a public patch): no pointer, no id.
+            reason=reason or f"The GM set {pointer_words(path)}",
             by_user=by_user,
             before=state,
             after=after,
@@ -988,15 +999,16 @@ def gm_revert_event(
                 where = _compare_path(after, pointer)
                 if _resolve(state, where) != _resolve(after, where):
                     raise Conflict(
-                        f"{label} cannot be reverted: {where} changed since; set it directly"
+                        f"{label} cannot be reverted: {pointer_words(where)} changed since; "
+                        "set it directly"
                     )
         try:
             patched = patch_check(state, inverse, actor="gm")
         except PatchRefused as exc:
-            raise Conflict(f"{label} cannot be reverted: {exc.detail}") from None
+            raise Conflict(f"{label} cannot be reverted: {exc.plain}") from None
         return gm_patch_events(
             patches=inverse,
-            reason=reason or f"GM revert of {label}",
+            reason=reason or f"The GM undid event #{seq}",
             by_user=by_user,
             before=state,
             after=patched,

@@ -6,7 +6,7 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -34,19 +34,28 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
 
 
 def _list_page(
-    request: HttpRequest, create_form: CampaignCreateForm, *, show_archived: bool = False
+    request: HttpRequest,
+    create_form: CampaignCreateForm,
+    *,
+    show_archived: bool = False,
+    join_form: CampaignJoinForm | None = None,
 ) -> HttpResponse:
     archived = selectors.campaigns_for_user(user_id=request.user.id, archived=True)
+    memberships = list(selectors.campaigns_for_user(user_id=request.user.id))
+    # Players, last activity and whose turn, for every card in one read (no query per card).
+    statuses = selectors.tables_status(campaign_ids=[m.campaign_id for m in memberships])
+    for membership in memberships:
+        membership.table = statuses.get(str(membership.campaign_id), selectors.TableStatus())
     return render(
         request,
         "campaigns/list.html",
         {
-            "memberships": selectors.campaigns_for_user(user_id=request.user.id),
+            "memberships": memberships,
             "archived_memberships": archived if show_archived else [],
             "archived_count": archived.count(),
             "show_archived": show_archived,
             "create_form": create_form,
-            "join_form": CampaignJoinForm(auto_id="join_%s"),
+            "join_form": join_form or CampaignJoinForm(auto_id="join_%s"),
         },
     )
 
@@ -80,13 +89,23 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
     return _list_page(request, form)
 
 
+# What a refused join says, in the form (the service's own words are for the API).
+JOIN_REFUSED = {
+    "bad_invite": "That invite code does not open any campaign. Check it with your GM: "
+    "codes have 10 letters and digits, and a GM may have made a new one.",
+    "banned": "The GM of this campaign removed you from it. Only they can let you back in.",
+}
+
+
 @login_required
 @require_POST
 def campaign_join(request: HttpRequest) -> HttpResponse:
-    form = CampaignJoinForm(request.POST)
+    """Join by invite code. A refusal shows the list page again with the form as it was
+    sent (what was typed stays) and says why, beside the field."""
+    form = CampaignJoinForm(request.POST, auto_id="join_%s")
     if not form.is_valid():
         messages.error(request, "Enter the invite code your GM gave you.")
-        return redirect("campaign-list")
+        return _list_page(request, CampaignCreateForm(auto_id="create_%s"), join_form=form)
     try:
         membership = services.campaign_join(
             invite_code=form.cleaned_data["invite_code"],
@@ -94,8 +113,10 @@ def campaign_join(request: HttpRequest) -> HttpResponse:
             display_name=form.cleaned_data["display_name"] or None,
         )
     except DomainError as exc:
-        messages.error(request, exc.detail)
-        return redirect("campaign-list")
+        words = JOIN_REFUSED.get(exc.code, exc.detail)
+        form.add_error("invite_code", words)
+        messages.error(request, "You did not join: the invite code was not accepted.")
+        return _list_page(request, CampaignCreateForm(auto_id="create_%s"), join_form=form)
     # A new player lands in the character form (room.js opens it for a blank sheet only).
     return redirect(reverse("campaign-room", args=[membership.campaign_id]) + "#make-character")
 
@@ -105,8 +126,7 @@ def campaign_join(request: HttpRequest) -> HttpResponse:
 def campaign_room(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
     membership = selectors.membership_get(campaign_id=campaign_id, user_id=request.user.id)
     if membership is None:
-        # Not "forbidden": an outsider learns nothing, not even that the campaign exists.
-        raise Http404("No such campaign")
+        return _not_at_table(request, campaign_id)
     return render(
         request,
         "campaigns/room.html",
@@ -123,4 +143,36 @@ def campaign_room(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
                 "archived": membership.campaign.archived,
             },
         },
+    )
+
+
+def _not_at_table(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
+    """A room link opened by someone who is not a member: a page in the site's look (never
+    Django's debug page, DEBUG or not) that says so in plain words and offers the join
+    form. 404, and the same words whether the campaign exists or not: an outsider learns
+    nothing of it. A member the GM removed is told that, with a 403 (they knew it)."""
+    if selectors.user_banned(campaign_id=campaign_id, user_id=request.user.id):
+        return render(
+            request,
+            "403.html",
+            {
+                "page_title": "Not at this table",
+                "heading": "You're not at this table any more",
+                "lead": "The game master of this campaign removed you from it.",
+                "hint": "Only they can let you back in; then join again with the invite code.",
+            },
+            status=403,
+        )
+    return render(
+        request,
+        "404.html",
+        {
+            "page_title": "Not at this table",
+            "heading": "You're not at this table",
+            "lead": "This room is for the members of its campaign, and you are not one of "
+            "them (or the link is wrong).",
+            "hint": "If a game master gave you an invite code, join with it here.",
+            "join_form": CampaignJoinForm(auto_id="join_%s"),
+        },
+        status=404,
     )

@@ -23,10 +23,11 @@ def turns_deferred() -> Iterator[None]:
 def asks_for_a_turn(event: Any) -> bool:
     """Whether a committed event means the DM owes the table an answer: a player action,
     a GM's direction to narrate now, a GM's retry of the last narration, a new campaign's
-    opening scene, the X-card, or a campaign brought back from the archive (what was owed
+    opening scene, the X-card, a budget change that reopened what the DM stopped on for
+    budget (`turn_reopened`), or a campaign brought back from the archive (what was owed
     when it was archived is answered then)."""
     payload = event.payload or {}
-    if event.type in ("player_action", "dm_narration_retracted", "x_card"):
+    if event.type in ("player_action", "dm_narration_retracted", "x_card", "turn_reopened"):
         return True
     if event.type == "gm_direction":
         return bool(payload.get("now", True))

@@ -73,8 +73,9 @@ class Unfinished:
 
 def turn_unfinished(*, campaign_id: uuid.UUID | str, answered_seq: int) -> Unfinished | None:
     """A turn that rolled its dice and then neither narrated nor failed (it was cut short:
-    its worker died, say), or whose narration a GM retracted: the next turn is given its
-    rolls instead of rolling again (CONTRACTS §7: rolls are facts)."""
+    its worker died, say), whose narration a GM retracted, or that a budget stop ended and
+    a budget raise reopened (`turn_reopened`): the next turn is given its rolls instead of
+    rolling again (CONTRACTS §7: rolls are facts)."""
     ended: set[str] = set()
     retracted: set[str] = set()  # retracted, and no answer since has used its rolls
     rolled: list[str] = []
@@ -87,6 +88,11 @@ def turn_unfinished(*, campaign_id: uuid.UUID | str, answered_seq: int) -> Unfin
             break
         for event in page:
             turn_id = (event.payload or {}).get("turn_id")
+            if event.type == "turn_reopened":
+                # A budget raise reopened the turns the budget stopped: their answers are
+                # taken back as a retraction's is, and their rolls stand for the next one.
+                retracted.update(t for t in rolled if t in ended)
+                continue
             if not turn_id:
                 continue
             if event.type in ("dm_narration", "turn_failed"):

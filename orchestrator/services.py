@@ -224,6 +224,7 @@ class TurnOutcome:
     prompt_tokens: int = 0
     first_delta_at: float | None = None
     steps: int = 0  # model answers asked for (repairs not counted)
+    answered_seq: int = 0  # what was answered when the turn began (its actions come after)
 
 
 @dataclass
@@ -270,7 +271,9 @@ async def aturn_run(
     turn = _Turn(
         campaign_id=campaign_id,
         context=context,
-        outcome=TurnOutcome(turn_id=prepared.turn_id, through_seq=through),
+        outcome=TurnOutcome(
+            turn_id=prepared.turn_id, through_seq=through, answered_seq=prepared.answered_seq
+        ),
         request_id=request_id or prepared.request_id,
         deadline=time.monotonic() + settings.DM_TURN_DEADLINE_SECONDS,
     )
@@ -322,6 +325,7 @@ class _Prepared:
     turn_id: str
     rolled: list[dict[str, Any]]  # the rolls of this turn made before it was cut short
     asked: list[str]  # and the players' rolls it asked for, not made yet
+    answered_seq: int = 0  # the answered mark the turn starts from
 
 
 def _turn_prepare(*, campaign_id: uuid.UUID | str) -> _Prepared | None:
@@ -362,6 +366,7 @@ def _turn_prepare(*, campaign_id: uuid.UUID | str) -> _Prepared | None:
             else []
         ),
         context=context,
+        answered_seq=answered,
         request_id=_last_request_id(campaign_id, through),
         provider=provider,
         model=model,
@@ -616,15 +621,29 @@ def _failure_notices(exc: DomainError, turn: _Turn) -> list[NewEvent]:
     return []
 
 
+# Failures whose own words are not for the table (CONTRACTS §7 "What players are told"):
+# the prices file's refusal quotes the figures it could not read.
+PLAIN_FAILURE_DETAIL = {
+    "prices_file_invalid": (
+        "The DM cannot answer just now: this server's settings need fixing. Tell whoever "
+        "runs the server; your action is kept."
+    ),
+}
+
+
 def _turn_fail(
     turn: _Turn, code: str, detail: str, *, notices: list[NewEvent] | None = None
 ) -> TurnOutcome:
     """End the turn with `turn_failed`: the room shows the code, the actions count as
     answered (the players may act again), and a retry of the turn changes nothing.
 
-    `detail` is read by every player: plain words, no money or game state. `notices`
-    (events with narrower visibility) are appended with it, in the same transaction."""
+    `detail` is read by every player: plain words, no money or game state (a code whose
+    own words are not for the table gets PLAIN_FAILURE_DETAIL; the log keeps the rest).
+    `answered_seq` records where the turn began, so that a budget stop can be reopened
+    exactly (`turn_reopened`). `notices` (events with narrower visibility) are appended
+    with it, in the same transaction."""
     through = turn.outcome.through_seq
+    public_detail = PLAIN_FAILURE_DETAIL.get(code, detail)
 
     def not_yet_answered(state: dict[str, Any]) -> None:
         if state.get("turn", {}).get("answered_through_seq", 0) >= through:
@@ -641,8 +660,9 @@ def _turn_fail(
                 {
                     "turn_id": turn.outcome.turn_id,
                     "code": code[:40],
-                    "detail": detail[:2000],
+                    "detail": public_detail[:2000],
                     "through_seq": through,
+                    "answered_seq": turn.outcome.answered_seq,
                 },
                 "system",
             ),

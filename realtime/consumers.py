@@ -452,6 +452,31 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             and envelope["payload"]["user_id"] == str(self.membership.user_id)
         ):
             await self._removed()
+        elif self._my_role_changed(envelope):
+            await self._role_changed()
+
+    def _my_role_changed(self, envelope: dict[str, Any]) -> bool:
+        """A `gm_role_handed` to or from this socket's member: its role is read again."""
+        if envelope["type"] != "gm_role_handed" or self.membership is None:
+            return False
+        payload = envelope["payload"]
+        mine = str(self.membership.user_id)
+        return mine in (payload.get("from_user_id"), payload.get("to_user_id"))
+
+    async def _role_changed(self) -> None:
+        """The GM role changed hands: this socket serves the member's new role from the next
+        event on (a new GM sees GM-only events, a former GM no longer does)."""
+        membership = await database_sync_to_async(selectors.membership_get)(
+            campaign_id=self.campaign_id, user_id=self.membership.user_id
+        )
+        if membership is None:
+            return  # they are gone: their own player_left closes this socket
+        self.membership = membership
+        self.viewer = selectors.Viewer.of(membership)
+        await database_sync_to_async(presence.presence_enter)(
+            channel_name=self.channel_name, membership=membership
+        )
+        await self._broadcast_presence()
 
     async def _removed(self) -> None:
         """This member left or was kicked (on whichever process): stop serving them now."""
@@ -471,10 +496,16 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             )
             for envelope in page:
                 await self.send_json({"type": "event", "event": envelope})
-            # Events this viewer may not see still move the watermark on.
-            self.last_sent = (
-                page[-1]["seq"] if len(page) == selectors.EVENTS_PAGE_MAX else through_seq
-            )
+                if self._my_role_changed(envelope):
+                    # What comes after it was read for the old role: read it again.
+                    self.last_sent = envelope["seq"]
+                    await self._role_changed()
+                    break
+            else:
+                # Events this viewer may not see still move the watermark on.
+                self.last_sent = (
+                    page[-1]["seq"] if len(page) == selectors.EVENTS_PAGE_MAX else through_seq
+                )
 
     async def _current_version(self) -> int:
         snapshot = await database_sync_to_async(selectors.snapshot_get)(

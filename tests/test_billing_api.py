@@ -159,6 +159,12 @@ def test_the_budget_is_read_and_set_by_the_gm(campaign, gm, alice):
         "percent": 0.0,
         "degraded": False,
         "warn_at_percent": [80, 100],
+        "spent_today_cents": 0,
+        "reserved_cents": 0,
+        "daily_cap_cents": 100,
+        "remaining_cents": 100,
+        "dm_stopped": False,
+        "stopped_by": None,
     }
 
     response = api(gm).put(

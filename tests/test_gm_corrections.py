@@ -87,8 +87,9 @@ def test_gm_sets_values_the_dm_may_not(campaign, gm, hero):
     ("path", "value", "message"),
     [
         ("/characters/{hero}/owner_user_id", None, "not allowed"),
-        ("/characters/{hero}/hp", 11, "above max_hp"),
-        ("/characters/{hero}/max_hp", 0, "max_hp"),
+        # A GM reads these (plain words, no pointer or id: issue 20).
+        ("/characters/{hero}/hp", 11, "hit points cannot be above their maximum"),
+        ("/characters/{hero}/max_hp", 0, "maximum hit points must be at least 1"),
         ("/members/{hero}", {"display_name": "x", "role": "gm"}, "not allowed"),
         ("/turn/answered_through_seq", 0, "not allowed"),
         ("/campaign/name", "x", "not allowed"),

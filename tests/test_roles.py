@@ -38,6 +38,7 @@ GM_ONLY = {
     ("GET", "/api/campaigns/{campaign_id}/bans"),
     ("DELETE", "/api/campaigns/{campaign_id}/bans/{user_id}"),
     ("POST", "/api/campaigns/{campaign_id}/invite_code"),
+    ("POST", "/api/campaigns/{campaign_id}/gm_role"),
     ("GET", "/api/campaigns/{campaign_id}/usage"),
     ("GET", "/api/campaigns/{campaign_id}/budget"),
     ("PUT", "/api/campaigns/{campaign_id}/budget"),
@@ -167,9 +168,9 @@ def test_kick_refusals(campaign, gm, alice, outsider, make_user):
     # Not a member here (the outsider is a member elsewhere): nothing to kick.
     assert _kick(gm, campaign.id, outsider.id).status_code == 404
     assert _kick(gm, campaign.id, uuid.uuid4()).status_code == 404
-    # The last GM cannot leave their campaign.
+    # The last GM cannot leave their campaign (hand the GM role first: issue 20).
     response = _kick(gm, campaign.id, gm.id)
-    assert response.status_code == 409 and response.json()["code"] == "conflict"
+    assert response.status_code == 409 and response.json()["code"] == "sole_gm"
     assert (
         APIClient()
         .post(f"/api/campaigns/{campaign.id}/members/not-a-uuid/kick", **bearer(access_for(gm)))
