@@ -138,6 +138,8 @@ def member_remove_deleted_account(
                         "display_name": ANONYMOUS_NAME,
                         "role": role,
                         "account_deleted": True,
+                        # Their characters leave the party, as on any leave.
+                        "departed_character_ids": services.party_characters_of(state, user_id),
                     },
                     "system",
                     None,

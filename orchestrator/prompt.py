@@ -339,8 +339,11 @@ def _state_for_prompt(state: dict[str, Any], entity_order: list[str]) -> dict[st
     shown = {i: _entity_for_prompt(entities[i]) for i in ranked[-STATE_ENTITIES_MAX:]}
     view: dict[str, Any] = {
         "scene": state.get("scene", {}),
+        # A character whose player left or was removed is out of the story (`departed`).
         "characters": {
-            cid: _character_for_prompt(c) for cid, c in (state.get("characters") or {}).items()
+            cid: _character_for_prompt(c)
+            for cid, c in (state.get("characters") or {}).items()
+            if not (isinstance(c, dict) and c.get("departed") is True)
         },
         "entities": shown,
         "flags": state.get("flags", {}),

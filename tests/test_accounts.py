@@ -253,6 +253,7 @@ def test_deleting_an_account_anonymizes_it_and_the_log_replays(campaign, gm, bob
     assert NAME not in json.dumps(snapshot)
     hers = [c for c in snapshot["state"]["characters"].values() if c["owner_user_id"] == user_id]
     assert [c["name"] for c in hers] == [members.ANONYMOUS_CHARACTER_NAME]
+    assert [c.get("departed") for c in hers] == [True]  # out of the party
     assert NAME not in json.dumps(_api(gm).get(f"/api/campaigns/{campaign.id}/").json())
 
     # The log's events stay, her action among them; two were added, neither with her name.
@@ -454,7 +455,9 @@ def test_staff_deleting_a_user_in_the_admin_anonymizes_them_too(campaign, gm, ze
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_no_path_that_shows_the_log_names_a_deleted_account(campaign, gm, bob, zephyrine, act):
+async def test_no_path_that_shows_the_log_names_a_deleted_account(
+    campaign, gm, bob, zephyrine, act
+):
     """Her old `player_joined` still holds her name; every way the log is shown to people
     or to the model withholds it: the events API, a socket's catch-up, the journal, the
     recap, the export, the summaries' story lines and the DM's prompt."""

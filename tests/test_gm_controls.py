@@ -68,6 +68,15 @@ def test_a_player_leaves_and_their_character_leaves_the_party(campaign, gm, alic
     assert str(alice.id) not in seen["members"]
     assert not any(c.get("departed") for c in own_characters(campaign, bob).values())
     assert snapshots_rebuild(campaign_id=campaign.id, fix=False)[1] == []
+    # The DM is no longer told of a character out of the story.
+    from orchestrator.prompt import prompt_build
+    from orchestrator.selectors import turn_context_get
+
+    context = turn_context_get(campaign_id=campaign.id, answered_seq=0, through_seq=left.seq)
+    prompt = " ".join(m["content"] for m in prompt_build(context=context, budget=100_000).messages)
+    assert alice_character not in prompt
+    [(bob_character, _)] = own_characters(campaign, bob).items()
+    assert bob_character in prompt
 
 
 @pytest.mark.django_db
