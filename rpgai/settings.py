@@ -391,24 +391,42 @@ TOOL_CALLS_MAX_PER_TURN = 16
 TOOL_ARGS_MAX_BYTES = 8 * 1024
 # The audio cues the DM may trigger: name -> URL of its sound file, or None when no file
 # is configured (the event is still appended; the room shows the cue and plays nothing).
+# The project ships its own sounds (made by tools/make_cues.py, CC0; docs/sounds.md) as
+# static files. AUDIO_CUES_URL points the cues elsewhere, as a template with `{cue}`
+# (e.g. https://cdn.example.com/sounds/{cue}.ogg), or is set empty for no sound at all.
+# "silence" never has a file: that cue is the room going quiet.
+AUDIO_CUE_NAMES = (
+    "battle_start",
+    "victory",
+    "defeat",
+    "door_creak",
+    "thunder",
+    "rain",
+    "sword_clash",
+    "spell_cast",
+    "monster_roar",
+    "footsteps",
+    "tavern",
+    "treasure",
+    "heartbeat",
+    "dramatic_sting",
+    "level_up",
+    "silence",
+)
+_STATIC_PREFIX = (
+    STATIC_URL if STATIC_URL.startswith(("/", "http://", "https://")) else "/" + STATIC_URL
+)
+AUDIO_CUES_URL = env.str("AUDIO_CUES_URL", default=_STATIC_PREFIX + "campaigns/cues/{cue}.wav")
+if AUDIO_CUES_URL and "{cue}" not in AUDIO_CUES_URL:
+    raise ImproperlyConfigured(
+        "AUDIO_CUES_URL must contain {cue} (replaced by the cue's name), or be empty for no sound"
+    )
 AUDIO_CUES: dict[str, str | None] = {
-    "battle_start": None,
-    "victory": None,
-    "defeat": None,
-    "door_creak": None,
-    "thunder": None,
-    "rain": None,
-    "sword_clash": None,
-    "spell_cast": None,
-    "monster_roar": None,
-    "footsteps": None,
-    "tavern": None,
-    "treasure": None,
-    "heartbeat": None,
-    "dramatic_sting": None,
-    "level_up": None,
-    "silence": None,
+    name: AUDIO_CUES_URL.replace("{cue}", name) if AUDIO_CUES_URL and name != "silence" else None
+    for name in AUDIO_CUE_NAMES
 }
+# whitenoise has no media type of its own for .wav (it would answer application/octet-stream).
+WHITENOISE_MIMETYPES = {".wav": "audio/wav"}
 
 # --- Django REST framework -------------------------------------------------------------------
 REST_FRAMEWORK = {
