@@ -410,5 +410,18 @@ def _gm_role_handed(state: dict[str, Any], event: FoldedEvent) -> None:
         taker["role"] = "gm"
 
 
+class EntityWithdrawn(Payload):
+    """An entity the players had seen was hidden again (campaigns.withdrawals): it leaves
+    their view. Public, actor system; nothing but the id they knew already. The change
+    itself is the GM-only state patch before it, so the fold has nothing to do."""
+
+    entity_id: str = Field(min_length=1, max_length=100)
+
+
+@event_type("entity_withdrawn", EntityWithdrawn)
+def _entity_withdrawn(state: dict[str, Any], event: FoldedEvent) -> None:
+    return None
+
+
 # The authoritative tools' event types (rolls, dice seeds, patches, entities, audio).
 from . import tool_events  # noqa: E402, F401

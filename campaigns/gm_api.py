@@ -5,6 +5,12 @@ Thin views over the authoritative GM services of `campaigns.tools`: every change
 event in the log (a `gm` state patch, or the seed's reveal), never an edit in place.
 Only the campaign's GM gets past `membership_required(..., gm=True)`; the services
 check it again. Everything else a GM may want stays in the admin.
+
+A change that hides an entity the players had seen (a GM "Hide", a revert of a reveal, a
+retry that undoes one) is followed by a public `entity_withdrawn` in the same transaction
+(campaigns.withdrawals): the players' pages drop it at once, learning nothing more. The
+answer lists the change's own events, as before; the withdrawal reaches the room as events
+do.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from rpgai.errors import NotFound
 from . import retractions, selectors, services, tools
 from .api import EnvelopeSerializer, _valid, membership_required
 from .models import Event
+from .withdrawals import with_withdrawals
 
 # The fields of a character the room's "correct a value" form offers (the GM allow-list
 # of campaigns.state_schema decides what is really allowed).
@@ -77,12 +84,16 @@ class GmSetValueApi(APIView):
             if snapshot is None or character_id not in snapshot.state.get("characters", {}):
                 raise NotFound("no such character in this campaign")
             path = f"/characters/{character_id}/{data['field']}"
-        events = tools.gm_set_value(
+        events, _ = with_withdrawals(
             campaign_id=campaign_id,
-            by_user=request.user,
-            path=path,
-            value=data["value"],
-            reason=data.get("reason", ""),
+            change=lambda: tools.gm_set_value(
+                campaign_id=campaign_id,
+                by_user=request.user,
+                path=path,
+                value=data["value"],
+                reason=data.get("reason", ""),
+                request_id=_request_id(request),
+            ),
             request_id=_request_id(request),
         )
         return _events_response(events)
@@ -99,11 +110,15 @@ class GmRevertApi(APIView):
     def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
         membership_required(request, campaign_id, gm=True)
         data = _valid(self.InputSerializer, request)
-        events = tools.gm_revert_event(
+        events, _ = with_withdrawals(
             campaign_id=campaign_id,
-            by_user=request.user,
-            seq=data["seq"],
-            reason=data.get("reason", ""),
+            change=lambda: tools.gm_revert_event(
+                campaign_id=campaign_id,
+                by_user=request.user,
+                seq=data["seq"],
+                reason=data.get("reason", ""),
+                request_id=_request_id(request),
+            ),
             request_id=_request_id(request),
         )
         return _events_response(events)
@@ -181,10 +196,14 @@ class NarrationRetryApi(APIView):
         membership_required(request, campaign_id, gm=True)
         if not 1 <= seq <= SEQ_MAX:
             raise NotFound(f"no narration #{seq} in this campaign")
-        events = retractions.narration_retract(
+        events, _ = with_withdrawals(
             campaign_id=campaign_id,
-            by_user=request.user,
-            narration_seq=seq,
+            change=lambda: retractions.narration_retract(
+                campaign_id=campaign_id,
+                by_user=request.user,
+                narration_seq=seq,
+                request_id=_request_id(request),
+            ),
             request_id=_request_id(request),
         )
         return _events_response(events, status.HTTP_202_ACCEPTED)

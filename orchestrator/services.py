@@ -40,7 +40,7 @@ from campaigns.selectors import (
     turn_roll_requests_open,
     turn_rolls_logged,
 )
-from campaigns.services import events_append
+from campaigns.services import CampaignArchived, events_append
 from campaigns.tools import (
     ToolRejection,
     roll_request_settle,
@@ -48,6 +48,7 @@ from campaigns.tools import (
     turn_rolls_commit,
     turn_rolls_request,
 )
+from campaigns.withdrawals import with_withdrawals
 from llm.adapters import PROVIDERS, ModelError, ModelRequest, Usage, adapter_for
 from llm.services import Caller, model_answer
 from rpgai import tracing
@@ -60,7 +61,7 @@ from .models import DMSettings, TurnLock
 from .prompt import Prompt, TurnContext, prompt_build, repair_messages, roll_results_message
 from .rounds import round_hold
 from .schema import DMAnswer, answer_format, answer_parse
-from .streaming import NarrationStream
+from .streaming import NarrationStream, narration_so_far_forget
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +295,10 @@ async def aturn_run(
                 span.set_attribute("rpgai.outcome", outcome.failed_code or "ok")
                 span.set_attribute("rpgai.fallback", outcome.fallback)
                 return outcome
+    except CampaignArchived:
+        # Archived while the turn ran: what it had to say was refused (before Conflict,
+        # whose subclass it is: this is no "already answered").
+        return await _turn_end_archived(turn)
     except Conflict:
         log.info("turn for campaign %s through seq %s was already answered", campaign_id, through)
         return None
@@ -307,6 +312,41 @@ async def aturn_run(
         except Exception:
             log.exception("turn %s: could not record its failure", turn.outcome.turn_id)
         raise
+    finally:
+        # The narration streamed for a page reloaded mid-turn is kept no longer.
+        try:
+            await db(narration_so_far_forget, campaign_id=campaign_id, turn_id=turn.outcome.turn_id)
+        except Exception:
+            log.warning("turn %s: its streamed text was not let go", turn.outcome.turn_id)
+
+
+# What the table reads when the GM archived the campaign while the DM was answering.
+ARCHIVED_TURN_DETAIL = (
+    "The campaign was archived before the DM could answer: nothing more is played until "
+    "the GM brings it back."
+)
+
+
+async def _turn_end_archived(turn: _Turn) -> TurnOutcome | None:
+    """The campaign was archived while this turn ran (its narration or its rolls were
+    refused). The table is told with `turn_failed` `archived` if the log still takes it
+    (it does, archived or not, unless another turn answered these actions meanwhile: then
+    there is nothing more to say)."""
+    turn_id = turn.outcome.turn_id
+    try:
+        outcome = await db(_turn_fail, turn, "archived", ARCHIVED_TURN_DETAIL)
+    except Conflict:
+        log.info(
+            "turn %s: the campaign was archived while the DM answered, and these actions were "
+            "answered already; nothing is added",
+            turn_id,
+        )
+        return None
+    log.info(
+        "turn %s: the campaign was archived while the DM answered; the turn ended as archived",
+        turn_id,
+    )
+    return outcome
 
 
 turns_run_pending = run_sync(aturns_run_pending)
@@ -475,20 +515,26 @@ async def _turn_play(
             narration=FALLBACK_NARRATION, options=_fallback_options(turn.context), tool_calls=[]
         )
         turn.outcome.fallback = True
-    result = await db(
-        turn_commit,
+    # An entity the DM hid that the players had seen leaves their view (withdrawals.py).
+    result, withdrawn = await db(
+        with_withdrawals,
         campaign_id=turn.campaign_id,
-        turn_id=turn.outcome.turn_id,
-        narration=answer.narration,
-        options=answer.options,
-        tool_calls=answer.tool_calls_as_dicts(),
-        through_seq=turn.outcome.through_seq,
-        fallback=turn.outcome.fallback,
         request_id=turn.request_id,
-        actor_kind="dm",
-        narration_extra={"tool_errors": refused} if refused else None,
+        change=functools.partial(
+            turn_commit,
+            campaign_id=turn.campaign_id,
+            turn_id=turn.outcome.turn_id,
+            narration=answer.narration,
+            options=answer.options,
+            tool_calls=answer.tool_calls_as_dicts(),
+            through_seq=turn.outcome.through_seq,
+            fallback=turn.outcome.fallback,
+            request_id=turn.request_id,
+            actor_kind="dm",
+            narration_extra={"tool_errors": refused} if refused else None,
+        ),
     )
-    turn.outcome.events = result.events
+    turn.outcome.events = [*result.events, *withdrawn]
     turn.outcome.rejections = result.rejections
     return turn.outcome
 

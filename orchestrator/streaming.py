@@ -6,7 +6,12 @@ Three small pieces, fed chunk by chunk as the model's text arrives:
   growing JSON, decoding escapes as they complete;
 - `DeltaBatcher` sends the new narration text to the room a few times per second
   (never one message per token), the first piece at once so the first words show fast.
-The deltas are ephemeral; the `dm_narration` event is what counts.
+The deltas are ephemeral; the `dm_narration` event is what counts. What the room has been
+told of the narration still streaming is also kept in the cache for a while
+(`narration_so_far`): a page reloaded mid-narration is sent the whole text so far when it
+says hello (realtime.consumers), then the deltas that continue it. Each delta carries its
+`offset` (the characters of the narration sent before it) so that a socket never shows a
+piece twice nor skips one.
 """
 
 from __future__ import annotations
@@ -16,11 +21,50 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.cache import cache
 from pydantic_core import from_json
+
+from rpgai.aio import db
 
 _REASONING_TAGS = ("think", "thinking", "reasoning", "analysis")
 _OPEN = tuple(f"<{t}>" for t in _REASONING_TAGS)
 _LONGEST_TAG = max(len(t) for t in _REASONING_TAGS) + 3
+# How long the text of a narration still streaming is kept past its last delta: longer
+# than any turn may take (DM_TURN_DEADLINE_SECONDS), then it goes by itself.
+STREAM_KEEP_SLACK_SECONDS = 120
+
+
+def _stream_key(campaign_id: uuid.UUID | str) -> str:
+    # One per campaign: a campaign runs one turn at a time (orchestrator.services).
+    return f"rpgai:narration-so-far:{campaign_id}"
+
+
+def _stream_keep_seconds() -> int:
+    return int(settings.DM_TURN_DEADLINE_SECONDS) + STREAM_KEEP_SLACK_SECONDS
+
+
+def narration_so_far_get(*, campaign_id: uuid.UUID | str) -> dict[str, str] | None:
+    """The narration the room has been told so far of the turn streaming now, as
+    `{"turn_id", "text"}` (the public narration only: private words are never streamed);
+    None when no narration is streaming. Sync: the cache (Redis when REDIS_URL is set,
+    shared by every process; else this process's memory, where embedded turns run)."""
+    value = cache.get(_stream_key(campaign_id))
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("turn_id"), str)
+        and isinstance(value.get("text"), str)
+    ):
+        return {"turn_id": value["turn_id"], "text": value["text"]}
+    return None
+
+
+def narration_so_far_forget(*, campaign_id: uuid.UUID | str, turn_id: str) -> None:
+    """The turn has ended (narrated or failed): its streamed text is kept no longer. Not
+    when another turn's text is kept there already."""
+    key = _stream_key(campaign_id)
+    value = cache.get(key)
+    if isinstance(value, dict) and value.get("turn_id") == turn_id:
+        cache.delete(key)
 
 
 class ReasoningFilter:
@@ -235,6 +279,7 @@ class NarrationStream:
         self.filter = ReasoningFilter()
         self.extractor = NarrationExtractor()
         self.first_delta_at: float | None = None
+        self.told = ""  # what the room has been told of this turn's narration
         self._outbox: list[str] = []
         self.batcher = DeltaBatcher(send=self._outbox.append, max_chars=NARRATION_MAX_CHARS)
 
@@ -266,8 +311,19 @@ class NarrationStream:
             text = self._outbox.pop(0)
             if self.first_delta_at is None:
                 self.first_delta_at = time.monotonic()
+            offset = len(self.told)
+            self.told += text
+            # Kept before it is sent: a page that says hello after this delta went out
+            # finds it in what is kept (and drops it as a repeat if it arrives too).
+            await db(
+                cache.set,
+                _stream_key(self.campaign_id),
+                {"turn_id": self.turn_id, "text": self.told},
+                _stream_keep_seconds(),
+            )
             await abroadcast_room(
-                self.campaign_id, {"type": "room.delta", "turn_id": self.turn_id, "text": text}
+                self.campaign_id,
+                {"type": "room.delta", "turn_id": self.turn_id, "text": text, "offset": offset},
             )
             if self.on_delta is not None:
                 self.on_delta(text)

@@ -6,6 +6,13 @@ older, and reads any gap from the database before sending what is newer. Live ev
 are not sent before the client's `client.hello`; the hello reads the backlog after
 the group is joined, so nothing falls between the backlog and the live stream.
 
+A narration still streaming when a page says hello (a reload mid-narration) is sent to it
+whole so far (`narration.delta` with `offset` 0, from what orchestrator.streaming keeps),
+after the backlog and before `server.ready`; the live deltas then continue it. Each socket
+remembers how much of the streaming turn's text it has sent, so that a delta it already
+covered is not sent twice, and one it missed (a dropped group message) is filled in from
+what is kept.
+
 A socket also listens to the end of its login (realtime.services: the session's group or
 the user's token group): a logout closes it with 4401 on whichever process it lives.
 Membership and login are read once more after the groups are joined: a kick or a logout
@@ -35,6 +42,7 @@ from campaigns import selectors, services
 from campaigns.models import Membership
 from campaigns.tools import roll_make
 from campaigns.whispers import whisper_send
+from orchestrator.streaming import narration_so_far_get
 from rpgai import metrics, tracing
 from rpgai.db_outage import CLOSE_TRY_AGAIN
 from rpgai.errors import DATABASE_UNAVAILABLE, DomainError
@@ -109,6 +117,9 @@ class CampaignConsumer(AsyncWebsocketConsumer):
     last_sent: int = 0
     last_touch: float = 0.0
     presence_shown: list[dict[str, Any]] | None = None  # the last presence list sent
+    # The narration streaming now: its turn and how many characters this socket was sent.
+    stream_turn: str = ""
+    stream_sent: int = 0
 
     # --- Connection ----------------------------------------------------------------------
 
@@ -260,20 +271,26 @@ class CampaignConsumer(AsyncWebsocketConsumer):
                 await handler(message, request_id)
         except DomainError as exc:
             code = exc.code if exc.code in CONTRACT_ERROR_CODES else "invalid_message"
-            await self.send_error(code, exc.detail, action_id=action_id)
+            await self.send_error(code, exc.detail, action_id=action_id, **_answering(data["type"]))
         except Ratelimited as exc:  # the X-card's limit per campaign
             retry_after = getattr(exc, "retry_after", 60)
             await self.send_error(
                 "rate_limited",
                 f"the X-card was just used; it can be used again in {retry_after} s",
                 retry_after=retry_after,
+                **_answering(data["type"]),
             )
         except (OperationalError, InterfaceError) as exc:
             # The database is down or restarting: a clear answer, the socket stays open,
             # and the same action (same action_id) may be sent again. Once the database
             # is back, the next message gets a new connection (CONN_HEALTH_CHECKS).
             log.warning("message %s in campaign %s: %s", data["type"], self.campaign_id, exc)
-            await self.send_error("unavailable", DATABASE_UNAVAILABLE, action_id=action_id)
+            await self.send_error(
+                "unavailable",
+                DATABASE_UNAVAILABLE,
+                action_id=action_id,
+                **_answering(data["type"]),
+            )
             if data["type"] == "client.hello":
                 # Without its backlog this socket would stay open and never stream: close
                 # it, and the client reconnects with its last_seq (as after any drop).
@@ -281,7 +298,10 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         except Exception:
             log.exception("message %s failed in campaign %s", data["type"], self.campaign_id)
             await self.send_error(
-                "internal_error", "the server failed; try again", action_id=action_id
+                "internal_error",
+                "the server failed; try again",
+                action_id=action_id,
+                **_answering(data["type"]),
             )
         finally:
             reset_request_id(bound)
@@ -298,8 +318,18 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         version = await self._current_version()
         self.last_sent = min(message.last_seq, version)
         await self._send_missing(through_seq=version)
+        # A narration streaming now: the whole text so far, then the live deltas go on
+        # from there (room_delta). A fresh page (or one back from a drop) had none of it.
+        self.stream_turn, self.stream_sent = "", 0
+        so_far = await database_sync_to_async(narration_so_far_get)(campaign_id=self.campaign_id)
+        if so_far is not None and so_far["text"]:
+            await self._send_delta(so_far["turn_id"], so_far["text"], 0)
         self.ready = True
-        await self.send_json({"type": "server.ready", "seq": self.last_sent})
+        ready: dict[str, Any] = {"type": "server.ready", "seq": self.last_sent}
+        dm = await database_sync_to_async(_dm_named)(self.campaign_id)
+        if dm is not None:
+            ready["dm"] = dm
+        await self.send_json(ready)
         users = await database_sync_to_async(presence.presence_list)(campaign_id=self.campaign_id)
         await self._send_presence(users)
 
@@ -362,7 +392,8 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         away from the scene starts. Who tapped it is not stored, nor logged here; the ack
         carries the event's seq, sent to this socket alone."""
         event = await database_sync_to_async(services.x_card_tap)(membership=self.membership)
-        await self.send_json({"type": "server.ack", "seq": event.seq})
+        # `for`: which message this answers (the room page matches its X-card on it).
+        await self.send_json({"type": "server.ack", "seq": event.seq, "for": "x_card"})
 
     async def on_ping(self, message: Ping, request_id: str) -> None:
         await self.send_json({"type": "server.pong"})
@@ -424,10 +455,29 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             await self._send_presence(message["users"])
 
     async def room_delta(self, message: dict[str, Any]) -> None:
-        if self.ready:
-            await self.send_json(
-                {"type": "narration.delta", "turn_id": message["turn_id"], "text": message["text"]}
+        """A piece of the narration streaming now (orchestrator.streaming): sent on from
+        where this socket is, never twice, a missed piece filled in from what is kept."""
+        if not self.ready:
+            return
+        turn_id, text, offset = message["turn_id"], message["text"], message.get("offset")
+        if not isinstance(offset, int):  # a sender that does not say where it is
+            await self.send_json({"type": "narration.delta", "turn_id": turn_id, "text": text})
+            return
+        sent = self.stream_sent if turn_id == self.stream_turn else 0
+        end = offset + len(text)
+        if end <= sent:
+            return  # sent already (with the text so far at hello)
+        if offset > sent:
+            # A piece this socket never got (the channel layer dropped it, or it came in
+            # mid-turn): what is kept has everything sent to the room so far.
+            so_far = await database_sync_to_async(narration_so_far_get)(
+                campaign_id=self.campaign_id
             )
+            if so_far is not None and so_far["turn_id"] == turn_id and len(so_far["text"]) >= end:
+                await self._send_delta(turn_id, so_far["text"][sent:], sent)
+                return
+            # Not kept any more: the piece as it came (the page marks the gap).
+        await self._send_delta(turn_id, text[max(0, sent - offset) :], max(sent, offset))
 
     async def room_round_waiting(self, message: dict[str, Any]) -> None:
         """Rounds mode: whom the table waits for (orchestrator.rounds); ephemeral."""
@@ -441,6 +491,17 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             )
 
     # --- Helpers -------------------------------------------------------------------------
+
+    async def _send_delta(self, turn_id: str, text: str, offset: int) -> None:
+        """`narration.delta` {turn_id, text, offset}: `offset` is how much of the turn's
+        narration came before `text` (0: it starts the narration, so a page shows it from
+        the start instead of adding to what it had)."""
+        if not text:
+            return
+        self.stream_turn, self.stream_sent = turn_id, offset + len(text)
+        await self.send_json(
+            {"type": "narration.delta", "turn_id": turn_id, "text": text, "offset": offset}
+        )
 
     async def _deliver(self, envelope: dict[str, Any]) -> None:
         self.last_sent = envelope["seq"]
@@ -549,6 +610,27 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             # Echoed only when sane: a lone surrogate could not even be sent as UTF-8.
             error["action_id"] = action_id
         await self.send_json(error)
+
+
+def _answering(message_type: str) -> dict[str, str]:
+    """`for` on an error that answers a message sent with no id of its own (the X-card):
+    the client knows which of its messages was refused."""
+    return {"for": "x_card"} if message_type == "client.x_card" else {}
+
+
+def _dm_named(campaign_id: str) -> dict[str, str] | None:
+    """The DM's provider and model as a turn of this campaign resolves them now (the GM's
+    DM settings, else the server's DM_MODEL_PROVIDER / DM_MODEL), for `server.ready`:
+    clients name the model. None when the settings name no usable model."""
+    from llm.adapters import ModelError, adapter_for
+    from orchestrator.selectors import dm_config_get
+
+    config = dm_config_get(campaign_id=campaign_id)
+    try:
+        adapter = adapter_for(provider=config.provider, model=config.model)
+    except ModelError:
+        return None
+    return {"provider": str(adapter.provider), "model": str(adapter.model)}
 
 
 def _action_submit(

@@ -201,7 +201,7 @@ def test_room_renders_for_a_member_with_its_config(campaign: Any, gm: Any) -> No
     assert config["role"] == "gm"
     assert 'type="module"' in html and "campaigns/room.js" in html
     assert 'aria-live="polite"' in html
-    assert '<label for="action-text"' in html and 'maxlength="2000"' in html
+    assert '<label for="action-text"' in html and 'data-max-chars="2000"' in html
 
 
 def test_room_is_404_for_a_logged_in_outsider(campaign: Any, make_user: Any) -> None:

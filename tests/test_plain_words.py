@@ -237,6 +237,18 @@ def table(gm: Any, make_user: Any, settings: Any, tmp_path: Any) -> Table:
     t.play(alice, "I attack the drowned sailor with my cutlass")
     t.play(alice, "I greet the old harbourmaster")
     t.play(bob, "I pick up the brass lantern")
+    # The GM hides an entity the players met: they are told only that it is withdrawn.
+    met = next(
+        i
+        for i, e in snapshot_get(campaign_id=campaign.id).state["entities"].items()
+        if not e.get("hidden")
+    )
+    t.ok(
+        api_as(gm).post(
+            f"{t.url}/gm/values", {"path": f"/entities/{met}/hidden", "value": True}, format="json"
+        ),
+        201,
+    )
     t.ok(
         api_as(alice).post(
             f"{t.url}/rolls", {"formula": "1d20+2", "reason": "luck"}, format="json"

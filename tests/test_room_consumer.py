@@ -58,7 +58,11 @@ async def test_hello_returns_every_event_then_ready(campaign, alice):
     messages = await room.hello(0)
     version = (await sync_to_async(selectors.snapshot_get)(campaign_id=campaign.id)).version
     assert [e["seq"] for e in events_of(messages)] == list(range(1, version + 1))
-    assert messages[-1] == {"type": "server.ready", "seq": version}
+    assert messages[-1] == {
+        "type": "server.ready",
+        "seq": version,
+        "dm": {"provider": "fake", "model": "fake-dm"},
+    }
     first = events_of(messages)[0]
     assert set(first) == {
         "id",

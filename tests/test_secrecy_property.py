@@ -25,6 +25,13 @@ the reader), and three read paths: the reader's recap ("Previously on…", from 
 summaries, which are made every few events here, and the events after them), their
 `journal.md`, and the characters API.
 
+Issue 20 adds the GM hiding things from the room (`POST .../gm/values` on
+`/entities/<id>/hidden`, as the room's "Hide" button does): the public entity the players
+had seen, a hidden one, or a made-up id, after which the GM writes a secret into the
+entity. The players are told that an entity they knew left their view (a public
+`entity_withdrawn` {entity_id}), and nothing else: not the secret written after, not the
+id of an entity they never saw.
+
 `PLAYER_READ_PATHS` is the registry of what a player can read. Every later issue that
 adds a path players can read adds that path to it: one function `(world) -> list of
 texts` that reads it as the player through its public seam (HTTP, WebSocket, page).
@@ -610,6 +617,39 @@ def _table_move(world: World, kind: str, secret: bool) -> None:
     assert response.status_code == 201, response.content[:300]
 
 
+# What the GM hides from the room (issue 20): the entity the players know, a hidden one, or
+# an id that is no entity's.
+HIDE_TARGETS = ("public", "hidden", "unknown")
+
+
+def _gm_hide(world: World, which: str) -> None:
+    """The GM hides an entity, as the room's "Hide" button does, then writes a secret into
+    it (GM-only from then on). A refusal (an unknown id, an entity a turn removed) is the
+    GM's own 4xx: then nothing secret is written."""
+    entity_id = {
+        "public": world.public_id,
+        "hidden": world.hidden_ids[0] if world.hidden_ids else str(uuid.uuid4()),
+        "unknown": str(uuid.uuid4()),
+    }[which]
+    url = f"/api/campaigns/{world.campaign.id}/gm/values"
+    gm = api_as(world.gm)
+    gm.post(url, {"path": f"/entities/{entity_id}/hidden", "value": True}, format="json")
+    entity = _entities(world).get(entity_id)
+    if not isinstance(entity, dict) or entity.get("hidden") is not True:
+        return
+    token = _secret_token()
+    response = gm.post(
+        url, {"path": f"/entities/{entity_id}/data/hide_note", "value": token}, format="json"
+    )
+    if response.status_code == 201:
+        world.secrets.add(token)
+
+
+def _withdrawn_ids(world: World) -> set[str]:
+    events = Event.objects.filter(campaign_id=world.campaign.id, type="entity_withdrawn")
+    return {e.payload["entity_id"] for e in events}
+
+
 def _leaks(world: World, readers: list[Callable[[World], list[str]]]) -> list[tuple[str, str]]:
     found = []
     for reader in readers:
@@ -642,6 +682,7 @@ WORLDS = st.fixed_dictionaries(
         "reverts": st.lists(st.integers(0, 50), max_size=2),
         "retry": st.booleans(),
         "table": st.lists(st.tuples(st.sampled_from(TABLE_MOVES), st.booleans()), max_size=3),
+        "hides": st.lists(st.sampled_from(HIDE_TARGETS), max_size=2),
     }
 )
 
@@ -657,6 +698,8 @@ def _played(drawn: dict[str, Any]) -> World:
         _table_move(world, kind, secret)
     for pick in drawn["reverts"]:
         _gm_revert(world, pick)
+    for which in drawn["hides"]:
+        _gm_hide(world, which)
     return world
 
 
@@ -672,6 +715,8 @@ def test_no_player_read_path_shows_hidden_state(drawn: dict[str, Any]) -> None:
     world = _played(drawn)
     readers = [r for r in PLAYER_READ_PATHS if r not in SLOW_READ_PATHS]
     assert _leaks(world, readers) == []
+    # Only an entity the players knew is ever withdrawn from their view.
+    assert _withdrawn_ids(world) <= {world.public_id}
 
 
 @settings(max_examples=SLOW_EXAMPLES, **SETTINGS)
@@ -810,3 +855,20 @@ def test_a_retried_turn_that_touched_hidden_things_is_undone_out_of_the_players_
     # The player reads their HP restored.
     player_state = api_as(world.player).get(f"/api/campaigns/{world.campaign.id}/snapshot")
     assert player_state.json()["state"]["characters"][world.character_id]["hp"] == hp
+
+
+def test_hiding_the_entity_the_players_know_withdraws_it_and_keeps_what_follows_secret() -> None:
+    """The GM hides the entity the players had met, then a hidden one and a made-up id, and
+    writes secrets into what is hidden: every player read path has the withdrawal (the id
+    they knew) and none has a secret, nor the hidden entity's id."""
+    world = _world(1, 0)
+    known = world.public_id
+    for which in HIDE_TARGETS:
+        _gm_hide(world, which)
+    assert len(world.secrets) == 5  # the hidden one's name, data and deep value, two notes
+    assert _leaks(world, PLAYER_READ_PATHS) == []
+    assert _withdrawn_ids(world) == {known}
+    events = " ".join(read_events(world))
+    assert '"entity_withdrawn"' in events and known in events
+    assert world.hidden_ids[0] not in events
+    assert known not in " ".join(read_snapshot(world))

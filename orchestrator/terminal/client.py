@@ -300,6 +300,7 @@ class RoomClient:
             reconnected = self.ever_ready
             self.live = self.ever_ready = True
             lines = ["(Reconnected.)"] if reconnected else ["-- live --"]
+            lines += self._dm_named(message.get("dm"))
             if room.options and room.options_seq != self.options_shown_seq:
                 lines += options_lines(room.options)
                 self.options_shown_seq = room.options_seq
@@ -338,6 +339,19 @@ class RoomClient:
         if kind in ("event", "server.ack"):
             self.changed.set()
         return False
+
+    def _dm_named(self, dm: Any) -> list[str]:
+        """The model the server says its turns run on (`server.ready`'s `dm`): said when it
+        is not what the header guessed from this command's own settings."""
+        dm = dict_of(dm)
+        model, provider = text_of(dm.get("model")).strip(), text_of(dm.get("provider")).strip()
+        if not model:
+            return []
+        label = f"{model} ({provider})" if provider else model
+        if self.dm_label == label or self.dm_label.startswith(f"{label} at "):
+            return []
+        self.dm_label = label
+        return [f"DM model: {label}, as the server runs it."]
 
     def _on_error(self, message: dict[str, Any]) -> list[str]:
         detail = text_of(message.get("detail")) or "the server refused that."

@@ -114,7 +114,12 @@ class Room:
         if kind == "event":
             return self.on_event(dict_of(message.get("event")), live=live)
         if kind == "narration.delta":
-            return self.on_delta(text_of(message.get("turn_id")), text_of(message.get("text")))
+            offset = message.get("offset")
+            return self.on_delta(
+                text_of(message.get("turn_id")),
+                text_of(message.get("text")),
+                offset if isinstance(offset, int) and not isinstance(offset, bool) else None,
+            )
         if kind == "presence":
             return self.on_presence([dict_of(u) for u in message.get("users") or []])
         if kind == "round_waiting":
@@ -124,10 +129,17 @@ class Room:
             return [text_of(message["notice"])]
         return []
 
-    def on_delta(self, turn_id: str, text: str) -> list[str]:
+    def on_delta(self, turn_id: str, text: str, offset: int | None = None) -> list[str]:
+        """A piece of the streaming narration. `offset` (where the piece starts in the
+        narration; the text so far after a reconnect starts at 0): what is on the screen
+        already is not printed again."""
         if not turn_id or not text or turn_id in self.finished_turns:
             return []
         stream = self.streams.setdefault(turn_id, NarrationStream())
+        if offset is not None and offset < len(stream.text):
+            text = text[len(stream.text) - offset :]
+            if not text:
+                return []
         started = bool(stream.printed)
         lines = stream.feed(text, self.width)
         return ["", *lines] if lines and not started else lines  # a blank line before it

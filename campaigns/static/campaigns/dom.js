@@ -75,7 +75,7 @@ export async function api(path, { method = "GET", body } = {}) {
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {
-    return { ok: false, status: 0, data: { detail: "The server could not be reached." } };
+    return { ok: false, status: 0, data: { detail: "the server could not be reached." } };
   }
   let data = null;
   if (response.status !== 204) {
@@ -88,19 +88,40 @@ export async function api(path, { method = "GET", body } = {}) {
   return { ok: response.ok, status: response.status, data };
 }
 
-/** The human message of an API error body ({detail, code}, or DRF's field errors). */
+/** What an HTTP status means, for an answer that says nothing more. */
+const STATUS_WORDS = {
+  400: "the server could not use that.",
+  401: "your session ended: log in again.",
+  403: "that is not yours to do.",
+  404: "that is not there any more.",
+  409: "that clashes with a change made meanwhile; try again.",
+  413: "that is too large.",
+  429: "too many tries just now; wait a moment.",
+  503: "the server is busy for a moment; try again shortly.",
+};
+
+/** A field's name in words ("daily_cap_usd" -> "daily cap usd"); none for the form as a whole. */
+function fieldWords(field) {
+  return field === "non_field_errors" || field === "detail" ? "" : `${field.replaceAll("_", " ")}: `;
+}
+
+/** The human message of an API error body ({detail, code}, or DRF's field errors): always
+ * a sentence, never a bare status code. */
 export function errorDetail(result) {
   const data = result.data;
-  if (!data) return result.status ? `The server answered ${result.status}.` : "The server could not be reached.";
+  if (!data) {
+    if (!result.status) return "the server could not be reached.";
+    return STATUS_WORDS[result.status] || "something went wrong on the server; try again in a moment.";
+  }
   const detail = data.detail ?? data;
   if (typeof detail === "string") return detail;
   if (Array.isArray(detail)) return detail.map(asText).join(" ");
   if (detail && typeof detail === "object") {
     return Object.entries(detail)
-      .map(([field, problems]) => `${field}: ${Array.isArray(problems) ? problems.map(asText).join(" ") : asText(problems)}`)
+      .map(([field, problems]) => `${fieldWords(field)}${Array.isArray(problems) ? problems.map(asText).join(" ") : asText(problems)}`)
       .join("; ");
   }
-  return "Something went wrong.";
+  return "something went wrong.";
 }
 
 /**

@@ -1,16 +1,37 @@
-// The GM's tools in the room: who is at the table (with kick), direct the DM, correct a
-// value, undo an event, retry the latest narration, reveal the dice seed (the setup and
-// archiving are setup.js's). Each one is a call to the API; the change itself comes back
-// to every member as events on the socket, like any other.
+// The GM's tools in the room: who is at the table (remove and ban, hand the GM role), the
+// bans (Unban), the invite code (a new one), today's spend and the daily cap (with the
+// banner when the DM stopped at the cap), direct the DM, correct a value, undo an event,
+// retry the latest narration, reveal the dice seed (the setup and archiving are
+// setup.js's). Each one is a call to the API; the change itself comes back to every member
+// as events on the socket, like any other.
+//
+// Money is for the GM's eyes only (CONTRACTS §7 "What players are told"): this module runs
+// on a GM's page alone, and shows the meter in dollars and cents ("$0.42 of $2.00 today").
 
 import { api, asObject, asText, el, errorDetail } from "./dom.js";
+
+/** Whole cents as dollars: 42 -> "$0.42". */
+export function dollars(cents) {
+  const value = Number.isFinite(cents) ? Math.max(0, Math.round(cents)) : 0;
+  return `$${Math.floor(value / 100)}.${String(value % 100).padStart(2, "0")}`;
+}
+
+/** A typed dollar amount ("2", "$2.50", "2,50") as a decimal string, or null. */
+export function parseDollars(text) {
+  const cleaned = asText(text).trim().replace(/^\$/, "").replace(",", ".").trim();
+  if (!/^\d{1,6}(\.\d{1,2})?$/.test(cleaned)) return null;
+  const [whole, cents = ""] = cleaned.split(".");
+  return `${Number.parseInt(whole, 10)}.${cents.padEnd(2, "0")}`;
+}
 
 const LIST_FIELDS = new Set(["conditions", "inventory"]);
 const NUMBER_FIELDS = new Set(["hp", "max_hp", "ac"]);
 
-export function createGmTools({ config, table, notify }) {
+export function createGmTools({ config, table, notify, setBanner }) {
   const base = `/api/campaigns/${config.campaignId}`;
   const members = document.getElementById("gm-members");
+  const membersStatus = document.getElementById("gm-members-status");
+  const bansList = document.getElementById("gm-bans");
   const form = document.getElementById("gm-set-form");
   const characterSelect = document.getElementById("gm-character");
   const fieldSelect = document.getElementById("gm-field");
@@ -27,7 +48,7 @@ export function createGmTools({ config, table, notify }) {
     node.classList.toggle("gm-error", !ok);
   }
 
-  // --- Members and kick -------------------------------------------------------------------
+  // --- Members: remove (a ban) and hand the GM role -------------------------------------------
 
   function renderMembers(state) {
     const entries = Object.entries(asObject(state.members)).filter(([userId]) => userId !== config.userId);
@@ -46,14 +67,30 @@ export function createGmTools({ config, table, notify }) {
           el("span", { class: `badge badge-${role}` }, role === "gm" ? "GM" : "Player"),
           role === "player"
             ? el(
-                "button",
-                {
-                  type: "button",
-                  class: "btn btn-ghost btn-small gm-kick",
-                  "aria-label": `Remove ${name} from the campaign`,
-                  onclick: (event) => kick(userId, name, event.currentTarget),
-                },
-                "Remove",
+                "span",
+                { class: "gm-member-actions" },
+                el(
+                  "button",
+                  {
+                    type: "button",
+                    class: "btn btn-ghost btn-small gm-hand",
+                    "aria-label": `Hand the GM role to ${name}`,
+                    title: `${name} becomes the game master; you become a player`,
+                    onclick: (event) => handRole(userId, name, event.currentTarget),
+                  },
+                  "Make GM",
+                ),
+                el(
+                  "button",
+                  {
+                    type: "button",
+                    class: "btn btn-ghost btn-small gm-kick",
+                    "aria-label": `Remove ${name} from the campaign and ban them`,
+                    title: "Removed players are banned: they cannot join again until you lift the ban",
+                    onclick: (event) => kick(userId, name, event.currentTarget),
+                  },
+                  "Remove & ban",
+                ),
               )
             : null,
         );
@@ -62,17 +99,118 @@ export function createGmTools({ config, table, notify }) {
   }
 
   async function kick(userId, name, button) {
-    if (!window.confirm(`Remove ${name} from this campaign? They can come back only with the invite code.`)) return;
+    if (
+      !window.confirm(
+        `Remove ${name} from this campaign and ban them? Their character leaves the party, and they cannot join again, even with a new invite code, until you lift the ban.`,
+      )
+    ) {
+      return;
+    }
     button.disabled = true;
     const result = await api(`${base}/members/${userId}/kick`, { method: "POST" });
     if (result.ok) {
-      notify(`${name} was removed from the campaign.`, "info");
+      say(membersStatus, `${name} was removed and banned.`, true);
       table.refreshSoon();
+      refreshBans();
     } else {
       button.disabled = false;
-      notify(`Could not remove ${name}: ${errorDetail(result)}`);
+      say(membersStatus, `${name} was not removed: ${errorDetail(result)}`, false);
     }
   }
+
+  async function handRole(userId, name, button) {
+    if (
+      !window.confirm(
+        `Hand the GM role to ${name}? They become the game master of this campaign and you become a player: the GM's tools go to them.`,
+      )
+    ) {
+      return;
+    }
+    button.disabled = true;
+    const result = await api(`${base}/gm_role`, { method: "POST", body: { to: userId } });
+    if (result.ok) {
+      // The event comes back to everyone; this page then reloads as a player's (room.js).
+      say(membersStatus, `${name} is the GM now. This page reloads with a player's view…`, true);
+    } else {
+      button.disabled = false;
+      say(membersStatus, `The GM role was not handed over: ${errorDetail(result)}`, false);
+    }
+  }
+
+  // --- Bans (CONTRACTS §7 "GM controls") ---------------------------------------------------
+
+  async function refreshBans() {
+    const result = await api(`${base}/bans`);
+    if (!result.ok) {
+      bansList.replaceChildren(el("li", { class: "muted small" }, `The bans could not be read: ${errorDetail(result)}`));
+      return;
+    }
+    const bans = Array.isArray(result.data) ? result.data.map(asObject) : [];
+    if (!bans.length) {
+      bansList.replaceChildren(el("li", { class: "muted small gm-bans-none" }, "Nobody is banned."));
+      return;
+    }
+    bansList.replaceChildren(
+      ...bans.map((ban) => {
+        const name = asText(ban.display_name) || asText(ban.username) || "Someone";
+        return el(
+          "li",
+          { class: "gm-member gm-ban", "data-user-id": asText(ban.user_id) },
+          el("span", { class: "gm-member-name" }, name),
+          el(
+            "button",
+            {
+              type: "button",
+              class: "btn btn-ghost btn-small gm-unban",
+              "aria-label": `Unban ${name}`,
+              onclick: (event) => unban(asText(ban.user_id), name, event.currentTarget),
+            },
+            "Unban",
+          ),
+        );
+      }),
+    );
+  }
+
+  async function unban(userId, name, button) {
+    button.disabled = true;
+    const result = await api(`${base}/bans/${userId}`, { method: "DELETE" });
+    if (result.ok) {
+      say(membersStatus, `${name} may join again with the invite code.`, true);
+      refreshBans();
+    } else {
+      button.disabled = false;
+      say(membersStatus, `The ban was not lifted: ${errorDetail(result)}`, false);
+    }
+  }
+
+  let bansTimer = null;
+  function bansSoon() {
+    clearTimeout(bansTimer);
+    bansTimer = setTimeout(refreshBans, 300);
+  }
+
+  // --- The invite code -----------------------------------------------------------------------
+
+  const inviteCode = document.getElementById("invite-code");
+  const copyInvite = document.getElementById("copy-invite");
+  const rotateInvite = document.getElementById("rotate-invite");
+  const inviteStatus = document.getElementById("invite-status");
+
+  rotateInvite?.addEventListener("click", async () => {
+    if (!window.confirm("Make a new invite code? The current code stops working at once: share the new one with whoever should still join.")) return;
+    rotateInvite.disabled = true;
+    const result = await api(`${base}/invite_code`, { method: "POST" });
+    rotateInvite.disabled = false;
+    const code = asText(asObject(result.data).invite_code);
+    if (result.ok && code) {
+      inviteCode.textContent = code;
+      if (copyInvite) copyInvite.dataset.copy = code;
+      say(inviteStatus, "A new code is ready. The old one no longer works.", true);
+    } else {
+      say(inviteStatus, `No new code was made: ${errorDetail(result)}`, false);
+    }
+  });
 
   // --- Correct a value --------------------------------------------------------------------
 
@@ -227,6 +365,13 @@ export function createGmTools({ config, table, notify }) {
       directText.focus();
       return;
     }
+    if (text.length > 2000) {
+      // Refused here, the text kept (the box has no maxlength: nothing is cut silently).
+      say(directStatus, `A direction has at most 2,000 characters; this one has ${text.length.toLocaleString("en")}. Shorten it; nothing was sent.`, false);
+      directText.setAttribute("aria-invalid", "true");
+      directText.focus();
+      return;
+    }
     directText.removeAttribute("aria-invalid");
     const secret = directSecret.checked;
     const now = directNow.checked;
@@ -254,27 +399,60 @@ export function createGmTools({ config, table, notify }) {
     else say(diceStatus, `Not revealed: ${errorDetail(result)}`, false);
   });
 
-  // --- The spend meter (billing: GET /budget) ---------------------------------------------
+  // --- Today's spend and the daily cap (billing: GET, PUT .../budget) ------------------------
 
   const spendText = document.getElementById("gm-spend");
   const spendFill = document.getElementById("gm-spend-fill");
+  const budgetForm = document.getElementById("gm-budget-form");
+  const capInput = document.getElementById("gm-cap");
+  const hardStopInput = document.getElementById("gm-hard-stop");
+  const budgetStatus = document.getElementById("gm-budget-status");
+  const budgetSave = document.getElementById("gm-budget-save");
   let spendTimer = null;
+  /** The last budget read: {spent, reserved, cap, hardStop, stopped, stoppedBy}. */
+  let budget = null;
+  /** The GM edited the cap box: a refresh leaves what they typed alone. */
+  let capTouched = false;
+  /** The words of the failed turn that stopped the DM (the server's, without figures). */
+  let stopDetail = "";
+
+  function readBudget(data) {
+    const b = asObject(data);
+    return {
+      spent: Number(b.spent_today_cents) || 0,
+      reserved: Number(b.reserved_cents) || 0,
+      cap: Number(b.daily_cap_cents) || 0,
+      hardStop: b.hard_stop === true,
+      stopped: b.dm_stopped === true,
+      stoppedBy: asText(b.stopped_by),
+    };
+  }
+
+  function showBudget(data) {
+    budget = readBudget(data);
+    const { spent, reserved, cap, hardStop } = budget;
+    const percent = cap > 0 ? Math.max(0, Math.min(100, (spent / cap) * 100)) : spent > 0 ? 100 : 0;
+    spendFill.style.width = `${percent}%`;
+    spendFill.dataset.level = percent >= 100 ? "over" : percent >= 80 ? "warn" : "ok";
+    spendText.textContent =
+      `${dollars(spent)} of ${dollars(cap)} today` +
+      (reserved > 0 ? ` (${dollars(reserved)} held for the DM's answer in progress)` : "") +
+      (hardStop ? ". The DM stops at the cap." : ". Past the cap the DM goes on.");
+    if (!capTouched || document.activeElement !== capInput) {
+      capInput.value = (cap / 100).toFixed(2);
+      capTouched = false;
+    }
+    hardStopInput.checked = hardStop;
+    showStopped();
+  }
 
   async function refreshSpend() {
     const result = await api(`${base}/budget`);
     if (!result.ok) {
-      spendText.textContent = `Spend unavailable: ${errorDetail(result)}`;
+      spendText.textContent = `Today's spend cannot be read just now: ${errorDetail(result)}`;
       return;
     }
-    const b = asObject(result.data);
-    const percent = Math.max(0, Math.min(100, Number(b.percent) || 0));
-    spendFill.style.width = `${percent}%`;
-    spendFill.dataset.level = percent >= 100 ? "over" : percent >= 80 ? "warn" : "ok";
-    const stop = b.hard_stop ? "the DM stops at the cap" : "over the cap the DM degrades";
-    spendText.textContent =
-      `$${asText(b.spent_usd)} of $${asText(b.daily_cap_usd)} (${percent.toFixed(0)}%)` +
-      (Number(b.reserved_usd) > 0 ? `, $${asText(b.reserved_usd)} reserved` : "") +
-      `; ${stop}.`;
+    showBudget(result.data);
   }
 
   function spendSoon() {
@@ -282,7 +460,113 @@ export function createGmTools({ config, table, notify }) {
     spendTimer = setTimeout(refreshSpend, 400);
   }
 
+  /** PUT the budget; `where` is the status line to speak in. Returns whether it was saved. */
+  async function saveBudget(body, where) {
+    const result = await api(`${base}/budget`, { method: "PUT", body });
+    if (!result.ok) {
+      say(where, `Not saved: ${budgetError(result)}`, false);
+      return false;
+    }
+    const wasStopped = budget?.stopped;
+    showBudget(result.data);
+    if (wasStopped && !budget.stopped) say(where, "Saved. The DM is answering what was waiting.", true);
+    else if (budget.stopped) say(where, "Saved, but the DM still has no room to answer: raise the cap more.", false);
+    else say(where, "Saved.", true);
+    return true;
+  }
+
+  function budgetError(result) {
+    const data = asObject(result.data);
+    if (data.code === "cap_too_high" || typeof data.detail === "string") return errorDetail(result);
+    if (asObject(data.detail).daily_cap_usd) return "the cap is an amount in dollars, such as 2.50.";
+    return errorDetail(result);
+  }
+
+  budgetForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const cap = parseDollars(capInput.value);
+    if (cap === null) {
+      say(budgetStatus, "The cap is an amount in dollars, such as 2.50.", false);
+      capInput.setAttribute("aria-invalid", "true");
+      capInput.focus();
+      return;
+    }
+    capInput.removeAttribute("aria-invalid");
+    budgetSave.disabled = true;
+    await saveBudget({ daily_cap_usd: cap, hard_stop: hardStopInput.checked }, budgetStatus);
+    budgetSave.disabled = false;
+    capTouched = false;
+  });
+  capInput.addEventListener("input", () => {
+    capTouched = true;
+    capInput.removeAttribute("aria-invalid");
+  });
+
+  /** The banner when the DM stopped at the cap: what happened, and the raise right there. */
+  function showStopped() {
+    const shown = document.querySelector('[data-banner="turn"][data-budget-stop="gm"]');
+    if (!budget?.stopped) {
+      shown?.remove();
+      return;
+    }
+    if (shown) return; // one already offered (it may hold what the GM is typing)
+    const told = stopDetail ? ` ${stopDetail}${/[.!?]$/.test(stopDetail) ? "" : "."}` : "";
+    if (budget.stoppedBy === "user") {
+      setBanner("turn", {
+        tone: "budget",
+        role: "alert",
+        title: "The DM stopped: a player's daily allowance on this server is used up.",
+        text: `${told.trim()} It frees up over the next 24 hours; only whoever runs the server can change it.`.trim(),
+        marker: "gm",
+      });
+      return;
+    }
+    // A round figure with room for a few more turns: twice the cap, at least a dollar more.
+    const suggested = Math.ceil(Math.max(budget.cap * 2, budget.spent + budget.reserved + 100) / 100) * 100;
+    const input = el("input", {
+      type: "text",
+      inputmode: "decimal",
+      id: "raise-cap",
+      class: "banner-input",
+      "aria-label": "New daily cap in dollars",
+      value: (suggested / 100).toFixed(2),
+      maxlength: "12",
+    });
+    const status = el("span", { class: "banner-status", role: "status" });
+    const button = el("button", { type: "submit", class: "btn btn-primary btn-small", id: "raise-cap-button" }, "Raise the cap");
+    const form = el(
+      "form",
+      { class: "banner-form", novalidate: true, "aria-label": "Raise the daily cap" },
+      el("label", { for: "raise-cap", class: "banner-label" }, "New cap $"),
+      input,
+      button,
+      status,
+    );
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const cap = parseDollars(input.value);
+      if (cap === null) {
+        status.textContent = "An amount in dollars, such as 5.00.";
+        input.focus();
+        return;
+      }
+      button.disabled = true;
+      await saveBudget({ daily_cap_usd: cap }, budgetStatus);
+      button.disabled = false;
+      if (budget?.stopped) status.textContent = budgetStatus.textContent;
+    });
+    setBanner("turn", {
+      tone: "budget",
+      role: "alert",
+      title: "The DM stopped: today's cap is reached.",
+      text: `Today's budget is spent: ${dollars(budget.spent)} of ${dollars(budget.cap)}.${told} Raise the cap and the DM answers what is waiting.`,
+      actions: [form],
+      marker: "gm",
+    });
+  }
+
   refreshSpend();
+  refreshBans();
 
   return {
     onState(state) {
@@ -290,9 +574,17 @@ export function createGmTools({ config, table, notify }) {
       renderCharacters();
     },
     onEvent(event) {
-      if (["dm_narration", "turn_failed", "dm_audio_ready", "budget_warning", "budget_refused", "summary_created"].includes(event.type)) {
+      if (["dm_narration", "turn_failed", "turn_reopened", "dm_audio_ready", "budget_warning", "budget_refused", "summary_created"].includes(event.type)) {
         spendSoon();
       }
+      if (["player_left", "player_joined"].includes(event.type)) bansSoon();
+    },
+    /** The DM stopped for budget (a turn_failed just arrived, with the server's words):
+     * the meter says why, and the banner offers the raise. */
+    onStopped(detail) {
+      stopDetail = asText(detail).trim();
+      document.querySelector('[data-banner="turn"][data-budget-stop="gm"]')?.remove();
+      refreshSpend();
     },
     /** Archived: directing the DM and correcting values wait until the campaign is back. */
     setArchived(value) {

@@ -10,8 +10,8 @@
 import { createAudio } from "./audio.js";
 import { createCharacterMaker, describeCharacter, readOptions } from "./character.js";
 import { createDice, rollOutcomeWords } from "./dice.js";
-import { asObject, asText, el, timeOf } from "./dom.js";
-import { createGmTools } from "./gm.js";
+import { api, asObject, asText, el, errorDetail, timeOf } from "./dom.js";
+import { createGmTools, dollars } from "./gm.js";
 import { plainText, renderInline, renderMarkdown } from "./markdown.js";
 import { createRecap } from "./recap.js";
 import { createSetup } from "./setup.js";
@@ -29,6 +29,12 @@ const BACKOFF_MAX_MS = 15_000;
 const MAX_NOTICES = 4;
 const MAX_ANNOUNCEMENTS = 3;
 const STICK_TO_BOTTOM_PX = 48;
+/** The action box warns when fewer characters than this are left before the limit. */
+const WARN_REMAINING = 200;
+/** What was typed, kept across a reload of this page (the GM role changed hands). */
+const DRAFT_KEY = "rpgai.roomDraft";
+/** When this tab last reloaded the room for a new role (no reload loop). */
+const ROLE_RELOAD_KEY = "rpgai.roleReloadAt";
 
 const room = document.getElementById("main");
 const feed = document.getElementById("feed");
@@ -56,6 +62,8 @@ const journalUrl = `/api/campaigns/${config.campaignId}/journal.md`;
 const titleSuffix = document.title.startsWith(roomTitle.textContent) ? document.title.slice(roomTitle.textContent.length) : "";
 const maxChars = Number(config.maxActionChars) || 2000;
 const isGm = config.role === "gm";
+const leaveButton = document.getElementById("leave-campaign");
+const leaveStatus = document.getElementById("leave-status");
 
 // --- State ---------------------------------------------------------------------------------
 
@@ -67,6 +75,12 @@ let attempt = 0;
 let reconnectTimer = null;
 let countdownTimer = null;
 let pingTimer = null;
+/** The member is leaving (their own request): the socket's close is expected. */
+let leaving = false;
+/** The page reloads for a new role (the GM role changed hands): once. */
+let roleReloading = false;
+/** Whether the action box is past the limit, or near it (said once per crossing). */
+let countLevel = "ok";
 
 /** user_id -> display name, learned from player_joined events and presence. */
 const names = new Map([[config.userId, config.displayName]]);
@@ -126,9 +140,10 @@ const table = createTable({
     whispers.setMembers(members);
     gmTools?.onState(state);
     offerCharacter(state);
+    followRole(state);
   },
 });
-const gmTools = isGm ? createGmTools({ config, table, notify }) : null;
+const gmTools = isGm ? createGmTools({ config, table, notify, setBanner }) : null;
 const whispers = createWhisperBox({ config, send: sendUnlabelled("whisper"), isLive: () => live && !stopped, notify });
 const dice = createDice({
   send,
@@ -257,7 +272,12 @@ function setBanner(kind, banner) {
   }
   const node = el(
     "div",
-    { class: `banner banner-${banner.tone || "info"}`, "data-banner": kind, role: banner.role || "status" },
+    {
+      class: `banner banner-${banner.tone || "info"}`,
+      "data-banner": kind,
+      "data-budget-stop": banner.marker || null,
+      role: banner.role || "status",
+    },
     el("div", { class: "banner-text" }, el("strong", { class: "banner-title" }, banner.title), banner.text ? el("span", {}, " ", banner.text) : null),
     banner.actions?.length ? el("div", { class: "banner-actions" }, banner.actions) : null,
   );
@@ -347,23 +367,52 @@ function offerCharacter(state) {
   });
 }
 
+/** What a failed turn's code means, in a sentence (the code itself is never shown). */
+const FAILURE_WORDS = {
+  budget_exceeded: "The DM stopped: today's budget is spent.",
+  rate_limited: "The DM is asked too often just now.",
+  model_error: "The DM's model could not answer.",
+  model_timeout: "The DM's model took too long to answer.",
+  turn_timeout: "The DM could not finish the turn in time.",
+  internal_error: "Something went wrong on the server.",
+  prices_file_invalid: "This server's settings need fixing.",
+  archived: "The campaign was archived before the DM could answer.",
+};
+
+function failureWords(code) {
+  return FAILURE_WORDS[code] || "The DM could not answer.";
+}
+
+/** A sentence, ending with a full stop. */
+function sentence(text) {
+  const words = asText(text).trim();
+  if (!words) return "";
+  return /[.!?…]$/.test(words) ? words : `${words}.`;
+}
+
 function turnFailedBanner(code, detail) {
   if (code === "budget_exceeded") {
+    if (gmTools) {
+      // The GM's banner says what the cap is and offers the raise, read from the budget.
+      gmTools.onStopped(detail);
+      return;
+    }
     setBanner("turn", {
       tone: "budget",
       role: "alert",
-      // The server's words carry no money (CONTRACTS §7); the figures reach the GM in
-      // the GM-only budget_refused event and the spend meter.
+      // The server's words carry no money (CONTRACTS §7): players never see a figure.
       title: "The DM has stopped: today's budget is spent.",
-      text: `${detail ? `${detail} ` : ""}${isGm ? "The budget notice in the log says which cap was reached, with the figures." : ""}`.trim(),
+      text: sentence(detail) || "The GM has been told.",
       actions: [dismissButton("turn")],
     });
+  } else if (code === "archived") {
+    setBanner("turn", null); // the archived banner says it all
   } else {
     setBanner("turn", {
       tone: "danger",
       role: "alert",
       title: "The DM could not answer the last turn.",
-      text: `${detail || "The turn failed."} (${code || "error"}) Send an action to try again.`,
+      text: `${sentence(detail) || failureWords(code)} Send an action to try again.`,
       actions: [dismissButton("turn")],
     });
   }
@@ -468,6 +517,7 @@ function onClosed(code) {
   if (code === CLOSE_UNAUTHENTICATED || code === CLOSE_FORBIDDEN) {
     stopped = true;
     clearInterval(countdownTimer);
+    if (leaving || roleReloading) return; // on the way out (or back in) already
     showClosed(code);
     input.disabled = true;
     composer.querySelector("button[type=submit]").disabled = true;
@@ -599,6 +649,22 @@ function afterEvent(event, entry) {
       offerRetry(null); // only the latest narration, and this failure came after it
       turnFailedBanner(asText(p.code), asText(p.detail));
       break;
+    case "turn_reopened":
+      // The budget made room: the DM answers what was waiting. No banner stays up.
+      setBanner("turn", null);
+      if (live) announce("The DM is back.");
+      break;
+    case "entity_withdrawn":
+      // Hidden by the GM: gone from the table at once (the snapshot follows).
+      table.withdrawEntity(asText(p.entity_id));
+      break;
+    case "player_left":
+      table.markDeparted(Array.isArray(p.departed_character_ids) ? p.departed_character_ids.map(asText) : []);
+      break;
+    case "gm_role_handed":
+      if (live) announce(roleWords(event, p));
+      if (live && [asText(p.from_user_id), asText(p.to_user_id)].includes(config.userId)) table.refreshNow();
+      break;
     case "dm_narration_retracted":
       collapseRetracted(p.narration_seq, asText(p.turn_id));
       if (live) announce(`${event.actor?.user_id === config.userId ? "You" : "The GM"} asked the DM for another answer.`);
@@ -641,6 +707,13 @@ function afterEvent(event, entry) {
 
 function onAck(data) {
   if (dice.onAck(data)) return;
+  if (xCard.answers(data)) {
+    // Said by the server: this answers the X-card (CONTRACTS §7; `for`).
+    const at = unlabelled.indexOf("x_card");
+    if (at >= 0) unlabelled.splice(at, 1);
+    xCard.onAck(data);
+    return;
+  }
   if (!data.action_id && unlabelled.shift() === "x_card") {
     xCard.onAck(data);
     return;
@@ -675,7 +748,11 @@ function onDelta(data) {
   const turnId = asText(data.turn_id);
   const text = asText(data.text);
   if (!turnId || !text || finishedTurns.has(turnId)) return;
+  // `offset` 0: the narration from its start (the text so far, after a reload or a
+  // reconnect): it replaces what this page had of it instead of adding to it.
+  const fromStart = data.offset === 0;
   let stream = streams.get(turnId);
+  if (stream && fromStart) stream.text = "";
   if (!stream) {
     const body = el("div", { class: "entry-body" });
     const node = el(
@@ -684,8 +761,9 @@ function onDelta(data) {
       el("div", { class: "entry-head" }, el("span", { class: "entry-who" }, "The DM is narrating…")),
       body,
     );
-    // After a reconnect the text streamed meanwhile is lost: say so instead of a cut.
-    stream = { el: node, body, text: interruptedTurns.has(turnId) ? "… " : "", frame: 0 };
+    // After a reconnect without the text so far, what streamed meanwhile is lost: say so
+    // instead of a cut.
+    stream = { el: node, body, text: interruptedTurns.has(turnId) && !fromStart ? "… " : "", frame: 0 };
     streams.set(turnId, stream);
     changeFeed(() => streamsBox.append(node));
   }
@@ -704,6 +782,12 @@ function onError(data) {
   const code = asText(data.code);
   if (code === "archived") setup.markArchived(); // the server knows best: it is read-only
   if (dice.onError(data)) return;
+  if (xCard.answers(data)) {
+    const at = unlabelled.indexOf("x_card");
+    if (at >= 0) unlabelled.splice(at, 1);
+    xCard.onError(data);
+    return;
+  }
   if (!data.action_id && unlabelled[0] === "x_card") {
     unlabelled.shift();
     xCard.onError(data);
@@ -749,9 +833,11 @@ function errorText(code, detail) {
     too_large: "That message is too long:",
     forbidden: "Not allowed:",
     invalid_message: "The server could not use that:",
-    unavailable: "Try again in a moment:",
+    unavailable: "The server is busy for a moment; try again:",
+    internal_error: "Something went wrong on the server:",
+    budget_exceeded: "The DM has stopped for today's budget:",
   };
-  return `${known[code] || "Error:"} ${detail}`;
+  return `${known[code] || "That did not work:"} ${sentence(detail) || "try again in a moment."}`;
 }
 
 /**
@@ -942,6 +1028,15 @@ function andList(items) {
   return items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
 }
 
+/** "Mara handed the GM role to Bob", from where the reader sits. */
+function roleWords(event, p) {
+  const from = asText(p.from_user_id);
+  const to = asText(p.to_user_id);
+  const giver = from === config.userId ? "You" : nameOf(from);
+  const taker = to === config.userId ? "you" : nameOf(to);
+  return `${giver} handed the GM role to ${taker}.`;
+}
+
 const RENDERERS = {
   campaign_created(event, p) {
     const scene = asObject(p.scene);
@@ -1001,14 +1096,42 @@ const RENDERERS = {
   turn_failed(event, p) {
     const turnId = asText(p.turn_id);
     if (turnId) endStream(turnId);
-    const budget = p.code === "budget_exceeded";
+    const code = asText(p.code);
+    const budget = code === "budget_exceeded";
+    const detail = sentence(p.detail);
     return el(
       "li",
-      { class: `entry entry-failed${budget ? " entry-budget" : ""}` },
-      el("strong", {}, budget ? "The DM stopped: the budget is spent" : "The DM could not answer"),
-      ` (${asText(p.code) || "error"}): `,
-      el("span", {}, asText(p.detail) || "the turn failed."),
+      { class: `entry entry-failed${budget ? " entry-budget" : ""}`, "data-code": code || null },
+      el("strong", {}, failureWords(code)),
+      detail ? ` ${detail}` : "",
     );
+  },
+
+  turn_reopened() {
+    return el("li", { class: "entry entry-system entry-reopened" }, el("span", { class: "entry-text" }, el("strong", {}, "The DM is back.")));
+  },
+
+  gm_role_handed(event, p) {
+    return systemLine(roleWords(event, p), event);
+  },
+
+  entity_withdrawn() {
+    return null; // the table drops it; the story has nothing to say
+  },
+
+  budget_refused(event, p) {
+    // GM-only: the figures, in dollars and cents (never more digits than a meter has).
+    const spent = dollars(Math.round(Number(p.spent_usd) * 100));
+    const cap = dollars(Math.round(Number(p.cap_usd) * 100));
+    const whose = p.scope === "user" ? "a player's daily allowance" : "today's cap";
+    return systemLine(`The DM stopped at ${whose}: ${spent} of ${cap} spent. Nothing is spent past it.`, event);
+  },
+
+  budget_warning(event, p) {
+    const spent = dollars(Math.round(Number(p.spent_usd) * 100));
+    const cap = dollars(Math.round(Number(p.daily_cap_usd) * 100));
+    const percent = Number.isFinite(p.percent) ? `${p.percent}%` : "part";
+    return systemLine(`Budget: ${percent} of today's cap is spent (${spent} of ${cap}).`, event);
   },
 
   dm_narration_retracted(event, p) {
@@ -1486,7 +1609,11 @@ function submitAction() {
   }
   hideNote();
   if (text.length > maxChars) {
-    notify(`An action is at most ${maxChars} characters; this one has ${text.length}.`);
+    // Refused here, the text kept: nothing is ever cut without a word.
+    showNote(
+      `Your action has ${text.length.toLocaleString("en")} characters, ${(text.length - maxChars).toLocaleString("en")} more than the ${maxChars.toLocaleString("en")} an action may have. Shorten it; nothing was sent.`,
+      "error",
+    );
     return;
   }
   const actionId = newActionId();
@@ -1659,10 +1786,25 @@ function hideNote(focus = false) {
 
 // --- Composer ----------------------------------------------------------------------------------
 
+/** The counter under the action box: "12 / 2000"; near the limit "150 characters left";
+ * past it "30 characters over the limit" (sending is then refused, the text kept). */
 function updateCount() {
   const length = input.value.length;
-  charCount.textContent = `${length} / ${maxChars}`;
-  charCount.classList.toggle("near", length > maxChars * 0.9);
+  const left = maxChars - length;
+  const level = left < 0 ? "over" : left < WARN_REMAINING ? "near" : "ok";
+  if (level === "over") charCount.textContent = `${(-left).toLocaleString("en")} ${-left === 1 ? "character" : "characters"} over the limit`;
+  else if (level === "near") charCount.textContent = `${left.toLocaleString("en")} ${left === 1 ? "character" : "characters"} left`;
+  else charCount.textContent = `${length} / ${maxChars}`;
+  charCount.classList.toggle("near", level === "near");
+  charCount.classList.toggle("over", level === "over");
+  charCount.dataset.level = level;
+  input.toggleAttribute("aria-invalid", level === "over");
+  if (level !== countLevel) {
+    // Said once as the limit comes near or is passed, not at every key.
+    if (level === "near" && countLevel === "ok") announce(`${left} characters left before the limit.`);
+    if (level === "over") announce(`Past the limit of ${maxChars} characters: shorten the action to send it.`);
+    countLevel = level;
+  }
   // Grow with the text, up to the CSS max-height; shrink back once sent.
   input.style.height = "auto";
   if (input.value) input.style.height = `${input.scrollHeight + 2}px`;
@@ -1726,7 +1868,98 @@ if (copyButton) {
   });
 }
 
+// --- The GM role changed hands: this page becomes the new role's ------------------------------
+
+/**
+ * The snapshot says this member's role is not the one the page was made for (the GM role
+ * was handed to them, or by them): the page reloads as the new role's, keeping what was
+ * typed in the action box (restored by `restoreDraft`). Said first, then done once.
+ */
+function followRole(state) {
+  const role = asText(asObject(asObject(state.members)[config.userId]).role);
+  if (role === config.role) forgetRoleReload(); // this page is the right one
+  if (!role || role === config.role || roleReloading) return;
+  roleReloading = true;
+  const title = role === "gm" ? "You are the game master now." : "You handed the GM role on: you are a player now.";
+  if (reloadedForRoleJustNow()) {
+    // The page was just reloaded for this and still disagrees: no loop, a button instead.
+    roleReloading = false;
+    setBanner("role", {
+      tone: "info",
+      title,
+      text: "Reload the page for your new tools.",
+      actions: [el("button", { type: "button", class: "btn btn-secondary btn-small", onclick: () => location.reload() }, "Reload")],
+    });
+    return;
+  }
+  saveDraft();
+  setBanner("role", { tone: "info", role: "alert", title, text: "The page reloads with your new tools; what you typed stays in the box." });
+  try {
+    sessionStorage.setItem(ROLE_RELOAD_KEY, String(Date.now()));
+  } catch {
+    // Not kept: at worst one more reload.
+  }
+  setTimeout(() => location.reload(), 1200);
+}
+
+function forgetRoleReload() {
+  try {
+    sessionStorage.removeItem(ROLE_RELOAD_KEY);
+  } catch {
+    // Nothing kept.
+  }
+}
+
+function reloadedForRoleJustNow() {
+  try {
+    const at = Number(sessionStorage.getItem(ROLE_RELOAD_KEY));
+    return Number.isFinite(at) && Date.now() - at < 30_000;
+  } catch {
+    return false;
+  }
+}
+
+function saveDraft() {
+  try {
+    const draft = input.value;
+    if (draft.trim()) sessionStorage.setItem(DRAFT_KEY, JSON.stringify({ campaignId: config.campaignId, text: draft }));
+  } catch {
+    // Storage blocked: the draft is lost with the reload, nothing worse.
+  }
+}
+
+function restoreDraft() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(DRAFT_KEY) || "null");
+    sessionStorage.removeItem(DRAFT_KEY);
+    if (saved && saved.campaignId === config.campaignId && typeof saved.text === "string" && !input.value) {
+      input.value = saved.text;
+    }
+  } catch {
+    // Nothing kept, or not readable: an empty box.
+  }
+}
+
+// --- Leaving the campaign (CONTRACTS §7 "GM controls") ------------------------------------------
+
+leaveButton?.addEventListener("click", async () => {
+  if (!window.confirm("Leave this campaign? Your character leaves the party and the room closes for you. You can come back later with the invite code.")) return;
+  leaveButton.disabled = true;
+  leaving = true;
+  const result = await api(`/api/campaigns/${config.campaignId}/leave`, { method: "POST" });
+  if (result.ok) {
+    leaveStatus.textContent = "You left the campaign. Back to your campaigns…";
+    location.assign("/campaigns/");
+    return;
+  }
+  leaving = false;
+  leaveButton.disabled = false;
+  leaveStatus.textContent = `You are still here: ${errorDetail(result)}`;
+  leaveStatus.classList.add("gm-error");
+});
+
 room.dataset.panel = "story";
+restoreDraft();
 updateCount();
 showArchived(archived, false);
 // "Previously on…" is read before this page's socket can ever close (that moves the mark).

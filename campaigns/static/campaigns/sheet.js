@@ -12,7 +12,10 @@
 // the one shown is dropped, so a slow answer never rolls the sheet back. A player's
 // snapshot leaves out what they have not discovered (hidden entities); a reveal is a
 // public state_patch_applied, after which the re-read snapshot has the entity. A GM's
-// snapshot has everything: hidden entities are marked as such.
+// snapshot has everything: hidden entities are marked as such. When the GM hides an entity
+// the players had seen, they get `entity_withdrawn` {entity_id}: it leaves their table at
+// once. A character whose player left or was removed (`departed`, and `player_left`'s
+// `departed_character_ids`) leaves "The party" at once; it stays in the story.
 
 import { describeCharacter, modifier, signed } from "./character.js";
 import { api, asObject, asText, el, errorDetail, placeChildren } from "./dom.js";
@@ -29,6 +32,10 @@ export const STATE_EVENTS = new Set([
   "dm_narration_retracted",
   "character_created",
   "character_updated",
+  // Hidden again by the GM: the player's snapshot no longer has it.
+  "entity_withdrawn",
+  // Roles in the members list (and the page may become the other role's).
+  "gm_role_handed",
 ]);
 
 const LIST_FIELDS = ["conditions", "inventory"];
@@ -426,7 +433,7 @@ export function createTable({ config, elements, onState, options = null, onMakeC
   }
 
   function renderParty() {
-    const others = characters().filter((c) => c.owner_user_id !== config.userId);
+    const others = characters().filter((c) => c.owner_user_id !== config.userId && c.departed !== true);
     partyBlock.hidden = others.length === 0;
     placeChildren(
       party,
@@ -533,6 +540,30 @@ export function createTable({ config, elements, onState, options = null, onMakeC
     characters,
     characterName(id) {
       return asText(asObject(state?.characters)[id]?.name);
+    },
+    /** An entity hidden from the players (entity_withdrawn): off the table now. */
+    withdrawEntity(entityId) {
+      const entities = asObject(state?.entities);
+      if (!entityId || !(entityId in entities)) return;
+      if (isGm) {
+        entities[entityId] = { ...asObject(entities[entityId]), hidden: true };
+      } else {
+        delete entities[entityId];
+      }
+      renderMet();
+      refreshSoon();
+    },
+    /** Characters that left the party with their player (player_left): off the party now. */
+    markDeparted(characterIds) {
+      const all = asObject(state?.characters);
+      let changed = false;
+      for (const id of characterIds) {
+        if (all[id] && typeof all[id] === "object") {
+          all[id] = { ...all[id], departed: true };
+          changed = true;
+        }
+      }
+      if (changed) renderParty();
     },
   };
 }

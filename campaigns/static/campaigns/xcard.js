@@ -5,7 +5,8 @@
 //
 // The first tap in a browser explains what it does (and asks once); the hover text says it
 // too. A refusal (the X-card was tapped moments ago, or the campaign is archived) is said in
-// plain words.
+// plain words. The server's answer to a tap (its `server.ack`, or an `error`) carries
+// `"for": "x_card"`: that is how the page knows it is this one's (`answers`).
 
 import { asText } from "./dom.js";
 
@@ -114,6 +115,10 @@ export function createXCard({ send, isLive, isStopped, isArchived, notify, annou
   update();
 
   return {
+    /** Whether a server message answers an X-card tap (`for`: "x_card"). */
+    answers(data) {
+      return asText(data?.for) === "x_card";
+    },
     /** The server took it (server.ack {seq}); the story line follows for everyone. */
     onAck() {
       settle();
