@@ -115,7 +115,12 @@ def campaign_join(request: HttpRequest) -> HttpResponse:
     except DomainError as exc:
         words = JOIN_REFUSED.get(exc.code, exc.detail)
         form.add_error("invite_code", words)
-        messages.error(request, "You did not join: the invite code was not accepted.")
+        messages.error(
+            request,
+            "You did not join: the GM removed you from this campaign."
+            if exc.code == "banned"
+            else "You did not join: the invite code was not accepted.",
+        )
         return _list_page(request, CampaignCreateForm(auto_id="create_%s"), join_form=form)
     # A new player lands in the character form (room.js opens it for a blank sheet only).
     return redirect(reverse("campaign-room", args=[membership.campaign_id]) + "#make-character")

@@ -125,3 +125,18 @@ def test_players_may_not_see_or_change_bans_or_codes(campaign, gm, alice, make_u
     # The ban stands and the code is unchanged.
     assert [b.user_id for b in selectors.bans_of(campaign_id=campaign.id)] == [bob.id]
     assert selectors.campaign_get(campaign_id=campaign.id).invite_code == campaign.invite_code
+
+
+def test_the_join_form_tells_a_banned_user_why_in_plain_words(campaign, gm, alice):
+    from django.test import Client
+
+    services.member_kick(campaign_id=campaign.id, user_id=alice.id, by_user=gm)
+    browser = Client()
+    browser.force_login(alice)
+    response = browser.post(
+        "/campaigns/join", {"invite_code": campaign.invite_code, "display_name": "Alice"}
+    )
+    page = response.content.decode()
+    assert "You did not join: the GM removed you from this campaign." in page
+    assert "invite code was not accepted" not in page
+    assert campaign.invite_code in page  # what was typed stays
