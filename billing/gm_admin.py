@@ -182,20 +182,7 @@ class GmModelUsageAdmin(GmScopedAdmin, ModelUsageAdmin):
     )
     list_filter = (GmCampaignFilter, "purpose", "model", "estimated", "created_at")
     search_fields = ("model", "request_id")
-    fields = (
-        "created_at",
-        "campaign_name",
-        "purpose",
-        "provider",
-        "model",
-        "input_tokens",
-        "output_tokens",
-        "characters",
-        "cost",
-        "estimated",
-        "turn_id",
-        "request_id",
-    )
+    fields = (*list_display, "turn_id", "request_id")
     readonly_fields = fields
 
     @admin.display(description="campaign")
