@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, TypedDict
 
 from django.conf import settings
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -64,6 +64,48 @@ def user_reserved(*, user_id: uuid.UUID | str, now: datetime | None = None) -> D
     )
 
 
+@dataclass(frozen=True)
+class SpendTotals:
+    campaign_spent: Decimal
+    campaign_reserved: Decimal
+    user_spent: Decimal
+    user_reserved: Decimal
+
+
+def spend_totals(
+    *, campaign_id: uuid.UUID | str, user_id: uuid.UUID | str | None, now: datetime
+) -> SpendTotals:
+    """What the four selectors above give for a campaign and a user, in two queries (one
+    per table): a reservation checks both caps, and its queries come before every model
+    call (issue 17: the CPU before the call bounds the turns a process keeps in flight)."""
+    if user_id is None:
+        return SpendTotals(
+            campaign_spent(campaign_id=campaign_id, now=now),
+            campaign_reserved(campaign_id=campaign_id, now=now),
+            ZERO,
+            ZERO,
+        )
+    ours, theirs = Q(campaign_id=campaign_id), Q(user_id=user_id)
+    spent = ModelUsage.objects.filter(ours | theirs, created_at__gt=window_start(now)).aggregate(
+        campaign=Sum("cost_usd", filter=ours), user=Sum("cost_usd", filter=theirs)
+    )
+    held = Reservation.objects.filter(ours | theirs, expires_at__gt=now).aggregate(
+        campaign=Sum("amount_usd", filter=ours), user=Sum("amount_usd", filter=theirs)
+    )
+    return SpendTotals(
+        spent["campaign"] or ZERO,
+        held["campaign"] or ZERO,
+        spent["user"] or ZERO,
+        held["user"] or ZERO,
+    )
+
+
+def user_cap_default() -> Decimal | None:
+    """The BILLING_USER_DAILY_CAP_USD setting: every user's cap unless their own is set."""
+    default = str(settings.BILLING_USER_DAILY_CAP_USD or "").strip()
+    return Decimal(default) if default else None
+
+
 def user_cap(*, user_id: uuid.UUID | str | None) -> Decimal | None:
     """The user's own daily cap, else the BILLING_USER_DAILY_CAP_USD setting, else None."""
     if user_id is None:
@@ -72,8 +114,7 @@ def user_cap(*, user_id: uuid.UUID | str | None) -> Decimal | None:
     for cap in own:
         if cap is not None:
             return cap
-    default = str(settings.BILLING_USER_DAILY_CAP_USD or "").strip()
-    return Decimal(default) if default else None
+    return user_cap_default()
 
 
 # --- Budget status ----------------------------------------------------------------------------
@@ -159,6 +200,8 @@ def budget_model_choice(
 ) -> tuple[str, str]:
     """The provider and model a turn should use: the campaign's own, or the cheaper one
     configured for degrading once the campaign is past its cap without hard stop."""
+    if not (settings.BILLING_DEGRADE_PROVIDER or settings.BILLING_DEGRADE_MODEL):
+        return provider, model  # no cheaper model configured: no need to read the budget
     degradation = budget_degradation(campaign_id=campaign_id)
     if not degradation.active or not (degradation.provider or degradation.model):
         return provider, model

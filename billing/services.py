@@ -167,20 +167,31 @@ def _campaign_budget_locked(
 
 
 def _user_cap_locked(user_id: uuid.UUID | str | None) -> Decimal | None:
-    """The user's daily cap, with the user's budget row locked; None: no cap, no lock."""
-    cap = selectors.user_cap(user_id=user_id)
-    if cap is None or user_id is None:
+    """The user's daily cap, with the user's budget row locked; None: no cap (no lock,
+    unless the user has a budget row: it is locked by the same read that finds the cap)."""
+    if user_id is None:
         return None
-    if not UserBudget.objects.filter(user_id=user_id).exists():
-        if not get_user_model().objects.filter(id=user_id).exists():
-            return cap  # a deleted user: nothing to lock, the cap still holds
-        try:
-            with transaction.atomic():
-                UserBudget.objects.create(user_id=user_id)  # blank cap: the setting's
-        except IntegrityError:
-            pass
+    # One query when the row exists (every user who has spent under a cap): it runs
+    # before every model call.
+    own = list(
+        UserBudget.objects.select_for_update()
+        .filter(user_id=user_id)
+        .values_list("daily_cap_usd", flat=True)
+    )
+    default = selectors.user_cap_default()
+    if own:
+        return own[0] if own[0] is not None else default
+    if default is None:
+        return None
+    if not get_user_model().objects.filter(id=user_id).exists():
+        return default  # a deleted user: nothing to lock, the cap still holds
+    try:
+        with transaction.atomic():
+            UserBudget.objects.create(user_id=user_id)  # blank cap: the setting's
+    except IntegrityError:
+        pass
     UserBudget.objects.select_for_update().filter(user_id=user_id).first()
-    return cap
+    return default
 
 
 # --- Reserve, settle, release -------------------------------------------------------------------
@@ -206,9 +217,11 @@ def budget_reserve(
             user_cap = _user_cap_locked(user_id)
             # Reservations of workers that died mid-call stop counting when they expire.
             Reservation.objects.filter(campaign_id=campaign_id, expires_at__lte=now).delete()
+            totals = selectors.spend_totals(
+                campaign_id=campaign_id, user_id=user_id if user_cap is not None else None, now=now
+            )
             if budget.hard_stop:
-                spent = selectors.campaign_spent(campaign_id=campaign_id, now=now)
-                reserved = selectors.campaign_reserved(campaign_id=campaign_id, now=now)
+                spent, reserved = totals.campaign_spent, totals.campaign_reserved
                 if spent + reserved + amount_usd > budget.daily_cap_usd:
                     raise BudgetExceeded(
                         scope="campaign",
@@ -220,8 +233,7 @@ def budget_reserve(
                         amount=amount_usd,
                     )
             if user_cap is not None:
-                spent = selectors.user_spent(user_id=user_id, now=now)  # type: ignore[arg-type]
-                reserved = selectors.user_reserved(user_id=user_id, now=now)  # type: ignore[arg-type]
+                spent, reserved = totals.user_spent, totals.user_reserved
                 if spent + reserved + amount_usd > user_cap:
                     raise BudgetExceeded(
                         scope="user",

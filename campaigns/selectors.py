@@ -203,10 +203,11 @@ def events_after(
         qs = Event.objects.filter(campaign_id=campaign_id, seq__gt=cursor).order_by("seq")
         if through_seq is not None:
             qs = qs.filter(seq__lte=through_seq)
-        page = list(qs[: limit - len(found)])
-        if not page:
-            break
+        wanted = limit - len(found)
+        page = list(qs[:wanted])
         found.extend(e for e in page if event_visible(e.visibility, viewer))
+        if len(page) < wanted:
+            break  # the end of the log: no need to ask again
         cursor = page[-1].seq
     return found
 

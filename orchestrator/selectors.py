@@ -6,6 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.utils import timezone
@@ -23,6 +24,9 @@ from .prompt import (
     Setup,
     TurnContext,
 )
+
+if TYPE_CHECKING:
+    from campaigns.models import Event
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +59,12 @@ def dm_config_get(*, campaign_id: uuid.UUID | str) -> DMConfig:
 def turn_owed(*, campaign_id: uuid.UUID | str) -> tuple[int, int] | None:
     """(answered_through_seq, last_action_seq) when player actions await an answer."""
     snapshot = campaign_selectors.snapshot_get(campaign_id=campaign_id)
-    if snapshot is None:
-        return None
-    turn = snapshot.state.get("turn", {})
+    return owed_in(snapshot.state) if snapshot is not None else None
+
+
+def owed_in(state: dict) -> tuple[int, int] | None:
+    """turn_owed, from a snapshot's state the caller read already."""
+    turn = state.get("turn", {})
     answered, last = turn.get("answered_through_seq", 0), turn.get("last_action_seq", 0)
     return (answered, last) if last > answered else None
 
@@ -71,40 +78,60 @@ class Unfinished:
     # False: its narration was retracted (a retry), the new answer is a turn of its own
 
 
-def turn_unfinished(*, campaign_id: uuid.UUID | str, answered_seq: int) -> Unfinished | None:
-    """A turn that rolled its dice and then neither narrated nor failed (it was cut short:
-    its worker died, say), whose narration a GM retracted, or that a budget stop ended and
-    a budget raise reopened (`turn_reopened`): the next turn is given its rolls instead of
-    rolling again (CONTRACTS §7: rolls are facts)."""
-    ended: set[str] = set()
-    retracted: set[str] = set()  # retracted, and no answer since has used its rolls
-    rolled: list[str] = []
-    cursor = answered_seq
+def events_since(*, campaign_id: uuid.UUID | str, after_seq: int) -> list[Event]:
+    """Every event after `after_seq`, in order (pages of EVENTS_PAGE_MAX): what a turn
+    reads of the log since its last answer, fetched once and shared by its selectors."""
+    found: list[Event] = []
+    cursor = after_seq
     while True:
         page = campaign_selectors.events_after(
             campaign_id=campaign_id, after_seq=cursor, limit=campaign_selectors.EVENTS_PAGE_MAX
         )
-        if not page:
-            break
-        for event in page:
-            turn_id = (event.payload or {}).get("turn_id")
-            if event.type == "turn_reopened":
-                # A budget raise reopened the turns the budget stopped: their answers are
-                # taken back as a retraction's is, and their rolls stand for the next one.
-                retracted.update(t for t in rolled if t in ended)
-                continue
-            if not turn_id:
-                continue
-            if event.type in ("dm_narration", "turn_failed"):
-                ended.add(str(turn_id))
-                retracted.clear()  # the retry answered (or failed) with those rolls
-            elif event.type == "dm_narration_retracted":
-                retracted.add(str(turn_id))
-            elif event.type == "roll_result" and event.actor_kind == "dm":
-                rolled.append(str(turn_id))
-            elif event.type == "roll_requested" and (event.payload or {}).get("for_user_id"):
-                rolled.append(str(turn_id))  # a player's roll it asked for
+        found.extend(page)
+        if len(page) < campaign_selectors.EVENTS_PAGE_MAX:
+            return found
         cursor = page[-1].seq
+
+
+def turn_window_start(answered_seq: int, through_seq: int) -> int:
+    """Where a turn's read of the log starts: its recent events (the last
+    RECENT_EVENTS_MAX) and every event since its last answer."""
+    return min(answered_seq, max(0, through_seq - RECENT_EVENTS_MAX))
+
+
+def turn_unfinished(
+    *, campaign_id: uuid.UUID | str, answered_seq: int, since: list[Event] | None = None
+) -> Unfinished | None:
+    """A turn that rolled its dice and then neither narrated nor failed (it was cut short:
+    its worker died, say), whose narration a GM retracted, or that a budget stop ended and
+    a budget raise reopened (`turn_reopened`): the next turn is given its rolls instead of
+    rolling again (CONTRACTS §7: rolls are facts). `since`: the events after
+    `answered_seq` when the caller read them already (events_since)."""
+    ended: set[str] = set()
+    retracted: set[str] = set()  # retracted, and no answer since has used its rolls
+    rolled: list[str] = []
+    if since is None:
+        since = events_since(campaign_id=campaign_id, after_seq=answered_seq)
+    for event in since:
+        if event.seq <= answered_seq:
+            continue
+        turn_id = (event.payload or {}).get("turn_id")
+        if event.type == "turn_reopened":
+            # A budget raise reopened the turns the budget stopped: their answers are
+            # taken back as a retraction's is, and their rolls stand for the next one.
+            retracted.update(t for t in rolled if t in ended)
+            continue
+        if not turn_id:
+            continue
+        if event.type in ("dm_narration", "turn_failed"):
+            ended.add(str(turn_id))
+            retracted.clear()  # the retry answered (or failed) with those rolls
+        elif event.type == "dm_narration_retracted":
+            retracted.add(str(turn_id))
+        elif event.type == "roll_result" and event.actor_kind == "dm":
+            rolled.append(str(turn_id))
+        elif event.type == "roll_requested" and (event.payload or {}).get("for_user_id"):
+            rolled.append(str(turn_id))  # a player's roll it asked for
     for turn_id in reversed(rolled):  # the latest such turn
         if turn_id in retracted:
             return Unfinished(turn_id, resumed=False)
@@ -114,16 +141,32 @@ def turn_unfinished(*, campaign_id: uuid.UUID | str, answered_seq: int) -> Unfin
 
 
 def turn_context_get(
-    *, campaign_id: uuid.UUID | str, answered_seq: int, through_seq: int
+    *,
+    campaign_id: uuid.UUID | str,
+    answered_seq: int,
+    through_seq: int,
+    state: dict | None = None,
+    since: list[Event] | None = None,
 ) -> TurnContext:
-    snapshot = campaign_selectors.snapshot_get(campaign_id=campaign_id)
-    state = snapshot.state if snapshot else {}
+    """What the DM's prompt is built from. `state` (the snapshot's) and `since` (the
+    events after turn_window_start, events_since) when the caller read them already: a
+    turn reads the log once for its recent events and what came since its last answer
+    (its CPU before the model call bounds the turns one process keeps in flight, issue 17)."""
+    if state is None:
+        snapshot = campaign_selectors.snapshot_get(campaign_id=campaign_id)
+        state = snapshot.state if snapshot else {}
+    recent_after = max(0, through_seq - RECENT_EVENTS_MAX)
+    window = since
+    if window is None:
+        window = events_since(
+            campaign_id=campaign_id, after_seq=turn_window_start(answered_seq, through_seq)
+        )
+    since = [e for e in window if e.seq > answered_seq]
+    in_turn = [e for e in since if e.seq <= through_seq]
     members = state.get("members", {})
     characters = state.get("characters", {})
     actions = []
-    for event in campaign_selectors.player_actions_between(
-        campaign_id=campaign_id, after_seq=answered_seq, through_seq=through_seq
-    ):
+    for event in (e for e in in_turn if e.type == "player_action"):
         user_id = str(event.actor_user_id) if event.actor_user_id else None
         character_id = event.payload.get("character_id")
         character = characters.get(character_id or "", {})
@@ -139,12 +182,7 @@ def turn_context_get(
                 text=event.payload["text"],
             )
         )
-    events = campaign_selectors.events_after(
-        campaign_id=campaign_id,
-        after_seq=max(0, through_seq - RECENT_EVENTS_MAX),
-        through_seq=through_seq,
-        limit=RECENT_EVENTS_MAX,
-    )
+    events = [e for e in window if recent_after < e.seq <= through_seq]
     reasons = {
         e.payload.get("roll_id"): e.payload.get("reason")
         for e in events
@@ -176,8 +214,12 @@ def turn_context_get(
         campaign_id=str(campaign_id),
         edition=str(state.get("campaign", {}).get("edition", "")),
         setup=_setup_of(state),
-        opening=_opening_owed(campaign_id, answered_seq, through_seq),
-        x_card=x_card_tapped(campaign_id, answered_seq, through_seq),
+        # A new campaign's `campaign_created` asking for an opening scene, within the
+        # turn's range: it was never narrated.
+        opening=any(
+            e.type == "campaign_created" and (e.payload or {}).get("opening") for e in in_turn
+        ),
+        x_card=any(e.type == "x_card" for e in in_turn),
         state=state,
         actions=actions,
         recent=recent,
@@ -186,12 +228,18 @@ def turn_context_get(
         entity_order=campaign_selectors.entity_ids_by_creation(campaign_id=campaign_id)
         if len(state.get("entities", {})) > STATE_ENTITIES_MAX
         else [],
-        directions=_directions_since(campaign_id, answered_seq),
-        retries=len(
-            campaign_selectors.events_of_type_after(
-                campaign_id=campaign_id, event_type="dm_narration_retracted", after_seq=answered_seq
+        # The GM's directions since the last answer: narrated at once (`now`) or held for
+        # this turn, they join its prompt as direction, never as a player's action.
+        directions=[
+            Direction(
+                seq=e.seq,
+                text=str(e.payload.get("text", "")),
+                secret=(e.visibility or {}).get("kind", "all") != "all",
             )
-        ),
+            for e in since
+            if e.type == "gm_direction"
+        ],
+        retries=sum(1 for e in since if e.type == "dm_narration_retracted"),
     )
 
 
@@ -208,17 +256,6 @@ def _setup_of(state: dict) -> Setup:
     )
 
 
-def _opening_owed(campaign_id: uuid.UUID | str, answered_seq: int, through_seq: int) -> bool:
-    """Whether this turn answers a new campaign's `campaign_created` that asks for an
-    opening scene (its seq is within the turn's range: it was never narrated)."""
-    return any(
-        event.seq <= through_seq and (event.payload or {}).get("opening")
-        for event in campaign_selectors.events_of_type_after(
-            campaign_id=campaign_id, event_type="campaign_created", after_seq=answered_seq
-        )
-    )
-
-
 def x_card_tapped(campaign_id: uuid.UUID | str, answered_seq: int, through_seq: int) -> bool:
     """Whether someone tapped the X-card since the last answer: this turn steers away."""
     return any(
@@ -227,21 +264,6 @@ def x_card_tapped(campaign_id: uuid.UUID | str, answered_seq: int, through_seq: 
             campaign_id=campaign_id, event_type="x_card", after_seq=answered_seq
         )
     )
-
-
-def _directions_since(campaign_id: uuid.UUID | str, answered_seq: int) -> list[Direction]:
-    """The GM's directions since the last answer: narrated at once (`now`) or held for
-    this turn, they join its prompt as direction, never as a player's action."""
-    return [
-        Direction(
-            seq=event.seq,
-            text=str(event.payload.get("text", "")),
-            secret=(event.visibility or {}).get("kind", "all") != "all",
-        )
-        for event in campaign_selectors.events_of_type_after(
-            campaign_id=campaign_id, event_type="gm_direction", after_seq=answered_seq
-        )
-    ]
 
 
 def _memory_get(

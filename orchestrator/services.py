@@ -33,10 +33,9 @@ from billing.selectors import budget_model_choice
 from billing.services import BudgetExceeded
 from campaigns.events import NewEvent
 from campaigns.selectors import (
-    campaign_archived,
     campaign_get,
-    player_actions_between,
     roll_answer,
+    snapshot_get,
     turn_roll_requests_open,
     turn_rolls_logged,
 )
@@ -202,10 +201,15 @@ def _turn_claim(*, campaign_id: uuid.UUID | str, holder: str, may_run: bool) -> 
     owed = selectors.turn_owed(campaign_id=campaign_id)
     if owed is None:
         return False
-    if campaign_archived(campaign_id=campaign_id):
+    campaign = campaign_get(campaign_id=campaign_id)
+    if campaign is None or campaign.archived:
         return False
     # The X-card steers away at once: a round waiting for its players does not hold it.
-    if not selectors.x_card_tapped(campaign_id, *owed) and round_hold(campaign_id=campaign_id):
+    if (
+        campaign.turn_mode == campaign.TurnMode.ROUNDS
+        and not selectors.x_card_tapped(campaign_id, *owed)
+        and round_hold(campaign_id=campaign_id)
+    ):
         return False
     if not may_run:
         turn_request(campaign_id=campaign_id)
@@ -369,12 +373,23 @@ class _Prepared:
 
 
 def _turn_prepare(*, campaign_id: uuid.UUID | str) -> _Prepared | None:
-    owed = selectors.turn_owed(campaign_id=campaign_id)
+    snapshot = snapshot_get(campaign_id=campaign_id)
+    owed = selectors.owed_in(snapshot.state) if snapshot is not None else None
     if owed is None:
         return None
     answered, through = owed
+    # The log since the last answer is read once, for the context, the unfinished turn
+    # and the request id (this CPU, before the model call, bounds the turns one process
+    # keeps in flight: issue 17).
+    since = selectors.events_since(
+        campaign_id=campaign_id, after_seq=selectors.turn_window_start(answered, through)
+    )
     context = selectors.turn_context_get(
-        campaign_id=campaign_id, answered_seq=answered, through_seq=through
+        campaign_id=campaign_id,
+        answered_seq=answered,
+        through_seq=through,
+        state=snapshot.state,
+        since=since,
     )
     config = selectors.dm_config_get(campaign_id=campaign_id)
     # Past its cap without hard stop, a campaign may be played by a cheaper model.
@@ -384,7 +399,9 @@ def _turn_prepare(*, campaign_id: uuid.UUID | str) -> _Prepared | None:
     # A turn that rolled and was then cut short (its worker died) goes on under its own
     # turn_id, with the rolls it made; a retried turn (the GM retracted its answer) is a
     # turn of its own, given the rolls of the answer retracted.
-    unfinished = selectors.turn_unfinished(campaign_id=campaign_id, answered_seq=answered)
+    unfinished = selectors.turn_unfinished(
+        campaign_id=campaign_id, answered_seq=answered, since=since
+    )
     return _Prepared(
         turn_id=(
             unfinished.turn_id
@@ -407,19 +424,19 @@ def _turn_prepare(*, campaign_id: uuid.UUID | str) -> _Prepared | None:
         ),
         context=context,
         answered_seq=answered,
-        request_id=_last_request_id(campaign_id, through),
+        # The request id of the action that closes the turn: its logs follow the turn.
+        request_id=next(
+            (
+                str(e.request_id)
+                for e in reversed(since)
+                if e.type == "player_action" and e.seq <= through
+            ),
+            "",
+        ),
         provider=provider,
         model=model,
         prompt=prompt_build(context=context, budget=settings.DM_PROMPT_TOKEN_BUDGET),
     )
-
-
-def _last_request_id(campaign_id: uuid.UUID | str, through: int) -> str:
-    """The request id of the action that closes the turn: its logs follow the turn."""
-    actions = player_actions_between(
-        campaign_id=campaign_id, after_seq=through - 1, through_seq=through
-    )
-    return actions[-1].request_id if actions else ""
 
 
 async def _turn_play(
