@@ -22,8 +22,16 @@ def _encoding(name: str) -> tiktoken.Encoding:
 
 
 def count_tokens(text: str) -> int:
+    return _count(settings.DM_TOKENIZER, text)
+
+
+# A turn's prompt counts the same recent events, summaries and passages turn after turn
+# (about 70 texts a turn, ~10 ms of encoding before every model call): the counts are
+# kept, a few thousand texts per process (issue 17).
+@functools.lru_cache(maxsize=8192)
+def _count(encoding: str, text: str) -> int:
     # disallowed_special=(): player text that spells "<|endoftext|>" is just text.
-    return len(_encoding(settings.DM_TOKENIZER).encode(text, disallowed_special=()))
+    return len(_encoding(encoding).encode(text, disallowed_special=()))
 
 
 def count_message_tokens(messages: list[dict[str, str]]) -> int:
