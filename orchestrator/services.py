@@ -51,7 +51,7 @@ from campaigns.withdrawals import with_withdrawals
 from llm.adapters import PROVIDERS, ModelError, ModelRequest, Usage, adapter_for
 from llm.services import Caller, model_answer
 from rpgai import tracing
-from rpgai.aio import db, run_sync
+from rpgai.aio import db, io, run_sync
 from rpgai.errors import Conflict, DomainError, NotFound
 
 from . import selectors
@@ -319,7 +319,7 @@ async def aturn_run(
     finally:
         # The narration streamed for a page reloaded mid-turn is kept no longer.
         try:
-            await db(narration_so_far_forget, campaign_id=campaign_id, turn_id=turn.outcome.turn_id)
+            await io(narration_so_far_forget, campaign_id=campaign_id, turn_id=turn.outcome.turn_id)
         except Exception:
             log.warning("turn %s: its streamed text was not let go", turn.outcome.turn_id)
 

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.cache import cache
 from pydantic_core import from_json
 
-from rpgai.aio import db
+from rpgai.aio import io
 
 _REASONING_TAGS = ("think", "thinking", "reasoning", "analysis")
 _OPEN = tuple(f"<{t}>" for t in _REASONING_TAGS)
@@ -315,7 +315,7 @@ class NarrationStream:
             self.told += text
             # Kept before it is sent: a page that says hello after this delta went out
             # finds it in what is kept (and drops it as a repeat if it arrives too).
-            await db(
+            await io(
                 cache.set,
                 _stream_key(self.campaign_id),
                 {"turn_id": self.turn_id, "text": self.told},

@@ -16,6 +16,7 @@ caller's own thread and connection (its transaction, in a test), as Django's
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import threading
@@ -99,6 +100,31 @@ async def db(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return await sync_to_async(func, thread_sensitive=True)(*args, **kwargs)
     return await sync_to_async(_in_pool, thread_sensitive=False, executor=_pool())(
         func, args, kwargs
+    )
+
+
+_io_executor: ThreadPoolExecutor | None = None
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    global _io_executor
+    with _executor_lock:
+        if _io_executor is None:
+            _io_executor = ThreadPoolExecutor(
+                max_workers=max(1, settings.IO_THREADS), thread_name_prefix="rpgai-io"
+            )
+        return _io_executor
+
+
+async def io(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run sync cache (Redis) work from a coroutine on threads of its own (IO_THREADS),
+    not the database's: a hundred turns streaming their narration write the text so far
+    a few times a second each, and on the DB_THREADS those writes queued ahead of the
+    database work of the turns starting (issue 17). Touches no database connection."""
+    if _on_caller_thread.get():
+        return func(*args, **kwargs)  # sync callers (a command, a test): their own thread
+    return await asyncio.get_running_loop().run_in_executor(
+        _io_pool(), functools.partial(func, *args, **kwargs)
     )
 
 

@@ -330,6 +330,10 @@ VOICE_FIRST_SEGMENT_MAX_CHARS = env.int("VOICE_FIRST_SEGMENT_MAX_CHARS", default
 VOICE_NARRATION_MAX_CHARS = env.int("VOICE_NARRATION_MAX_CHARS", default=6000)
 # A narration older than this when its task starts is not voiced (a backed-up queue, an
 # imported or forked log): late speech is worse than none.
+# Threads for the turns' cache (Redis) writes, apart from the DB_THREADS: the narration
+# text so far, written as it streams, must not queue ahead of the database work
+# (rpgai/aio.py io()).
+IO_THREADS = env.int("IO_THREADS", default=4)
 VOICE_MAX_AGE_SECONDS = env.int("VOICE_MAX_AGE_SECONDS", default=600)
 # Load the piper voice before the first narration (in Celery worker processes at start,
 # in the web server when a player acts), so the first sentence is not kept waiting.
