@@ -260,7 +260,9 @@ def test_a_worker_serves_metrics_of_the_turns_it_runs(campaign, alice, tmp_path)
         assert response.status_code == 202
         while True:
             samples = worker_samples() or {}
-            if _value(samples, "rpgai_events_appended_total", type="dm_narration") >= 1:
+            # The append counter moves before the broadcast and the signal that records
+            # the turn: wait for the turn's own figures.
+            if _value(samples, "rpgai_turn_latency_seconds_count", outcome="ok") >= 1:
                 break
             assert time.monotonic() < deadline, log_file.read_text()[-3000:]
             time.sleep(0.2)
