@@ -260,7 +260,6 @@ class OpenAIModel:
     async def _with_retries(self, request: ModelRequest, sink: StreamSink | None) -> ModelReply:
         ladder = self._ladder_for(request)
         step = await self._shape_first(ladder)
-        stepped = False
         attempt = 0
         while True:
             attempt += 1
@@ -277,7 +276,13 @@ class OpenAIModel:
             if attempt > 1 and sink is not None:
                 sink.restart()
             try:
-                reply = await self._once(request, sink, timeout, shape)
+                # The read timeout bounds only the silence between bytes: a server that
+                # keeps the stream alive with pings while it thinks (llama-cpp-python's
+                # SSE pings every 15 s) never trips it. The turn's deadline bounds the call.
+                async with asyncio.timeout(left if request.deadline is not None else None):
+                    reply = await self._once(request, sink, timeout, shape)
+            except TimeoutError:
+                raise ModelError("the model did not finish in time", code="model_timeout") from None
             except openai.OpenAIError as exc:
                 if _shape_refused(exc):
                     if step + 1 < len(ladder):
@@ -289,14 +294,15 @@ class OpenAIModel:
                             ladder[step + 1],
                         )
                         step += 1
-                        stepped = True
+                        # Remembered now, whether or not the next shape is answered in
+                        # time: the refusal is a fact about this server, and the next
+                        # turn must not ask in the refused shape again.
+                        await self._shape_remember(ladder, ladder[step])
                         attempt -= 1  # a refused shape is no failed attempt
                         continue
                     raise self._refusal_error(exc, shape) from None
                 outcome = _classify(exc)
             else:
-                if stepped:
-                    await self._shape_remember(ladder, shape)
                 reply.attempts = attempt
                 reply.extra["output_shape"] = shape
                 return reply

@@ -87,6 +87,16 @@ class Hang:
 
 
 @dataclass
+class Pings:
+    """Open the event stream, then send only SSE comments (`: ping`) every `every` seconds
+    for `seconds`, as llama-cpp-python's server does while it evaluates a long prompt:
+    the connection is never silent, and no token comes."""
+
+    seconds: float = 30.0
+    every: float = 0.1
+
+
+@dataclass
 class Recorded:
     path: str
     body: dict[str, Any]
@@ -174,7 +184,7 @@ class OpenAIServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def script(self, *behaviours: Answer | Fail | Hang) -> None:
+    def script(self, *behaviours: Answer | Fail | Hang | Pings) -> None:
         with self._lock:
             self._script.extend(behaviours)
 
@@ -182,7 +192,7 @@ class OpenAIServer:
         """The shape of each request so far, in order."""
         return [shape_of(r.body) for r in self.requests]
 
-    def next_behaviour(self) -> Answer | Fail | Hang:
+    def next_behaviour(self) -> Answer | Fail | Hang | Pings:
         with self._lock:
             return self._script.popleft() if self._script else self.default
 
@@ -236,6 +246,15 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if isinstance(behaviour, Hang):
                 self.owner.stopping.wait(behaviour.seconds)
+                return
+            if isinstance(behaviour, Pings):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                deadline = time.monotonic() + behaviour.seconds
+                while time.monotonic() < deadline and not self.owner.stopping.wait(behaviour.every):
+                    self.wfile.write(b": ping\n\n")
+                    self.wfile.flush()
                 return
             if isinstance(behaviour, Fail):
                 self._json(

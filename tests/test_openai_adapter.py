@@ -12,7 +12,7 @@ import pytest
 from campaigns.selectors import events_after, membership_get
 from campaigns.services import campaign_create, player_action_submit
 from orchestrator.services import dm_settings_set, turn_run, turns_run_pending
-from tests.openai_server import GOOD_ANSWER, Answer, Fail, Hang, serving
+from tests.openai_server import GOOD_ANSWER, Answer, Fail, Hang, Pings, serving
 
 pytestmark = pytest.mark.django_db
 
@@ -222,6 +222,21 @@ def test_a_stream_that_trickles_past_the_turn_deadline_fails_the_turn(
     _, events = play(campaign, alice)
     assert [e.type for e in events] == ["turn_failed"]
     assert events[0].payload["code"] == "model_timeout"
+
+
+def test_a_server_that_pings_without_answering_is_cut_at_the_turn_deadline(
+    campaign, alice, settings, openai_server
+):
+    # The read timeout never trips: the server is never silent for DM_TIMEOUT_SECONDS.
+    settings.DM_TIMEOUT_SECONDS = 5
+    settings.DM_TURN_DEADLINE_SECONDS = 0.8
+    openai_server.script(Pings(seconds=20, every=0.1))
+    started = time.monotonic()
+    _, events = play(campaign, alice)
+    assert time.monotonic() - started < 4  # the deadline, not the turn's backstop
+    assert [e.type for e in events] == ["turn_failed"]
+    assert events[0].payload["code"] == "model_timeout"
+    assert len(openai_server.requests) == 1
 
 
 def test_a_401_fails_the_turn_at_once(campaign, alice, style, openai_server):

@@ -243,3 +243,16 @@ def test_reasoning_fields_never_reach_the_narration_without_streaming(campaign, 
         _, events = play(campaign, alice)
     assert events[-1].payload["text"] == GOOD_ANSWER["narration"]
     assert not any("SECRET" in json.dumps(e.payload) for e in events)
+
+
+def test_a_refusal_is_remembered_even_when_the_next_shape_fails_too(campaign, alice, settings):
+    # llama-cpp-python refuses json_schema, then the json_object+schema call runs past the
+    # turn's deadline on a slow machine: the next turn must not ask in json_schema again.
+    settings.DM_MAX_RETRIES = 0
+    with serving(settings, refuse={"json_schema": LLAMA_CPP_PYTHON_JSON_SCHEMA}) as server:
+        server.script(Fail(503, "the server is busy"))
+        _, events = play(campaign, alice, "I attack the goblin")
+        assert [e.type for e in events] == ["turn_failed"]
+        _, events = play(campaign, alice, "I search the goblin's pockets")
+        assert events[-1].type == "dm_narration"
+        assert server.shapes() == ["json_schema", "json_object+schema", "json_object+schema"]
