@@ -151,7 +151,12 @@ def formatter(*, json: bool = True, colors: bool | None = None) -> logging.Forma
     else:
         if colors is None:
             colors = sys.stderr.isatty()
-        renderer = structlog.dev.ConsoleRenderer(colors=colors)
+        # Plain tracebacks: structlog's default (rich, when installed) prints every frame's
+        # locals, which held a whole prompt and schema per frame (thousands of lines for one
+        # timed-out turn) and may hold what a secret scrubber does not recognise.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=colors, exception_formatter=structlog.dev.plain_traceback
+        )
         final = [scrub_secrets, renderer]
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder()],

@@ -112,6 +112,21 @@ def test_no_secret_reaches_a_console_line(console_logs):
         assert secret not in output, secret
 
 
+def test_a_console_traceback_shows_no_locals(console_logs):
+    # A frame's locals (a prompt, a schema, a key in an unexpected shape) stay out.
+    def call_model(api_settings: dict) -> None:
+        raise TimeoutError("the model did not answer")
+
+    header = "X-Custom-Auth opaque-value-" + str(4711)  # a local, not on a source line
+    try:
+        call_model({"header": header})
+    except TimeoutError:
+        logging.getLogger("tests.console").exception("turn failed")
+    output = console_logs.getvalue()
+    assert "Traceback" in output and "call_model" in output
+    assert "opaque-value-4711" not in output
+
+
 def test_json_lines_carry_time_level_logger_and_request_id(json_logs):
     with request_id_bound("req-42"):
         structlog.get_logger("tests.fields").warning("something happened", seq=7)
