@@ -16,7 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import (
     append,
     fanout,
+    memory_embeddings,
     memory_per_connection,
+    memory_prompt_tokens,
+    memory_retrieval,
     turns,
     turns_concurrency,
     two_step,
@@ -98,6 +101,11 @@ def main() -> None:
     lines += ["", *turns_concurrency.markdown(_separately("turns_concurrency"))]
     lines += ["", *two_step.markdown(_separately("two_step"))]
     lines += ["", *memory_per_connection.markdown(_separately("memory_per_connection"))]
+    retrieval = {}
+    retrieval.update(_separately("memory_retrieval"))
+    retrieval.update(_separately("memory_retrieval", "--postgres"))
+    lines += ["", *memory_retrieval.markdown(retrieval)]
+    lines += ["", *memory_embeddings.markdown(_separately("memory_embeddings"))]
     voice = {}
     voice.update(_separately("voice_latency"))
     voice.update(_separately("voice_latency", "--services"))
@@ -118,15 +126,8 @@ def main() -> None:
             f"| {label} | {r['first_p50']:.0f} | {r['first_max']:.0f} | "
             f"{r['first_cold']:.0f} | {r['all_p50']:.0f} |"
         )
-    lines += [
-        "",
-        "## Prompt size over a long campaign",
-        "",
-        "`python -m bench.memory_prompt_tokens` (2,000 turns, several minutes; not part of "
-        "`make bench`) plots the DM prompt's tokens turn by turn with layered summaries "
-        "against the whole history: see [memory.md](memory.md) and "
-        "![prompt tokens](memory_prompt_tokens.png).",
-    ]
+    # The 2,000-turn campaign (10-25 minutes; BENCH_MEMORY_TURNS shortens it).
+    lines += ["", *memory_prompt_tokens.markdown(_separately("memory_prompt_tokens"))]
     out = ROOT / "docs" / "benchmarks.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")

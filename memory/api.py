@@ -29,6 +29,7 @@ from .journal import Journal
 from .models import Document, NpcMemory
 from .recap import recap_get
 from .retrieval import passages_search
+from .vectors import indexed_counts, indexing_text
 
 QUERY_MAX_CHARS = 500
 
@@ -41,10 +42,19 @@ class DocumentOutput(serializers.Serializer):
     visibility = serializers.CharField()
     size_bytes = serializers.IntegerField()
     passages = serializers.IntegerField()
+    passages_indexed = serializers.IntegerField(
+        allow_null=True,
+        help_text="passages embedded for search by meaning (indexing runs in the background "
+        "after an upload); null: embeddings are off, search is full text only",
+    )
+    indexing = serializers.CharField(
+        help_text='the index in words: "indexing 340 of 1,000 passages", "indexed", or '
+        '"full text only (embeddings are off)"'
+    )
     created_at = serializers.DateTimeField()
 
 
-def _document_data(document: Document, passages: int) -> dict[str, Any]:
+def _document_data(document: Document, passages: int, indexed: int | None) -> dict[str, Any]:
     return {
         "id": str(document.id),
         "title": document.title,
@@ -53,8 +63,15 @@ def _document_data(document: Document, passages: int) -> dict[str, Any]:
         "visibility": document.visibility,
         "size_bytes": document.size_bytes,
         "passages": passages,
+        "passages_indexed": indexed,
+        "indexing": indexing_text(indexed, passages),
         "created_at": document.created_at.isoformat().replace("+00:00", "Z"),
     }
+
+
+def _indexed(document_id: Any) -> int | None:
+    counts = indexed_counts(document_ids=[document_id])
+    return None if counts is None else counts.get(document_id, 0)
 
 
 class DocumentListCreateApi(APIView):
@@ -87,8 +104,17 @@ class DocumentListCreateApi(APIView):
     def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
         membership = membership_required(request, campaign_id)
         found = selectors.documents_list(campaign_id=campaign_id, include_gm_only=membership.is_gm)
-        counts = selectors.passage_counts(document_ids=[d.id for d in found])
-        return Response([_document_data(d, counts.get(d.id, 0)) for d in found])
+        ids = [d.id for d in found]
+        counts = selectors.passage_counts(document_ids=ids)
+        indexed = indexed_counts(document_ids=ids)
+        return Response(
+            [
+                _document_data(
+                    d, counts.get(d.id, 0), None if indexed is None else indexed.get(d.id, 0)
+                )
+                for d in found
+            ]
+        )
 
     @extend_schema(
         operation_id="campaign_documents_create",
@@ -131,7 +157,7 @@ class DocumentListCreateApi(APIView):
             uploaded_by=request.user,
         )
         return Response(
-            _document_data(result.document, result.passages),
+            _document_data(result.document, result.passages, _indexed(result.document.id)),
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 
@@ -165,7 +191,17 @@ class PassageOutput(serializers.Serializer):
     heading = serializers.CharField()
     source = serializers.CharField(help_text='"Title / Section": where the passage comes from')
     text = serializers.CharField()
-    score = serializers.FloatField(help_text="0..1, higher is better")
+    score = serializers.FloatField(
+        help_text="0..1, higher is better: full text and meaning fused (1: first by both)"
+    )
+    fulltext_score = serializers.FloatField(
+        allow_null=True, help_text="0..1 by full text; null: full text did not find it"
+    )
+    vector_score = serializers.FloatField(
+        allow_null=True,
+        help_text="cosine similarity of meaning (-1..1); null: not found by meaning "
+        "(embeddings off, not indexed yet, or too far)",
+    )
 
 
 class RagSearchOutput(serializers.Serializer):
@@ -174,8 +210,9 @@ class RagSearchOutput(serializers.Serializer):
 
 
 class RagSearchApi(APIView):
-    """`GET ?q=...&limit=N`: the campaign's passages that best match, with scores and
-    sources. Players search the documents everyone may read; GMs all of them."""
+    """`GET ?q=...&limit=N`: the campaign's passages that best match, by full text and by
+    meaning fused, with each method's score and the sources. Players search the documents
+    everyone may read; GMs all of them."""
 
     class QueryInput(serializers.Serializer):
         q = serializers.CharField(max_length=QUERY_MAX_CHARS)
@@ -212,6 +249,8 @@ class RagSearchApi(APIView):
                         "source": hit.source,
                         "text": hit.text,
                         "score": hit.score,
+                        "fulltext_score": hit.fulltext_score,
+                        "vector_score": hit.vector_score,
                     }
                     for hit in hits
                 ],

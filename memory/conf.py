@@ -31,6 +31,12 @@ DEFAULTS: dict[str, Any] = {
     # Passages one document may make: a file of 60,000 one-line sections would make as
     # many rows (and token counts) in one request. Refused while splitting, before any work.
     "MEMORY_DOCUMENT_MAX_PASSAGES": 2000,
+    # Vectors (memory.vectors): the campaigns' matrices a process keeps between searches,
+    # in MiB for all campaigns (10,000 passages make 15 MiB); the rest is read again.
+    "MEMORY_VECTOR_CACHE_MB": 64,
+    # Seconds one embedding task works before it queues the rest of its document (under
+    # CELERY_TASK_SOFT_TIME_LIMIT, 120 s by default).
+    "MEMORY_EMBED_SECONDS_PER_TASK": 60,
 }
 
 

@@ -1,5 +1,6 @@
 """Lore and rules the GM uploads: checked (type, size, encoding), cut into passages along
-headings and paragraphs, and stored for full-text retrieval (memory.retrieval)."""
+headings and paragraphs, and stored for retrieval (memory.retrieval): full text at once,
+by meaning once the background task has embedded the passages (memory.vectors)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rest_framework import status
 from campaigns.selectors import campaign_get
 from llm.tokens import count_tokens
 from rpgai.errors import DomainError, NotFound
+from rpgai.tasks import enqueue
 
 from .conf import setting
 from .models import Document, Passage
@@ -313,7 +315,18 @@ def document_create(
         if existing is None:
             raise
         return DocumentCreated(existing, existing.passages.count(), created=False)
+    _index_later(document.id)
     return DocumentCreated(document, len(drafts), created=True)
+
+
+def _index_later(document_id: uuid.UUID) -> None:
+    """Queue the embedding of the document's passages, once they are committed (a task
+    started before would find none); searches use full text until then."""
+    from .embeddings import embeddings_enabled
+    from .tasks import embed_passages
+
+    if embeddings_enabled():
+        transaction.on_commit(lambda: enqueue(embed_passages, document_id=str(document_id)))
 
 
 def document_source(title: str, heading: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.files.uploadedfile import UploadedFile
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 
 from campaigns import selectors as campaign_selectors
@@ -20,7 +21,9 @@ from rpgai.ratelimit import check_rate, client_ip_key, user_key
 from . import curation, documents
 from .admin import DocumentAdmin, NpcMemoryAdmin
 from .conf import setting
+from .embeddings import embedder_model_id
 from .models import Document, NpcMemory
+from .vectors import indexed_counts, indexing_text
 
 # --- Documents ---------------------------------------------------------------------------------
 
@@ -76,7 +79,15 @@ class GmDocumentAdmin(GmScopedAdmin, DocumentAdmin):
     gm_can_change = True
     gm_can_delete = True
     autocomplete_fields = ("campaign",)
-    list_display = ("title", "campaign", "visibility", "content_type", "size_bytes", "created_at")
+    list_display = (
+        "title",
+        "campaign",
+        "visibility",
+        "content_type",
+        "size_bytes",
+        "index_status",
+        "created_at",
+    )
     list_filter = (GmCampaignFilter, "visibility", "content_type")
     search_fields = ("title", "filename")
     fields = (
@@ -86,10 +97,48 @@ class GmDocumentAdmin(GmScopedAdmin, DocumentAdmin):
         "filename",
         "content_type",
         "size_bytes",
+        "index_status",
         "created_at",
         "text",
     )
-    readonly_fields = ("campaign", "filename", "content_type", "size_bytes", "created_at", "text")
+    readonly_fields = (
+        "campaign",
+        "filename",
+        "content_type",
+        "size_bytes",
+        "index_status",
+        "created_at",
+        "text",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        # The passages and those embedded, counted in the list's one query.
+        model_id = embedder_model_id()
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                passages_total=Count("passages", distinct=True),
+                passages_indexed=Count(
+                    "passages",
+                    filter=Q(passages__embedding_model=model_id),
+                    distinct=True,
+                ),
+            )
+        )
+
+    @admin.display(description="search index")
+    def index_status(self, obj: Document) -> str:
+        # "indexing 340 of 1,000 passages" while the background task embeds them.
+        total = getattr(obj, "passages_total", None)
+        indexed = getattr(obj, "passages_indexed", None)
+        if total is None:  # a document not read through get_queryset
+            total = obj.passages.count()
+            counts = indexed_counts(document_ids=[obj.pk])
+            indexed = None if counts is None else counts.get(obj.pk, 0)
+        if embedder_model_id() is None:
+            indexed = None
+        return indexing_text(indexed, total)
 
     def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         if obj is None:

@@ -7,7 +7,9 @@ Full-text search lives outside these models, in the migration `0002_fulltext`: o
 PostgreSQL a generated `tsvector` column `search` with a GIN index on memory_passage;
 on SQLite an FTS5 table `memory_passage_fts` kept in sync by triggers. A later migration
 that makes Django rebuild memory_passage on SQLite (most ALTERs do) drops those triggers
-and must create them again.
+and must create them again. The update trigger fires only when the heading or the text
+changes (migration `0005_passage_embedding`): storing a passage's vector leaves the
+index alone.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ class Passage(models.Model):
     heading = models.CharField(max_length=500, blank=True, default="")  # "Combat / Grappling"
     text = models.TextField()
     tokens = models.PositiveIntegerField(default=0)
+    # The passage's meaning as a vector (memory.vectors): float32 bytes, little-endian,
+    # of the model named beside it; both null until the background task has embedded it.
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
+    embedding_model = models.CharField(max_length=64, null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["document", "ordinal"]

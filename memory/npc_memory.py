@@ -1,6 +1,7 @@
-"""NPCs that remember: after turns, the log is read into a small graph of what each NPC
-(an `npc` or `creature` entity of the campaign) has seen and been told, whom it met,
-where it was, and how it took it, every edge naming the event it came from.
+"""NPCs that remember: after turns (and as play goes without them: the GM may run the
+table), the log is read into a small graph of what each NPC (an `npc` or `creature`
+entity of the campaign) has seen and been told, whom it met, where it was, and how it
+took it, every edge naming the event it came from.
 
 The extraction is by rules, deterministic and free (no model call): an NPC takes part
 in a turn when a player's action or the DM's narration names it (by name, or by what it
@@ -30,18 +31,27 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from campaigns.models import Event
-from campaigns.selectors import events_after, snapshot_get
+from campaigns.selectors import EVENTS_PAGE_MAX, events_after, snapshot_get
 
 from .models import MemoryCursor, NpcMemory
+from .summaries import pointer_parts
 
 NPC_KINDS = frozenset({"npc", "creature"})
 TURN_END_TYPES = frozenset({"dm_narration", "turn_failed"})
-EVENTS_PER_RUN = 2000
+# One window of the log per transaction (events_after reads at most EVENTS_PAGE_MAX).
+EVENTS_PER_RUN = EVENTS_PAGE_MAX
+WINDOWS_PER_RUN = 5
+# Play without DM turns is read in scenes of about this many events (see _readable).
+BEAT_EVENTS = 40
+# Longer than a DM turn takes (DM_MAX_STEPS calls of DM_TIMEOUT_SECONDS, a player's roll).
+TURN_WAIT = timedelta(minutes=5)
 DETAIL_MAX_CHARS = 240
 ARTICLES = ("the ", "a ", "an ", "some ")
 
@@ -350,10 +360,11 @@ class _Extractor:
 
     def patched(self, event: Event, turn: Sequence[Event]) -> None:
         for op in (event.payload.get("patches") or [])[:16]:
-            path = str(op.get("path", ""))
-            if path == "/scene/location" and op.get("op") in ("add", "replace"):
+            parts = pointer_parts(op.get("path", ""))
+            if not parts:
+                continue
+            if parts == ["scene", "location"] and op.get("op") in ("add", "replace"):
                 self.location = _clip(op.get("value"), 200)
-            parts = path.strip("/").split("/")
             if (
                 len(parts) >= 3
                 and parts[0] == "characters"
@@ -380,44 +391,86 @@ class _Extractor:
                     )
 
 
+def _readable(events: Sequence[Event], *, now: datetime) -> tuple[list[list[Event]], int]:
+    """The groups of `events` to read now, and how many events they span.
+
+    A group is a turn, up to its `dm_narration` or `turn_failed`. Play without DM turns
+    (the GM runs the table, the DM stopped for budget) has no such end: there a group
+    closes at the first action past BEAT_EVENTS events (at any event past four times
+    that), so that an NPC named there `saw` the actions of its own scene, not those of
+    the whole stretch, and a full window is always read in part. The last, unfinished
+    group is held back while the DM may still be answering it (a turn's own events come
+    before its narration, and an NPC it creates `met` the turn's actors), that is while
+    it is younger than TURN_WAIT; older, no answer is coming and it is read."""
+    groups: list[list[Event]] = []
+    group: list[Event] = []
+    size = 0
+    read = 0
+    for i, event in enumerate(events):
+        if (size >= BEAT_EVENTS and event.type == "player_action") or size >= 4 * BEAT_EVENTS:
+            groups.append(group)
+            group, size, read = [], 0, i
+        size += 1
+        # Public events, and those shown to some players (edges from them carry
+        # known_by); GM-only events are never read.
+        if (event.visibility or {}).get("kind", "all") in ("all", "users"):
+            group.append(event)
+        if event.type in TURN_END_TYPES:
+            groups.append(group)
+            group, size, read = [], 0, i + 1
+    if read < len(events) and events[read].created_at <= now - TURN_WAIT:
+        groups.append(group)
+        read = len(events)
+    return [g for g in groups if g], read
+
+
 def npc_memories_extract(*, campaign_id: uuid.UUID | str) -> int:
-    """Read the whole turns since the last extraction into NPC memories; return how many
-    edges were added. Idempotent (edges have keys) and serialized per campaign."""
+    """Read the log since the last extraction into NPC memories; return how many edges
+    were added. Idempotent (edges have keys) and serialized per campaign. At most
+    WINDOWS_PER_RUN windows of EVENTS_PER_RUN events; with more to read (an imported
+    log, say) the task is queued again."""
+    added = 0
+    for _ in range(WINDOWS_PER_RUN):
+        window_added, read, full = _extract_window(campaign_id)
+        added += window_added
+        if not (read and full):
+            return added
+    from rpgai.tasks import enqueue
+
+    from .tasks import extract_npc_memories
+
+    enqueue(extract_npc_memories, campaign_id=str(campaign_id))
+    return added
+
+
+def _extract_window(campaign_id: uuid.UUID | str) -> tuple[int, int, bool]:
+    """One window: (edges added, events read, whether the window was full)."""
     snapshot = snapshot_get(campaign_id=campaign_id)
     if snapshot is None:
-        return 0
+        return 0, 0, False
     with transaction.atomic():
         cursor, _ = MemoryCursor.objects.get_or_create(campaign_id=campaign_id)
         cursor = MemoryCursor.objects.select_for_update().get(pk=cursor.pk)
         events = events_after(
             campaign_id=campaign_id, after_seq=cursor.npc_through_seq, limit=EVENTS_PER_RUN
         )
-        last_end = max((i for i, e in enumerate(events) if e.type in TURN_END_TYPES), default=None)
-        if last_end is None:
-            return 0
-        batch = events[: last_end + 1]
+        groups, read = _readable(events, now=timezone.now())
+        if not read:
+            return 0, 0, False
         created_later = {
             str((e.payload.get("entity") or {}).get("id"))
-            for e in batch
+            for e in events[:read]
             if e.type == "entity_created"
         }
         # From seq 0 the log's campaign_created sets the scene.
         location = cursor.location if cursor.npc_through_seq else ""
         extractor = _Extractor(campaign_id, snapshot.state, location, created_later)
-        turn: list[Event] = []
-        for event in batch:
-            # Public events, and those shown to some players (edges from them carry
-            # known_by); GM-only events are never read.
-            if (event.visibility or {}).get("kind", "all") in ("all", "users"):
-                turn.append(event)
-            if event.type in TURN_END_TYPES:
-                if turn:
-                    extractor.turn(turn)
-                turn = []
+        for group in groups:
+            extractor.turn(group)
         before = NpcMemory.objects.filter(campaign_id=campaign_id).count()
         NpcMemory.objects.bulk_create(extractor.edges.values(), ignore_conflicts=True)
         added = NpcMemory.objects.filter(campaign_id=campaign_id).count() - before
-        cursor.npc_through_seq = events[last_end].seq
+        cursor.npc_through_seq = events[read - 1].seq
         cursor.location = extractor.location[:200]
         cursor.save(update_fields=["npc_through_seq", "location", "updated_at"])
-    return added
+    return added, read, len(events) >= EVENTS_PER_RUN

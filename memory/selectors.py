@@ -49,19 +49,22 @@ def turn_memory_get(
     action_texts: Sequence[str],
     recent_texts: Sequence[str] = (),
 ) -> TurnMemory:
-    """Summaries of the past, lore for this turn's actions, and the memories of the NPCs
-    the actions (or the last narration, `recent_texts`) name."""
+    """Summaries of the past, lore for this turn's actions in their scene, and the
+    memories of the NPCs the actions (or the last narration, `recent_texts`) name."""
     through, summary_items = summaries_for_prompt(
         campaign_id=campaign_id, budget=setting("MEMORY_PROMPT_SUMMARY_TOKENS")
     )
-    query = " ".join(action_texts)
+    actions = " ".join(action_texts)
     return TurnMemory(
         summarized_through_seq=through,
         summaries=summary_items,
         passages=passages_for_prompt(
-            campaign_id=campaign_id, query=query, budget=setting("MEMORY_PROMPT_PASSAGE_TOKENS")
+            campaign_id=campaign_id,
+            query=actions,
+            context=scene_text(state),
+            budget=setting("MEMORY_PROMPT_PASSAGE_TOKENS"),
         )
-        if query.strip()
+        if actions.strip()
         else [],
         npcs=npc_memories_for_prompt(
             campaign_id=campaign_id,
@@ -70,6 +73,19 @@ def turn_memory_get(
             budget=setting("MEMORY_PROMPT_NPC_TOKENS"),
         ),
     )
+
+
+# The scene's words that join a turn's lore query: the place, and the start of its
+# description (the model reads the query's first 256 tokens, actions first).
+SCENE_QUERY_MAX_CHARS = 300
+
+
+def scene_text(state: dict[str, Any]) -> str:
+    """The scene a turn's actions happen in, as the lore search's context: "The ferry
+    landing. Fog on the river." ("I ask about the toll" there is about the ferry)."""
+    scene = state.get("scene") or {}
+    parts = [str(scene.get(key) or "").strip() for key in ("location", "description")]
+    return ". ".join(part.rstrip(".") for part in parts if part)[:SCENE_QUERY_MAX_CHARS]
 
 
 # --- Summaries ------------------------------------------------------------------------------------
@@ -122,12 +138,14 @@ def _summaries_for_prompt(
 
 
 def passages_for_prompt(
-    *, campaign_id: uuid.UUID | str, query: str, budget: int
+    *, campaign_id: uuid.UUID | str, query: str, budget: int, context: str = ""
 ) -> list[dict[str, Any]]:
-    """The best passages for `query` within `budget` tokens, each naming its source."""
+    """The best passages for `query` (in `context`: the scene) within `budget` tokens,
+    each naming its source."""
     hits = passages_search(
         campaign_id=campaign_id,
         query=query,
+        context=context,
         limit=setting("MEMORY_PROMPT_PASSAGES_MAX"),
         include_gm_only=True,  # the DM may know what the players may not read
     )

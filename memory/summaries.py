@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import jsonpointer
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import IntegerField
@@ -175,14 +176,24 @@ def _who(state: dict[str, Any], event: Event) -> str:
     return {"gm": "The GM", "dm": "The DM"}.get(event.actor_kind, "Someone")
 
 
+def pointer_parts(path: Any) -> list[str] | None:
+    """The keys a JSON pointer names, unescaped (`~1` is `/`, `~0` is `~`: a flag may be
+    called "north/south"), or None when `path` is not a pointer."""
+    try:
+        return list(jsonpointer.JsonPointer(str(path)).parts)
+    except jsonpointer.JsonPointerException:
+        return None
+
+
 def _patch_lines(state: dict[str, Any], patches: list[dict[str, Any]]) -> list[tuple[str, str]]:
     lines = []
     characters = state.get("characters", {})
     for op in patches[:8]:
-        path = str(op.get("path", ""))
+        parts = pointer_parts(op.get("path", ""))
+        if not parts:
+            continue
         value = op.get("value")
-        parts = path.strip("/").split("/")
-        if path == "/scene/location" and op.get("op") in ("add", "replace"):
+        if parts == ["scene", "location"] and op.get("op") in ("add", "replace"):
             lines.append(("scene", f"The scene moves to {_clip(value, 120)}."))
         elif parts[0] == "characters" and len(parts) >= 3:
             name = characters.get(parts[1], {}).get("name", "someone")

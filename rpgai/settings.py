@@ -299,6 +299,10 @@ DM_FAKE_CHUNK_DELAY_SECONDS = env.float("DM_FAKE_CHUNK_DELAY_SECONDS", default=0
 # TURNS_IN_FLIGHT_MAX turns in flight (more wait in the queue, for other workers too).
 DB_THREADS = env.int("DB_THREADS", default=4)
 TURNS_IN_FLIGHT_MAX = env.int("TURNS_IN_FLIGHT_MAX", default=200)
+# Threads for the turns' cache (Redis) writes, apart from the DB_THREADS: the narration
+# text so far, written as it streams, must not queue ahead of the database work
+# (rpgai/aio.py io()).
+IO_THREADS = env.int("IO_THREADS", default=4)
 # Every this many seconds a worker looks for turn locks left by a worker that died
 # mid-turn (held for longer than TURN_LOCK_SECONDS) and starts their turns again.
 TURN_SWEEP_SECONDS = env.float("TURN_SWEEP_SECONDS", default=30.0)
@@ -330,14 +334,23 @@ VOICE_FIRST_SEGMENT_MAX_CHARS = env.int("VOICE_FIRST_SEGMENT_MAX_CHARS", default
 VOICE_NARRATION_MAX_CHARS = env.int("VOICE_NARRATION_MAX_CHARS", default=6000)
 # A narration older than this when its task starts is not voiced (a backed-up queue, an
 # imported or forked log): late speech is worse than none.
-# Threads for the turns' cache (Redis) writes, apart from the DB_THREADS: the narration
-# text so far, written as it streams, must not queue ahead of the database work
-# (rpgai/aio.py io()).
-IO_THREADS = env.int("IO_THREADS", default=4)
 VOICE_MAX_AGE_SECONDS = env.int("VOICE_MAX_AGE_SECONDS", default=600)
 # Load the piper voice before the first narration (in Celery worker processes at start,
 # in the web server when a player acts), so the first sentence is not kept waiting.
 VOICE_PRELOAD = env.bool("VOICE_PRELOAD", default=True)
+
+# --- Memory: meaning-based retrieval of lore (memory/embeddings.py, memory/vectors.py) ---------
+# `minilm`: passages are embedded offline (all-MiniLM-L6-v2, int8 ONNX, no download) and
+# searched by full text and by meaning together; `off`: no model is loaded anywhere and
+# retrieval is full text alone.
+MEMORY_EMBEDDINGS = env.str("MEMORY_EMBEDDINGS", default="minilm")
+# The Celery queue that embeds passages: CPU work for the worker that speaks (`make worker`
+# runs it on voice,default), never the turns worker's queue.
+MEMORY_EMBEDDINGS_QUEUE = env.str("MEMORY_EMBEDDINGS_QUEUE", default="default")
+CELERY_TASK_ROUTES["memory.tasks.embed_passages"] = {"queue": MEMORY_EMBEDDINGS_QUEUE}
+# A passage whose cosine similarity to the query is below this is not a vector match: a
+# query about nothing in the lore ("I whistle a tune") brings no lore into the prompt.
+MEMORY_VECTOR_MIN_SIMILARITY = env.float("MEMORY_VECTOR_MIN_SIMILARITY", default=0.2)
 
 # --- Billing (billing/): every model and speech call costed; daily caps that hold ---------------
 # Prices per model in a TOML file the operator may edit (read again when it changes).

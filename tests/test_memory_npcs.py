@@ -294,3 +294,119 @@ def test_the_npc_memories_api_refuses_strangers_and_bad_queries(campaign, alice,
         response = client.get(f"/api/campaigns/{campaign.id}/npc_memories?{query}")
         assert response.status_code == 400, query
     assert client.get(f"/api/campaigns/{uuid.uuid4()}/npc_memories").status_code == 404
+
+
+def told_seqs(campaign, name: str) -> list[int]:
+    return list(
+        NpcMemory.objects.filter(campaign=campaign, npc_name=name, relation="told")
+        .order_by("source_seq")
+        .values_list("source_seq", flat=True)
+    )
+
+
+def test_gm_run_play_without_dm_turns_is_remembered_as_it_goes(
+    campaign, alice, gm, django_capture_on_commit_callbacks
+):
+    """Past the DM's last turn the GM runs the table for 2,000+ events (players act, the
+    GM keeps the flags): the NPCs still remember it, and the memory keeps up with play."""
+    from campaigns.tools import gm_set_value
+
+    def committed(write, *args, **kwargs):
+        # Each write is a commit of its own, as at a table: its hooks run after it (the
+        # memory tasks among them, queued by memory.receivers).
+        with django_capture_on_commit_callbacks(execute=True):
+            return write(*args, **kwargs)
+
+    asked: list[int] = []
+    behind: list[int] = []
+    with turns_deferred():
+        greet = committed(act, campaign, alice, "I greet the innkeeper")
+        asked.append(greet.seq)
+        tools = npc("Maren Holt", "the innkeeper")
+        committed(dm, campaign, greet, "Maren Holt, the innkeeper, nods.", tools)
+        n = last_seq = 0
+        while last_seq < 2100:
+            for _ in range(8):
+                n += 1
+                text = f"I ask the innkeeper about rumour {n}" if n % 2 else "I look around"
+                event = committed(act, campaign, alice, text)
+                if n % 2:
+                    asked.append(event.seq)
+            last_seq = committed(
+                gm_set_value, campaign_id=campaign.id, by_user=gm, path="/flags/rumours", value=n
+            )[-1].seq
+            told = told_seqs(campaign, "Maren Holt")
+            behind.append(last_seq - told[-1])
+
+    told = told_seqs(campaign, "Maren Holt")
+    assert told[0] == greet.seq and told[-1] > 2000 and set(told) <= set(asked)
+    # Read as play goes: never more than a scene behind. Only the newest actions (which
+    # a DM might yet answer) are not read yet.
+    assert max(behind) < 100
+    assert [s for s in asked if s not in told] == [s for s in asked if s > told[-1]]
+    assert len(NpcMemory.objects.filter(campaign=campaign, relation="at")) == 1
+
+
+def test_an_unanswered_stretch_past_a_window_of_the_log_is_read(campaign, alice):
+    """Over a thousand events without a DM turn (more than one read of the log) and then
+    a turn: nothing stalls, every action naming the NPC is remembered once."""
+    greet = act(campaign, alice, "I greet the innkeeper")
+    dm(campaign, greet, "Maren Holt, the innkeeper, nods.", npc("Maren Holt", "the innkeeper"))
+    npc_memories_extract(campaign_id=campaign.id)
+    with turns_deferred():
+        for n in range(0, 2100, 50):
+            events_append(
+                campaign_id=campaign.id,
+                events=[
+                    NewEvent(
+                        "player_action",
+                        {"action_id": str(uuid.uuid4()), "text": f"I tip Maren Holt ({k})"},
+                        "player",
+                        alice.id,
+                    )
+                    for k in range(n, n + 50)
+                ],
+            )
+    last = act(campaign, alice, "I thank the innkeeper")
+    dm(campaign, last, "Maren Holt smiles.")
+
+    npc_memories_extract(campaign_id=campaign.id)
+    told = told_seqs(campaign, "Maren Holt")
+    assert len(told) == 1 + 2100 + 1 and told[-1] == last.seq
+    assert npc_memories_extract(campaign_id=campaign.id) == 0
+
+
+def test_an_action_the_dm_has_not_answered_waits_unless_no_answer_is_coming(campaign, alice):
+    """A turn in progress is read whole once the DM answers it (an NPC its narration
+    brings in met the actor); an action left unanswered for long is read as it is."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    with turns_deferred():
+        waiting = act(campaign, alice, "I ring the bell for the innkeeper")
+    npc_memories_extract(campaign_id=campaign.id)
+    dm(
+        campaign,
+        waiting,
+        "Maren Holt, the innkeeper, hurries in.",
+        npc("Maren Holt", "the innkeeper"),
+    )
+    npc_memories_extract(campaign_id=campaign.id)
+    assert ("met", "Alice", 0) in edges(campaign, "Maren Holt")
+
+    # An hour ago, and never answered (the DM stopped, or the GM runs the table).
+    events_append(
+        campaign_id=campaign.id,
+        events=[
+            NewEvent(
+                "player_action",
+                {"action_id": str(uuid.uuid4()), "text": "I thank Maren Holt"},
+                "player",
+                alice.id,
+                created_at=timezone.now() - timedelta(hours=1),
+            )
+        ],
+    )
+    npc_memories_extract(campaign_id=campaign.id)
+    assert ("told", "Alice", 1) in edges(campaign, "Maren Holt")

@@ -264,3 +264,19 @@ def test_a_hidden_entity_enters_the_story_when_it_is_revealed(campaign, alice):
         }
     )
     assert "New creature: Grave-Ghoul Vesk (a ghoul lurking in the ossuary)." in story()
+
+
+def test_patch_pointers_are_read_with_their_escapes(campaign, alice, gm):
+    """`~1` in a JSON pointer is a `/` of the key and `~0` a `~` (RFC 6901): the flag the
+    GM set is told by its own name."""
+    from campaigns.selectors import snapshot_get
+    from campaigns.tools import gm_set_value
+
+    gm_set_value(campaign_id=campaign.id, by_user=gm, path="/flags/north~1south road", value="open")
+    gm_set_value(campaign_id=campaign.id, by_user=gm, path="/flags/~0tilde~01", value=3)
+    events = list(Event.objects.filter(campaign=campaign).order_by("seq"))
+    state = snapshot_get(campaign_id=campaign.id).state
+    assert state["flags"] == {"north/south road": "open", "~tilde~1": 3}
+    texts = [line.text for line in story_lines(events, state)]
+    assert "Flag north/south road: open." in texts
+    assert "Flag ~tilde~1: 3." in texts
