@@ -341,6 +341,10 @@ BAD_VALUES: dict[str, list[tuple[list[str], str]]] = {
         (["/no/such/file.jsonl", "--owner", "gm"], "cannot read /no/such/file.jsonl"),
         (["-", "--owner", "nobody"], "no user named 'nobody'"),
     ],
+    "memory_embed": [
+        (["--campaign", MISSING], f"no campaign with id {MISSING}"),
+        (["--campaign", "x"], "'x' is not a campaign id"),
+    ],
     "play": [([MISSING], f"no campaign '{MISSING}'"), (["No such table"], "no campaign")],
     "rebuild_snapshots": [
         (["--campaign", MISSING], f"no campaign with id {MISSING}"),

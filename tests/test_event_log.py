@@ -150,10 +150,13 @@ def test_concurrent_writers_get_gapless_unique_seqs(gm):
     seqs = list(
         Event.objects.filter(campaign=campaign).order_by("seq").values_list("seq", flat=True)
     )
-    total = start + writers * per_writer
-    assert seqs == list(range(1, total + 1))
+    # Gapless and unique, whatever else listeners appended meanwhile (memory summarizes
+    # every few dozen events).
+    assert seqs == list(range(1, len(seqs) + 1))
+    written = Event.objects.filter(campaign=campaign, type="player_left", seq__gt=start)
+    assert written.count() == writers * per_writer
     snapshot = Snapshot.objects.get(campaign=campaign)
-    assert snapshot.version == total
+    assert snapshot.version == len(seqs)
     assert snapshot.state == services.fold_events(
         Event.objects.filter(campaign=campaign).order_by("seq")
     )

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from campaigns.management.commands._common import campaign_id_arg
+from campaigns.selectors import campaign_get
 from memory.embeddings import embedder_model_id
 from memory.models import Passage
 from memory.tasks import embed_passages
@@ -33,7 +34,10 @@ class Command(BaseCommand):
             raise CommandError("MEMORY_EMBEDDINGS is off: there is nothing to embed with")
         missing = Passage.objects.exclude(embedding_model=model_id)  # null ones too
         if options["campaign"]:
-            missing = missing.filter(campaign_id=campaign_id_arg(options["campaign"]))
+            campaign_id = campaign_id_arg(options["campaign"])
+            if campaign_get(campaign_id=campaign_id) is None:
+                raise CommandError(f"no campaign with id {campaign_id}")
+            missing = missing.filter(campaign_id=campaign_id)
         documents = sorted({str(d) for d in missing.values_list("document_id", flat=True)})
         for document_id in documents:
             if options["now"]:
