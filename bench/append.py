@@ -4,6 +4,18 @@ Each writer is its own OS process appending one event per transaction to the sam
 campaign for a fixed time. The baseline does the same work with plain psycopg on the
 same tables (lock the snapshot row, insert the event, update the snapshot) so that the
 ratio shows what the Django service costs on top of the database's own work.
+
+`events_append` runs twice: as `make bench` configures a process (the in-memory channel
+layer: each append's broadcast goes through `rpgai.tasks.call_async`), and in a process
+with no channel layer, where everything runs but the room broadcast (the metrics and
+the `events_committed` listeners too). The difference is the broadcast's cost.
+
+Every writer makes one append before the clock starts (connection, imports, caches).
+The Django processes run with DEBUG off, as in production.
+
+With BENCH_APPEND_BEFORE=<another checkout> (a `git worktree` of the last commit, say),
+that checkout's `events_append` runs as a series too, interleaved with the others in the
+same run and on the same database: a before/after pair that the machine's load skews alike.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import secrets
 import sys
 import time
 import uuid
@@ -20,12 +33,18 @@ from bench.common import ROOT, fresh_pg_database, median
 DURATION = float(os.environ.get("BENCH_APPEND_SECONDS", "4"))
 WRITERS = [1, 4, 16]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+BEFORE = os.environ.get("BENCH_APPEND_BEFORE", "")
 
 
-def _django(url: str) -> None:
+def _django(url: str, root: str = str(ROOT)) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rpgai.settings")
-    sys.path.insert(0, str(ROOT))
+    # As a production process runs: DEBUG off, so no query log in each process (the
+    # settings then want real secrets; throwaway ones do for a benchmark).
+    os.environ["DEBUG"] = "0"
+    for name in ("SECRET_KEY", "JWT_SIGNING_KEY", "INTERNAL_TOOLS_SECRET"):
+        os.environ[name] = secrets.token_urlsafe(50)
+    sys.path.insert(0, root)
     import django
 
     django.setup()
@@ -39,14 +58,47 @@ def _wait_for_go(ready: mp.Queue, go) -> float:
 
 def _service_writer(url: str, campaign_id: str, ready: mp.Queue, go, out: mp.Queue) -> None:
     _django(url)
+    _service_appends(campaign_id, ready, go, out)
+
+
+def _service_writer_no_layer(
+    url: str, campaign_id: str, ready: mp.Queue, go, out: mp.Queue
+) -> None:
+    _django(url)
+    from django.conf import settings
+
+    # Before the first `get_channel_layer()`: the process has no layer, so the
+    # broadcast returns at once, as in a process configured without one.
+    settings.CHANNEL_LAYERS = {}
+    _service_appends(campaign_id, ready, go, out)
+
+
+def _service_writer_before(url: str, campaign_id: str, ready: mp.Queue, go, out: mp.Queue) -> None:
+    # Nothing of the project is imported yet in this (spawned) process: first on the
+    # path, the other checkout provides all of it. Started in it too: Celery's Django
+    # fixup puts the working directory first on the path when the app loads.
+    os.chdir(BEFORE)
+    _django(url, root=BEFORE)
+    import campaigns
+
+    if not campaigns.__file__.startswith(os.path.abspath(BEFORE)):
+        raise SystemExit(f"campaigns came from {campaigns.__file__}, not from {BEFORE}")
+    _service_appends(campaign_id, ready, go, out)
+
+
+def _service_appends(campaign_id: str, ready: mp.Queue, go, out: mp.Queue) -> None:
     from campaigns.events import NewEvent
     from campaigns.services import events_append
 
+    def append() -> None:
+        payload = {"user_id": str(uuid.uuid4()), "display_name": "bench", "role": "player"}
+        events_append(campaign_id=campaign_id, events=[NewEvent("player_left", payload)])
+
+    append()
     start = _wait_for_go(ready, go)
     count, end = 0, start + DURATION
     while time.time() < end:
-        payload = {"user_id": str(uuid.uuid4()), "display_name": "bench", "role": "player"}
-        events_append(campaign_id=campaign_id, events=[NewEvent("player_left", payload)])
+        append()
         count += 1
     out.put(count)
 
@@ -55,30 +107,35 @@ def _plain_writer(url: str, campaign_id: str, ready: mp.Queue, go, out: mp.Queue
     import psycopg
 
     conn = psycopg.connect(url)
+    _plain_append(conn, campaign_id)
     start = _wait_for_go(ready, go)
     count, end = 0, start + DURATION
     while time.time() < end:
-        with conn.transaction():
-            version, state = conn.execute(
-                "SELECT version, state FROM campaigns_snapshot WHERE campaign_id = %s FOR UPDATE",
-                [campaign_id],
-            ).fetchone()
-            seq = version + 1
-            payload = {"user_id": str(uuid.uuid4()), "display_name": "bench", "role": "player"}
-            conn.execute(
-                "INSERT INTO campaigns_event (id, campaign_id, seq, type, actor_kind, payload,"
-                " visibility, request_id, created_at) VALUES (%s, %s, %s, 'player_left', 'system',"
-                " %s, '{\"kind\": \"all\"}', '', now())",
-                [uuid.uuid4(), campaign_id, seq, json.dumps(payload)],
-            )
-            conn.execute(
-                "UPDATE campaigns_snapshot SET version = %s, state = %s, updated_at = now()"
-                " WHERE campaign_id = %s",
-                [seq, json.dumps(state), campaign_id],
-            )
+        _plain_append(conn, campaign_id)
         count += 1
     conn.close()
     out.put(count)
+
+
+def _plain_append(conn, campaign_id: str) -> None:
+    with conn.transaction():
+        version, state = conn.execute(
+            "SELECT version, state FROM campaigns_snapshot WHERE campaign_id = %s FOR UPDATE",
+            [campaign_id],
+        ).fetchone()
+        seq = version + 1
+        payload = {"user_id": str(uuid.uuid4()), "display_name": "bench", "role": "player"}
+        conn.execute(
+            "INSERT INTO campaigns_event (id, campaign_id, seq, type, actor_kind, payload,"
+            " visibility, request_id, created_at) VALUES (%s, %s, %s, 'player_left', 'system',"
+            " %s, '{\"kind\": \"all\"}', '', now())",
+            [uuid.uuid4(), campaign_id, seq, json.dumps(payload)],
+        )
+        conn.execute(
+            "UPDATE campaigns_snapshot SET version = %s, state = %s, updated_at = now()"
+            " WHERE campaign_id = %s",
+            [seq, json.dumps(state), campaign_id],
+        )
 
 
 def _new_campaign(url: str) -> str:
@@ -122,21 +179,36 @@ def _check_gapless(url: str, campaign_id: str) -> None:
         raise SystemExit(f"gap in the log of {campaign_id}: {count} events, max seq {top}")
 
 
+SERIES = {
+    "events_append": _service_writer,
+    "events_append, no channel layer": _service_writer_no_layer,
+    "plain psycopg": _plain_writer,
+}
+if BEFORE:
+    SERIES[f"events_append at {BEFORE}"] = _service_writer_before
+
+
 def run() -> dict[str, dict[int, float]]:
     mp.set_start_method("spawn", force=True)
     url = fresh_pg_database()
-    results: dict[str, dict[int, float]] = {"events_append": {}, "plain psycopg": {}}
+    rates: dict[str, dict[int, list[float]]] = {name: {} for name in SERIES}
     for writers in WRITERS:
-        service = [_measure(url, _service_writer, writers) for _ in range(RUNS)]
-        plain = [_measure(url, _plain_writer, writers) for _ in range(RUNS)]
-        results["events_append"][writers] = median(service)
-        results["plain psycopg"][writers] = median(plain)
+        # Interleaved, run after run: a burst of other work on the machine then skews
+        # every series alike instead of one of them.
+        for _ in range(RUNS):
+            for name, writer in SERIES.items():
+                rates[name].setdefault(writers, []).append(_measure(url, writer, writers))
+        ours, bare, plain, *before = (median(rates[name][writers]) for name in SERIES)
         print(
-            f"append, {writers:>2} writers: events_append {median(service):8.0f}/s, "
-            f"plain psycopg {median(plain):8.0f}/s",
+            f"append, {writers:>2} writers: events_append {ours:6.0f}/s ({ours / plain:.2f}x), "
+            f"no channel layer {bare:6.0f}/s ({bare / plain:.2f}x), plain psycopg {plain:6.0f}/s"
+            + "".join(f", before {b:6.0f}/s ({b / plain:.2f}x)" for b in before),
             flush=True,
         )
-    return results
+    return {
+        name: {writers: median(runs) for writers, runs in by_writers.items()}
+        for name, by_writers in rates.items()
+    }
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any, get_args
 
 from channels.layers import get_channel_layer
 from django.db import IntegrityError, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from rpgai.errors import Conflict, DomainError, NotFound, PermissionDenied
@@ -104,53 +105,66 @@ def events_append(
     SELECT ... FOR UPDATE; SQLite: the IMMEDIATE transaction's database lock), so seqs
     are gapless and unique across processes. An event whose payload carries a dedupe key
     already in the log (a repeated `action_id`) is not appended again; the stored one is
-    returned in its place. `precondition(state)` may raise to append nothing.
+    returned in its place. `precondition(state)` may raise to append nothing; it must
+    not change the state it is given.
 
-    `events` may be a builder: called with a copy of the locked current state, it
-    returns the events to append (the tools use this to validate against the state
-    that the events will really fold into). After commit, the new events go to the
-    room and to `events_committed` listeners.
+    `events` may be a builder: called with a copy of the locked current state (its own:
+    it may change it), it returns the events to append (the tools use this to validate
+    against the state that the events will really fold into). After commit, the new
+    events go to the room and to `events_committed` listeners: once per transaction
+    and campaign, however many appends the transaction made in a row.
+
+    Round trips on PostgreSQL, BEGIN and COMMIT aside: two for a list of events (the
+    lock with the reads that must follow it, then the inserts with the snapshot's
+    update), three for a builder that needs the archived guard or dedupe keys.
     """
+    connection = transaction.get_connection()
+    campaign_uuid = Campaign._meta.pk.to_python(campaign_id)
+    # A list known before the lock is validated before it is taken, so that pydantic's
+    # work holds no other writer up; its error is raised where the locked path raises it.
+    known_early = None if callable(events) else _AppendPlan.of(events)
     with transaction.atomic():
-        try:
-            snapshot = Snapshot.objects.select_for_update().get(campaign_id=campaign_id)
-        except Snapshot.DoesNotExist:
-            raise NotFound("no such campaign") from None
+        locked = _log_lock(connection, campaign_uuid, known_early)
         if precondition is not None:
-            precondition(snapshot.state)
-        if callable(events):
-            events = events(copy_state(snapshot.state))
+            precondition(locked.state)
+        if known_early is None:
+            assert callable(events)
+            plan = _AppendPlan.of(events(copy_state(locked.state)))
+            _log_read_under_lock(connection, locked, plan)
+        else:
+            plan = known_early
         # Read under the log's lock: an archive committed a moment ago (on any process)
         # holds for every write that comes after it.
-        if any(new.type in READ_ONLY_WHEN_ARCHIVED for new in events) and (
-            selectors.campaign_archived(campaign_id=campaign_id)
-        ):
+        if plan.guarded and locked.archived:
             raise CampaignArchived(ARCHIVED_DETAIL)
-
-        prepared = [(new, *validate_payload(new.type, new.payload)) for new in events]
-        keys = [key for _, _, key in prepared if key]
+        if plan.invalid is not None:
+            raise plan.invalid
         known: dict[str, Event] = (
             {
                 e.dedupe_key: e
-                for e in Event.objects.filter(campaign_id=campaign_id, dedupe_key__in=keys)
+                for e in Event.objects.filter(
+                    campaign_id=campaign_uuid, dedupe_key__in=locked.known_keys
+                )
             }
-            if keys
+            if locked.known_keys
             else {}
         )
 
-        state = copy_state(snapshot.state)
-        version = snapshot.version
+        # The state read under the lock is this call's own (parsed from the row), so the
+        # events fold into it in place: no copy.
+        state = locked.state
+        version = locked.version
         now = timezone.now()
         result: list[Event] = []
         appended: list[Event] = []
-        for new, payload, key in prepared:
+        for new, payload, key in plan.prepared:
             if key and key in known:
                 result.append(known[key])
                 continue
             version += 1
             event = Event(
                 id=uuid.uuid4(),
-                campaign_id=snapshot.campaign_id,
+                campaign_id=campaign_uuid,
                 seq=version,
                 type=new.type,
                 actor_kind=new.actor_kind,
@@ -168,13 +182,299 @@ def events_append(
                 known[key] = event
         if not appended:
             return result
-
-        Event.objects.bulk_create(appended)
-        snapshot.version = version
-        snapshot.state = state
-        snapshot.save(update_fields=["version", "state", "updated_at"])
-        transaction.on_commit(lambda: _after_commit(snapshot.campaign_id, appended))
+        _log_write(connection, locked, appended, version, state, now)
+    _tell_after_commit(connection, campaign_uuid, appended)
     return result
+
+
+@dataclass
+class _AppendPlan:
+    """What an append will write, validated: (event, payload as stored, dedupe key)."""
+
+    prepared: list[tuple[NewEvent, dict[str, Any], str | None]]
+    keys: list[str]
+    # Some event is refused while the campaign is archived.
+    guarded: bool
+    # The first event that did not validate; raised after the lock's own refusals.
+    invalid: InvalidEvent | None
+
+    @classmethod
+    def of(cls, events: Iterable[NewEvent]) -> _AppendPlan:
+        events = list(events)
+        prepared: list[tuple[NewEvent, dict[str, Any], str | None]] = []
+        invalid = None
+        for new in events:
+            try:
+                prepared.append((new, *validate_payload(new.type, new.payload)))
+            except InvalidEvent as exc:
+                invalid = exc
+                break
+        return cls(
+            prepared=prepared,
+            keys=[key for _, _, key in prepared if key] if invalid is None else [],
+            guarded=any(new.type in READ_ONLY_WHEN_ARCHIVED for new in events),
+            invalid=invalid,
+        )
+
+
+@dataclass
+class _Locked:
+    """The snapshot row under the log's lock, and what was read after taking it."""
+
+    campaign_pk: Any  # the campaign's id as the database takes it
+    version: int
+    state: dict[str, Any]
+    archived: bool = False
+    # Dedupe keys of the append already in the log.
+    known_keys: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class _LogSQL:
+    """The append's statements for one database connection, made once per process."""
+
+    # Several statements go in one execute, so in one round trip: psycopg 3's
+    # client-side-binding cursor (Django's default on PostgreSQL) sends them with the
+    # simple query protocol, each with a snapshot of its own (READ COMMITTED), and keeps
+    # each one's rows (`nextset`).
+    batches: bool
+    lock: str
+    archived: str
+    dedupe: str  # {keys}: one placeholder per key
+    insert: str  # {rows}: one row of placeholders per event
+    insert_row: str
+    update: str
+
+    @classmethod
+    def of(cls, connection: BaseDatabaseWrapper) -> _LogSQL:
+        qn = connection.ops.quote_name
+        event, snapshot, campaign = Event._meta, Snapshot._meta, Campaign._meta
+        lock = (
+            f"SELECT {qn('version')}, {qn('state')} FROM {qn(snapshot.db_table)} "
+            f"WHERE {qn('campaign_id')} = %s"
+        )
+        # SQLite has no row lock: the IMMEDIATE transaction took the database's write
+        # lock when it began, before this read.
+        if connection.features.has_select_for_update:
+            lock += " FOR UPDATE"
+        fields = event.concrete_fields
+        return cls(
+            batches=(
+                connection.vendor == "postgresql"
+                and connection.Database.__name__ == "psycopg"
+                and not connection.features.uses_server_side_binding
+            ),
+            lock=lock,
+            archived=f"SELECT {qn('archived')} FROM {qn(campaign.db_table)} WHERE {qn('id')} = %s",
+            dedupe=(
+                f"SELECT {qn('dedupe_key')} FROM {qn(event.db_table)} "
+                f"WHERE {qn('campaign_id')} = %s AND {qn('dedupe_key')} IN ({{keys}})"
+            ),
+            insert=(
+                f"INSERT INTO {qn(event.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+                "VALUES {rows}"
+            ),
+            insert_row="(" + ", ".join(["%s"] * len(fields)) + ")",
+            update=(
+                f"UPDATE {qn(snapshot.db_table)} SET {qn('version')} = %s, {qn('state')} = %s, "
+                f"{qn('updated_at')} = %s WHERE {qn('campaign_id')} = %s"
+            ),
+        )
+
+
+_LOG_SQL: dict[tuple[str, str], _LogSQL] = {}
+
+
+def _log_sql(connection: BaseDatabaseWrapper) -> _LogSQL:
+    key = (connection.alias, connection.vendor)
+    sql = _LOG_SQL.get(key)
+    if sql is None:
+        sql = _LOG_SQL[key] = _LogSQL.of(connection)
+    return sql
+
+
+def _log_statements(
+    connection: BaseDatabaseWrapper, statements: list[tuple[str, list[Any]]]
+) -> list[list[tuple[Any, ...]]]:
+    """Run the statements in order, in one round trip where the database allows it, and
+    return each one's rows."""
+    results: list[list[tuple[Any, ...]]] = []
+    with connection.cursor() as cursor:
+        if _log_sql(connection).batches:
+            cursor.execute(
+                "; ".join(sql for sql, _ in statements),
+                [param for _, params in statements for param in params],
+            )
+            while True:
+                results.append(cursor.fetchall() if cursor.description else [])
+                if not cursor.nextset():
+                    break
+        else:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                results.append(cursor.fetchall() if cursor.description else [])
+    return results
+
+
+def _reads_under_lock(
+    connection: BaseDatabaseWrapper, campaign_pk: Any, *, archived: bool, keys: list[str]
+) -> list[tuple[str, list[Any]]]:
+    """The reads that must see what the lock's previous holder committed: the archived
+    flag, and which dedupe keys the log holds. Each is a statement of its own after the
+    lock's: in READ COMMITTED a statement sees the commits made before it started, so a
+    join or subquery in the locking statement would read them as they were before the
+    wait for the lock."""
+    sql = _log_sql(connection)
+    reads: list[tuple[str, list[Any]]] = []
+    if archived:
+        reads.append((sql.archived, [campaign_pk]))
+    if keys:
+        reads.append((sql.dedupe.format(keys=", ".join(["%s"] * len(keys))), [campaign_pk, *keys]))
+    return reads
+
+
+def _take_reads(locked: _Locked, archived: bool, keys: list[str], rows: list[list[Any]]) -> None:
+    rows = list(rows)
+    if archived:
+        found = rows.pop(0)
+        locked.archived = bool(found and found[0][0])
+    if keys:
+        locked.known_keys = [key for (key,) in rows.pop(0)]
+
+
+def _log_lock(
+    connection: BaseDatabaseWrapper, campaign_id: uuid.UUID, plan: _AppendPlan | None
+) -> _Locked:
+    """Lock the campaign's log (its snapshot row) and read the row; with the plan of a
+    list of events known beforehand, also the reads that follow the lock, in the same
+    round trip. NotFound for a campaign with no log."""
+    archived = plan is not None and plan.guarded
+    keys = plan.keys if plan is not None else []
+    pk = Campaign._meta.pk.get_db_prep_value(campaign_id, connection)
+    rows = _log_statements(
+        connection,
+        [
+            (_log_sql(connection).lock, [pk]),
+            *_reads_under_lock(connection, pk, archived=archived, keys=keys),
+        ],
+    )
+    if not rows[0]:
+        raise NotFound("no such campaign")
+    version, raw_state = rows[0][0]
+    state = Snapshot._meta.get_field("state").from_db_value(raw_state, None, connection)
+    locked = _Locked(campaign_pk=pk, version=version, state=state)
+    _take_reads(locked, archived, keys, rows[1:])
+    return locked
+
+
+def _log_read_under_lock(
+    connection: BaseDatabaseWrapper, locked: _Locked, plan: _AppendPlan
+) -> None:
+    """The reads that follow the lock, for events a builder made under it (one round
+    trip, none when the events need neither)."""
+    archived, keys = plan.guarded, plan.keys
+    reads = _reads_under_lock(connection, locked.campaign_pk, archived=archived, keys=keys)
+    if reads:
+        _take_reads(locked, archived, keys, _log_statements(connection, reads))
+
+
+def _log_write(
+    connection: BaseDatabaseWrapper,
+    locked: _Locked,
+    appended: list[Event],
+    version: int,
+    state: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Insert the events and update the snapshot (one round trip on PostgreSQL). Values
+    go through each field's own conversion for the database, as the ORM's would."""
+    sql = _log_sql(connection)
+    fields = Event._meta.concrete_fields
+    statements: list[tuple[str, list[Any]]] = []
+    size = max(1, connection.ops.bulk_batch_size(fields, appended))
+    for start in range(0, len(appended), size):
+        chunk = appended[start : start + size]
+        statements.append(
+            (
+                sql.insert.format(rows=", ".join([sql.insert_row] * len(chunk))),
+                [
+                    f.get_db_prep_save(getattr(e, f.attname), connection)
+                    for e in chunk
+                    for f in fields
+                ],
+            )
+        )
+    snapshot = Snapshot._meta
+    statements.append(
+        (
+            sql.update,
+            [
+                version,
+                snapshot.get_field("state").get_db_prep_save(state, connection),
+                snapshot.get_field("updated_at").get_db_prep_save(now, connection),
+                locked.campaign_pk,
+            ],
+        )
+    )
+    _log_statements(connection, statements)
+    for event in appended:  # as `bulk_create` leaves them: saved, not to be inserted again
+        event._state.adding = False
+        event._state.db = connection.alias
+
+
+class _CommittedEvents:
+    """The events that appends in a row appended, per campaign in seq order: told once
+    the transaction commits (one room broadcast and one `events_committed` per campaign).
+
+    Appends join the batch only when nothing else was registered for the commit after
+    it and under the same savepoints: Django drops a savepoint's hooks when it rolls back,
+    so one hook for appends made under the same savepoints is dropped exactly when all of
+    them are, and other hooks keep their order relative to the broadcasts."""
+
+    def __init__(self) -> None:
+        self.by_campaign: dict[uuid.UUID, list[Event]] = {}
+        # Set once it runs. A hook can run while still in `run_on_commit`, the
+        # connection in a transaction: `captureOnCommitCallbacks` runs them so inside a
+        # test's transaction that never commits. What is appended then (a listener's
+        # reply) needs a hook of its own: joining this one, it would never be told.
+        self.running = False
+
+    def add(self, campaign_id: uuid.UUID, events: list[Event]) -> None:
+        self.by_campaign.setdefault(campaign_id, []).extend(events)
+
+    def __call__(self) -> None:
+        self.running = True
+        for campaign_id, events in self.by_campaign.items():
+            _after_commit(campaign_id, events)
+
+
+def _tell_after_commit(
+    connection: BaseDatabaseWrapper, campaign_id: uuid.UUID, appended: list[Event]
+) -> None:
+    # Registered after the append's own atomic block: its savepoint (when nested) was
+    # released, so the hook lives and dies with the caller's transaction.
+    #
+    # Joining the last hook reads Django's own list of hooks. It relies on what Django
+    # 5.2 does (django/db/backends/base/base.py): `on_commit` appends
+    # `(set(savepoint_ids), func, robust)` to `connection.run_on_commit`, and
+    # `savepoint_rollback(sid)` drops exactly the entries whose set holds `sid`. Any other
+    # shape registers a hook of its own: still correct, one broadcast per append as
+    # before. tests/test_append_fast.py checks the shape and that appends in a row are
+    # told once, so an upgrade that changes it fails there rather than passing unseen.
+    if connection.in_atomic_block and connection.run_on_commit:
+        last = connection.run_on_commit[-1]
+        if isinstance(last, tuple) and len(last) == 3:
+            savepoints, hook, _robust = last
+            if (
+                isinstance(hook, _CommittedEvents)
+                and not hook.running
+                and savepoints == set(connection.savepoint_ids)
+            ):
+                hook.add(campaign_id, appended)
+                return
+    hook = _CommittedEvents()
+    hook.add(campaign_id, appended)
+    transaction.on_commit(hook, using=connection.alias)
 
 
 def _after_commit(campaign_id: uuid.UUID, events: list[Event]) -> None:
