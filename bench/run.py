@@ -20,6 +20,7 @@ from bench import (
     memory_per_connection,
     memory_prompt_tokens,
     memory_retrieval,
+    slow_member,
     turns,
     turns_concurrency,
     two_step,
@@ -97,6 +98,12 @@ def main() -> None:
         )
     lines += ["", *_separately("orchestrator_turn").splitlines()]
     lines += ["", *fanout.markdown(_separately("fanout"))]
+    lines += [
+        "",
+        "## A member who never reads (one daphne process, the hub)",
+        "",
+        *slow_member.markdown(_separately("slow_member")),
+    ]
     lines += ["", *turns.markdown(_separately("turns"))]
     lines += ["", *turns_concurrency.markdown(_separately("turns_concurrency"))]
     lines += ["", *two_step.markdown(_separately("two_step"))]

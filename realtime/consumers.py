@@ -13,6 +13,19 @@ remembers how much of the streaming turn's text it has sent, so that a delta it 
 covered is not sent twice, and one it missed (a dropped group message) is filled in from
 what is kept.
 
+Committed events reach a socket through the channel layer's room group: with the hub
+(realtime.hub, the default on Redis) one subscription per room per process, and each
+event's frame made once per process (`event_texts`) and sent as is to every socket whose
+viewer may see it. The live path sends envelopes as committed (`event_envelope`): the
+names of deleted accounts are withheld in what is read back from the database (catch-up,
+`selectors.event_envelopes`), and a live `player_left` of a deleted account carries the
+placeholder name itself.
+
+A client that stops reading does not hold the process: under daphne each frame waits
+until the socket's write buffer has room (realtime.backpressure), and a socket whose
+queue in the hub overflows meanwhile is closed with 4408; its client reconnects and
+catches up from its last seq.
+
 A socket also listens to the end of its login (realtime.services: the session's group or
 the user's token group): a logout closes it with 4401 on whichever process it lives.
 Membership and login are read once more after the groups are joined: a kick or a logout
@@ -31,7 +44,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
+from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -48,7 +62,7 @@ from rpgai.db_outage import CLOSE_TRY_AGAIN
 from rpgai.errors import DATABASE_UNAVAILABLE, DomainError
 from rpgai.request_id import reset_request_id, set_request_id
 
-from . import auth, throttle
+from . import auth, backpressure, hub, throttle
 from . import services as presence
 from .messages import (
     MESSAGE_MODELS,
@@ -103,12 +117,18 @@ CONTRACT_ERROR_CODES = frozenset(
 )
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_SLOW = backpressure.CLOSE_TOO_SLOW  # 4408: fell too far behind; reconnect
 # The database is unavailable and this socket cannot start streaming: reconnect later
 # (rpgai.db_outage.CLOSE_TRY_AGAIN, 4503, also sent before a consumer exists).
 
 
+class _SocketGone(Exception):
+    """The socket closed while a frame waited for room in its write buffer."""
+
+
 class CampaignConsumer(AsyncWebsocketConsumer):
     membership: Membership | None = None
+    gate: backpressure.WriteGate | None = None
     viewer: selectors.Viewer
     campaign_id: str
     group: str = ""
@@ -121,6 +141,17 @@ class CampaignConsumer(AsyncWebsocketConsumer):
     stream_turn: str = ""
     stream_sent: int = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One thing at a time, as Channels' dispatch loop has always done: the client's
+        # messages and the hub's (below) take turns under this lock.
+        self._turn = asyncio.Lock()
+        # What the hub handed this socket that is not handled yet (realtime.hub `attach`):
+        # bounded; past the bound the socket is closed with 4408 (`_fall_behind`).
+        self._waiting = hub.BoundedQueue(*hub.queue_bounds())
+        self._draining: asyncio.Task[None] | None = None
+        self._behind = False
+
     # --- Connection ----------------------------------------------------------------------
 
     async def connect(self) -> None:
@@ -128,6 +159,10 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         # Accept first: a close before accept is an HTTP 403 the browser sees as 1006,
         # and clients need the 4401/4403 codes to tell "log in" from "not yours".
         await self.accept()
+        self.gate = backpressure.gate_of(self.scope)
+        attach = getattr(self.channel_layer, "attach", None)
+        if attach is not None:
+            attach(self.channel_name, self)  # the hub hands this socket its messages
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -209,6 +244,7 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             # The row goes stale and drops out of the list (PRESENCE_TTL_SECONDS).
             log.warning("database unavailable as a socket closed: %s", exc)
         self.membership = None
+        self._waiting.clear()  # nothing more is sent to it
 
     # --- Client messages -----------------------------------------------------------------
 
@@ -295,6 +331,8 @@ class CampaignConsumer(AsyncWebsocketConsumer):
                 # Without its backlog this socket would stay open and never stream: close
                 # it, and the client reconnects with its last_seq (as after any drop).
                 await self.close(code=CLOSE_TRY_AGAIN)
+        except _SocketGone:
+            raise  # nothing more can be said to it (dispatch ends it)
         except Exception:
             log.exception("message %s failed in campaign %s", data["type"], self.campaign_id)
             await self.send_error(
@@ -411,6 +449,113 @@ class CampaignConsumer(AsyncWebsocketConsumer):
 
     # --- Group messages ------------------------------------------------------------------
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch (the client's frames, and group messages from a layer other
+        than the hub), in turn with the hub's messages, less a thread hop per group
+        message: Channels closes stale database connections before every message
+        (`aclose_old_connections`, a round trip through the one thread that serves
+        `database_sync_to_async`); for a room message that is one hop per socket per
+        event, and 200 sockets at 50 events/s queued 10,000 hops a second behind each
+        other (issue 21). Every database call here goes through `database_sync_to_async`,
+        which closes stale connections itself; the hop is kept for the client's frames."""
+        async with self._turn:
+            if message["type"].startswith("websocket."):
+                await aclose_old_connections()
+            await self._handle(message)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        try:
+            await handler(message)
+        except _SocketGone:
+            await self._end(CLOSE_TOO_SLOW)
+
+    # --- The hub's messages (realtime.hub `attach`) ----------------------------------------
+
+    def offer(self, message: dict[str, Any], size: int) -> None:
+        """A message from the hub, called as it arrives, for every socket of the process in
+        turn: it must not wait. Committed events are sent there and then when nothing else
+        is under way here and the socket's buffer has room (the path nearly every event
+        takes); anything else waits in order in `_waiting` for `_drain`."""
+        if self._behind:
+            return
+        if not self._waiting and not self._turn.locked() and self._send_now(message):
+            return
+        if not self._waiting.put(message, size):
+            self._fall_behind()
+            return
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.ensure_future(self._drain())
+
+    def _send_now(self, message: dict[str, Any]) -> bool:
+        """`campaign_events` done synchronously when it needs nothing but writes: the
+        events continue this socket's stream, none ends or changes its membership, and
+        the buffer has room. False (nothing done) otherwise: the message is queued."""
+        gate = self.gate
+        if (
+            message.get("type") != hub.EVENTS
+            or not self.ready
+            or self.membership is None
+            or gate is None
+            or gate.paused
+            or gate.closed
+        ):
+            return False
+        events, texts = message["events"], message.get("event_texts")
+        frames = message.get("event_frames")
+        if not (isinstance(texts, list) and isinstance(frames, list)):
+            return False  # not from the hub
+        if not len(texts) == len(frames) == len(events):
+            return False
+        new = [i for i, e in enumerate(events) if e["seq"] > self.last_sent]
+        if not new:
+            return True  # sent already
+        expected = self.last_sent + 1
+        for i in new:
+            if events[i]["seq"] != expected or events[i]["type"] in (
+                "player_left",
+                "gm_role_handed",
+            ):
+                return False  # a gap to read, or a membership to re-read: the slow way
+            expected += 1
+        for i in new:
+            self.last_sent = events[i]["seq"]
+            if selectors.event_visible(events[i]["visibility"], self.viewer):
+                gate.write(texts[i], frames[i])
+        return True
+
+    async def _drain(self) -> None:
+        """Handle what waits in `_waiting`, in order, each in its turn."""
+        while self._waiting:
+            async with self._turn:
+                if not self._waiting:
+                    break
+                message = self._waiting.pop()
+                try:
+                    await self._handle(message)
+                except Exception:
+                    log.exception("room message %s failed", message.get("type"))
+
+    def _fall_behind(self) -> None:
+        """This socket has more waiting than `ROOM_SOCKET_QUEUE_*` allow (its client reads
+        too slowly): close it now with 4408 (its client reconnects and catches up from its
+        last seq), though this consumer may itself be waiting on that client in `_write`.
+        What waited is dropped at once."""
+        self._behind = True
+        self._waiting.clear()
+        log.warning(
+            "a socket in campaign %s fell too far behind; closing it with %d",
+            self.campaign_id,
+            CLOSE_TOO_SLOW,
+        )
+        if self.gate is not None:
+            self.gate.close(CLOSE_TOO_SLOW, backpressure.too_slow_close_seconds())
+        self._waiting.put({"type": hub.BEHIND}, 0)
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.ensure_future(self._drain())
+
     async def campaign_events(self, message: dict[str, Any]) -> None:
         """Committed events; delivered in seq order with any gap read from the database."""
         if self.membership is None:
@@ -432,13 +577,36 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         ):
             await self._send_missing(through_seq=events[-1]["seq"])
             return
-        for envelope in events:
+        # The frames the hub made once for every socket of this process (realtime.hub);
+        # other layers have none, and each socket makes its own.
+        texts = message.get("event_texts")
+        if not isinstance(texts, list) or len(texts) != len(events):
+            texts = [None] * len(events)
+        for envelope, text in zip(events, texts, strict=True):
             if envelope["seq"] <= self.last_sent:
                 continue
             if envelope["seq"] > self.last_sent + 1:
                 await self._send_missing(through_seq=events[-1]["seq"])
                 return
-            await self._deliver(envelope)
+            await self._deliver(envelope, text)
+
+    async def hub_behind(self, message: dict[str, Any]) -> None:
+        """This socket fell too far behind (`_fall_behind`): end it; the client catches up
+        from its last seq."""
+        await self._end(CLOSE_TOO_SLOW)
+
+    async def hub_resync(self, message: dict[str, Any]) -> None:
+        """The hub's Redis subscription came back after a loss: what was published meanwhile
+        is gone. The end of a membership or login is read again, and the events missed
+        are read from the database."""
+        if self.membership is None:
+            return
+        refused = await database_sync_to_async(self._refusal_now)(self.membership.user_id)
+        if refused is not None:
+            await self._end(refused)
+            return
+        if self.ready:
+            await self._send_missing(through_seq=await self._current_version())
 
     async def auth_ended(self, message: dict[str, Any]) -> None:
         """The session this socket came in with was logged out (on any process)."""
@@ -503,10 +671,10 @@ class CampaignConsumer(AsyncWebsocketConsumer):
             {"type": "narration.delta", "turn_id": turn_id, "text": text, "offset": offset}
         )
 
-    async def _deliver(self, envelope: dict[str, Any]) -> None:
+    async def _deliver(self, envelope: dict[str, Any], text: str | None = None) -> None:
         self.last_sent = envelope["seq"]
         if selectors.event_visible(envelope["visibility"], self.viewer):
-            await self.send_json({"type": "event", "event": envelope})
+            await self._write(text if text is not None else hub.event_frame(envelope))
         if (
             envelope["type"] == "player_left"
             and self.membership is not None
@@ -600,7 +768,20 @@ class CampaignConsumer(AsyncWebsocketConsumer):
         )
 
     async def send_json(self, content: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(content, ensure_ascii=False))
+        await self._write(json.dumps(content, ensure_ascii=False))
+
+    async def _write(self, text: str) -> None:
+        """Send one frame, once the socket's write buffer has room (realtime.backpressure):
+        a client that stops reading stops this socket here, and what it has not read waits
+        in `_waiting` (bounded) instead of in daphne's memory."""
+        gate = self.gate
+        if gate is None:
+            await self.send(text_data=text)
+            return
+        if (gate.paused or gate.closed) and not await gate.writable():
+            raise _SocketGone
+        if not gate.write(text):
+            raise _SocketGone
 
     async def send_error(
         self, code: str, detail: str, *, action_id: str | None = None, **extra: Any

@@ -11,6 +11,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from realtime.auth import JWTAuthMiddleware  # noqa: E402
+from realtime.backpressure import WriteGates  # noqa: E402
 from realtime.origins import OriginCheck  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 from rpgai.body_limit import RequestBodyLimit  # noqa: E402
@@ -27,10 +28,13 @@ application = ProtocolTypeRouter(
         # else (realtime.origins: scheme, host and port; a token socket may come from any
         # origin); then the session cookie, then `?token=<JWT access>` (which wins when
         # present, and refuses when bad). A database outage while loading the user closes
-        # with 4503 (try again) instead of a 500.
-        "websocket": OriginCheck(
-            WebSocketDatabaseOutage(
-                AuthMiddlewareStack(JWTAuthMiddleware(URLRouter(websocket_urlpatterns)))
+        # with 4503 (try again) instead of a 500. Outermost, where daphne's own `send`
+        # still arrives: each socket's write gate (realtime.backpressure).
+        "websocket": WriteGates(
+            OriginCheck(
+                WebSocketDatabaseOutage(
+                    AuthMiddlewareStack(JWTAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                )
             )
         ),
     }

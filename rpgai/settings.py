@@ -193,18 +193,63 @@ MEDIA_ROOT = BASE_DIR / "media"
 REDIS_URL = env.str("REDIS_URL", default="")
 EMBEDDED = not REDIS_URL
 
+# The channel layer that carries the rooms (docs/room.md "Fan-out"): `hub`, ours and the
+# default (one Redis pub/sub subscription per room per process, each event decoded and
+# serialized once per process, a bounded queue per socket: a third to a fifth of
+# channels-redis's CPU per delivery, measured); `pubsub` and `core` are channels-redis's
+# RedisPubSubChannelLayer and RedisChannelLayer (what ran before issue 21), kept for
+# `bench/fanout.py` to measure beside ours. Every process of a deployment (web servers
+# and workers) must run the same one: their messages are not readable across layers.
+CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="hub")
+CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="rpgai.hub")
+CHANNEL_LAYER_BACKENDS = {
+    "hub": "realtime.hub.RoomHubLayer",
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "core": "channels_redis.core.RedisChannelLayer",
+}
+if CHANNEL_LAYER not in CHANNEL_LAYER_BACKENDS:
+    raise ImproperlyConfigured(
+        f"CHANNEL_LAYER must be one of {', '.join(CHANNEL_LAYER_BACKENDS)}, not {CHANNEL_LAYER!r}"
+    )
+
+# What the hub keeps for one socket that its client has not read yet (the messages wait
+# while Twisted's write buffer for that socket is full, realtime/backpressure.py): past
+# either bound the socket is closed with 4408 and its client reconnects and catches up
+# from its last seq (docs/room.md "A slow member"). The payloads are shared by the
+# process's sockets: this is what one lagging socket can keep alive, not a copy.
+ROOM_SOCKET_QUEUE_MESSAGES = env.int("ROOM_SOCKET_QUEUE_MESSAGES", default=500)
+ROOM_SOCKET_QUEUE_BYTES = env.int("ROOM_SOCKET_QUEUE_BYTES", default=512 * 1024)
+# Under daphne, a room socket writes only while Twisted's buffer for it has room
+# (realtime/backpressure.py). Off: every frame goes straight into Twisted's buffer, as
+# before issue 21 (which is unbounded for a client that stops reading): for comparing,
+# in bench/slow_member.py.
+ROOM_WRITE_GATE = env.bool("ROOM_WRITE_GATE", default=True)
+# How long a socket closed with 4408 has to read what was sent and the close frame before
+# its connection is dropped (and what was buffered for it freed).
+ROOM_TOO_SLOW_CLOSE_SECONDS = env.float("ROOM_TOO_SLOW_CLOSE_SECONDS", default=5.0)
+
+
+def channel_layer_config(layer: str, redis_url: str) -> dict:
+    """The CONFIG of a Redis channel layer `layer` (a key of CHANNEL_LAYER_BACKENDS)."""
+    # redis-py 8 reads with a 5 s socket_timeout by default, which kills channels-redis's
+    # blocking BZPOPMIN (5 s too): every idle socket got 1011 after ~5 s
+    # (redis/redis-py#4091, django/channels_redis#422); the hub's subscription waits as
+    # long. No read timeout.
+    config: dict = {"hosts": [{"address": redis_url, "socket_timeout": None}]}
+    if layer == "core":
+        config.update(capacity=1000, expiry=30)
+    elif layer == "hub":
+        # Redis pub/sub channels are not separated by database number: deployments (or
+        # test runs) sharing one Redis server keep apart by prefix.
+        config["prefix"] = CHANNEL_LAYER_PREFIX
+    return config
+
+
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # redis-py 8 reads with a 5 s socket_timeout by default, which kills the
-                # layer's blocking BZPOPMIN (5 s too): every idle socket got 1011 after
-                # ~5 s (redis/redis-py#4091, django/channels_redis#422). No read timeout.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
-                "capacity": 1000,
-                "expiry": 30,
-            },
+            "BACKEND": CHANNEL_LAYER_BACKENDS[CHANNEL_LAYER],
+            "CONFIG": channel_layer_config(CHANNEL_LAYER, REDIS_URL),
         }
     }
     CACHES = {
