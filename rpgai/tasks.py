@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from celery import Task
 from django.conf import settings
 from django.db import close_old_connections
@@ -75,17 +75,40 @@ def call_async(func: Callable[..., Any], *args: Any, timeout: float = 10.0) -> A
     In a thread that serves the server's event loop (embedded tasks, sync views) the
     coroutine runs on that loop, which owns the in-memory channel layer. Once that loop
     has stopped (the server is shutting down) nothing can run there: raise at once
-    instead of waiting forever, which would keep the process from exiting.
+    instead of waiting forever, which would keep the process from exiting. Elsewhere (a
+    Celery worker, the turns' database threads, a command) it runs on this process's
+    bridge loop (`_bridge_loop`).
     """
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     pid = getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None)
     # A closed loop is a stale record: asgiref leaves the short-lived loop of an
     # `async_to_sync` call recorded on the thread that served it.
     if loop is None or pid != os.getpid() or loop.is_closed():
-        return async_to_sync(func)(*args)
+        return asyncio.run_coroutine_threadsafe(func(*args), _bridge_loop()).result(timeout)
     if not loop.is_running():
         raise RuntimeError("the server's event loop has stopped")
     return asyncio.run_coroutine_threadsafe(func(*args), loop).result(timeout)
+
+
+_bridge: tuple[int, asyncio.AbstractEventLoop] | None = None
+_bridge_lock = threading.Lock()
+
+
+def _bridge_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per process, on a daemon thread of its own, for sync code that has no
+    server loop to reach. The Redis channel layers keep their connections per event loop:
+    asgiref's `async_to_sync` made a new loop (and thread, and Redis connection) for
+    every broadcast, about half the wall time of an append in a worker (issue 21)."""
+    global _bridge
+    with _bridge_lock:
+        if _bridge is None or _bridge[0] != os.getpid() or _bridge[1].is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="rpgai-layer-bridge", daemon=True
+            )
+            thread.start()
+            _bridge = (os.getpid(), loop)
+        return _bridge[1]
 
 
 def _message_headers() -> dict[str, Any]:
