@@ -353,7 +353,9 @@ def _first_json_object(text: str) -> Any:
     text = strip_reasoning(text).strip()
     if not text:
         raise AnswerInvalid("the answer is empty; send one JSON object")
-    decoder = json.JSONDecoder()
+    # strict=False: a raw newline or tab inside a string (small local models write
+    # paragraphs that way) is read as what it means, not refused as a control character.
+    decoder = json.JSONDecoder(strict=False)
     start = text.find("{")
     tries = 0
     first_error: str | None = None

@@ -126,6 +126,13 @@ def test_json_wrapped_in_a_fence_or_prose_is_found():
     assert answer_parse(fenced).narration == "The goblin snarls."
 
 
+def test_a_raw_newline_inside_the_narration_is_read_as_one():
+    # gemma-3-270m through llama-cpp-python writes its paragraphs with real line breaks.
+    raw = json.dumps(GOOD).replace("The goblin snarls.", "The goblin snarls.\\n\\tIt lunges.")
+    raw = raw.replace("\\n", "\n").replace("\\t", "\t")
+    assert answer_parse(raw).narration.startswith("The goblin snarls.\n")
+
+
 @pytest.mark.parametrize(
     "raw",
     [
