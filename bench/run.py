@@ -24,6 +24,7 @@ from bench import (
     turns,
     turns_concurrency,
     two_step,
+    voice_streaming,
     ws_latency,
 )
 from bench.common import ROOT, machine
@@ -133,6 +134,7 @@ def main() -> None:
             f"| {label} | {r['first_p50']:.0f} | {r['first_max']:.0f} | "
             f"{r['first_cold']:.0f} | {r['all_p50']:.0f} |"
         )
+    lines += ["", *voice_streaming.markdown(_separately("voice_streaming"))]
     # The 2,000-turn campaign (10-25 minutes; BENCH_MEMORY_TURNS shortens it).
     lines += ["", *memory_prompt_tokens.markdown(_separately("memory_prompt_tokens"))]
     out = ROOT / "docs" / "benchmarks.md"

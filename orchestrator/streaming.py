@@ -12,6 +12,11 @@ told of the narration still streaming is also kept in the cache for a while
 says hello (realtime.consumers), then the deltas that continue it. Each delta carries its
 `offset` (the characters of the narration sent before it) so that a socket never shows a
 piece twice nor skips one.
+
+With a voice, the narration is also spoken as it streams (issue 23): `SentenceSpeaker`
+cuts it into the segments its commit would speak (voice.text.StreamedSentences) and
+queues each whole sentence on the voice worker at once; the room hears it as
+`narration.audio` while the text still streams.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
@@ -26,12 +32,18 @@ from pydantic_core import from_json
 
 from rpgai.aio import io
 
+if TYPE_CHECKING:
+    from voice.text import StreamedSentences
+
 _REASONING_TAGS = ("think", "thinking", "reasoning", "analysis")
 _OPEN = tuple(f"<{t}>" for t in _REASONING_TAGS)
 _LONGEST_TAG = max(len(t) for t in _REASONING_TAGS) + 3
 # How long the text of a narration still streaming is kept past its last delta: longer
 # than any turn may take (DM_TURN_DEADLINE_SECONDS), then it goes by itself.
 STREAM_KEEP_SLACK_SECONDS = 120
+# How many characters the narration's parser may hold back while it is spoken as it
+# streams (SentenceSpeaker): the end of a sentence is not kept waiting.
+SPOKEN_PARSE_STEP = 8
 
 
 def _stream_key(campaign_id: uuid.UUID | str) -> str:
@@ -260,9 +272,59 @@ class DeltaBatcher:
         self.flush()
 
 
+class SentenceSpeaker:
+    """The narration's whole sentences to the voice worker as they stream (issue 23).
+
+    Only the narrating answer's sentences are spoken: a rolling step streams no narration,
+    and once a sentence went out, a new attempt (a retried call) is not spoken over it:
+    like the deltas, it is muted, and the commit speaks what the final text changed.
+    """
+
+    def __init__(self, *, campaign_id: uuid.UUID | str, turn_id: str) -> None:
+        self.campaign_id = campaign_id
+        self.turn_id = turn_id
+        self.muted = False
+        self.queued = 0
+        self._cutter = self._new_cutter()
+
+    @staticmethod
+    def _new_cutter() -> StreamedSentences:
+        from voice.text import StreamedSentences
+
+        return StreamedSentences(
+            max_chars=settings.VOICE_SEGMENT_MAX_CHARS,
+            max_total_chars=settings.VOICE_NARRATION_MAX_CHARS,
+            first_max_chars=settings.VOICE_FIRST_SEGMENT_MAX_CHARS,
+        )
+
+    def restart(self) -> None:
+        if self.queued:
+            self.muted = True
+        else:
+            self._cutter = self._new_cutter()
+
+    def cut(self, text: str, *, whole: bool = False) -> list[tuple[int, str]]:
+        """The sentences `text` completes, as (segment, text); with `whole`, the narration
+        has ended: its last sentence too."""
+        if self.muted:
+            return []
+        sentences = self._cutter.feed(text) if text else []
+        return sentences + self._cutter.finish() if whole else sentences
+
+    async def queue(self, sentences: list[tuple[int, str]]) -> None:
+        from voice.services import asentence_queue
+
+        for segment, text in sentences:
+            self.queued += 1
+            await asentence_queue(
+                campaign_id=self.campaign_id, turn_id=self.turn_id, segment=segment, text=text
+            )
+
+
 class NarrationStream:
     """Model text chunks in, batched narration deltas to the room out: the `StreamSink`
-    a turn's narrating model call streams into (llm.adapters)."""
+    a turn's narrating model call streams into (llm.adapters). With a voice, its whole
+    sentences are spoken as they come (`SentenceSpeaker`)."""
 
     def __init__(
         self,
@@ -276,31 +338,55 @@ class NarrationStream:
         self.campaign_id = campaign_id
         self.turn_id = turn_id
         self.on_delta = on_delta
+        from voice.services import speech_streaming_on
+
+        self.speaker: SentenceSpeaker | None = None
+        if speech_streaming_on():
+            self.speaker = SentenceSpeaker(campaign_id=campaign_id, turn_id=turn_id)
         self.filter = ReasoningFilter()
-        self.extractor = NarrationExtractor()
+        self.extractor = self._extractor()
         self.first_delta_at: float | None = None
         self.told = ""  # what the room has been told of this turn's narration
         self._outbox: list[str] = []
         self.batcher = DeltaBatcher(send=self._outbox.append, max_chars=NARRATION_MAX_CHARS)
 
+    def _extractor(self) -> NarrationExtractor:
+        # Spoken, a sentence's end is wanted as soon as it comes: parsed every few
+        # characters rather than every 32 (a few dozen more parses of a short answer).
+        return NarrationExtractor(step=SPOKEN_PARSE_STEP if self.speaker else 32)
+
     def restart(self) -> None:
         """A new attempt begins: parse afresh, but send nothing more to the room."""
         self.filter = ReasoningFilter()
-        self.extractor = NarrationExtractor()
+        self.extractor = self._extractor()
         if self.batcher.sent_chars:
             self.batcher.mute()
+        if self.speaker is not None:
+            self.speaker.restart()
 
     async def feed(self, chunk: str) -> None:
         if self.extractor.done:
             return
-        self.batcher.add(self.extractor.feed(self.filter.feed(chunk)))
-        if self.extractor.done:
-            self.batcher.flush()  # the narration is whole: no reason to hold its end
+        new = self.extractor.feed(self.filter.feed(chunk))
+        self.batcher.add(new)
+        sentences = (
+            self.speaker.cut(new, whole=self.extractor.done)
+            if self.speaker is not None and not self.batcher.muted
+            else []
+        )
+        if self.extractor.done or sentences:
+            # The narration is whole, or a sentence is: no reason to hold its end, and a
+            # sentence is on screen before its audio is asked for.
+            self.batcher.flush()
         await self._send_out()
+        if sentences:
+            await self.speaker.queue(sentences)  # type: ignore[union-attr]
 
     async def close(self) -> None:
         if not self.extractor.done:
-            self.batcher.add(self.extractor.flush())  # an answer that stopped short
+            # An answer that stopped short. Its last words are not spoken as streamed:
+            # its commit says whether they are the narration (and speaks them then).
+            self.batcher.add(self.extractor.flush())
         self.batcher.close()
         await self._send_out()
 

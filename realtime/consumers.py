@@ -658,6 +658,24 @@ class CampaignConsumer(AsyncWebsocketConsumer):
                 }
             )
 
+    async def room_audio(self, message: dict[str, Any]) -> None:
+        """A sentence of the narration streaming now, spoken already (voice.services,
+        issue 23): `narration.audio`, ephemeral like the deltas, sent only to those its
+        visibility names (the streamed narration is the public one; GMs hear all)."""
+        if self.ready and selectors.event_visible(
+            message.get("visibility") or {"kind": "all"}, self.viewer
+        ):
+            await self.send_json(
+                {
+                    "type": "narration.audio",
+                    "turn_id": message["turn_id"],
+                    "segment": message["segment"],
+                    "text": message["text"],
+                    "url": message["url"],
+                    "duration_ms": message["duration_ms"],
+                }
+            )
+
     # --- Helpers -------------------------------------------------------------------------
 
     async def _send_delta(self, turn_id: str, text: str, offset: int) -> None:

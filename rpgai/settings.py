@@ -383,6 +383,14 @@ VOICE_MAX_AGE_SECONDS = env.int("VOICE_MAX_AGE_SECONDS", default=600)
 # Load the piper voice before the first narration (in Celery worker processes at start,
 # in the web server when a player acts), so the first sentence is not kept waiting.
 VOICE_PRELOAD = env.bool("VOICE_PRELOAD", default=True)
+# Speak each sentence as the narration streams (issue 23), on the voice queue; off: speech
+# starts once the narration is committed. VOICE_STREAM_WAIT_SECONDS: how long the commit's
+# speech waits for streamed sentences still being spoken, to use them instead of speaking
+# them again. Streamed sentences of a turn that never committed (its worker died) are
+# deleted after VOICE_STREAM_ORPHAN_SECONDS.
+VOICE_STREAM = env.bool("VOICE_STREAM", default=True)
+VOICE_STREAM_WAIT_SECONDS = env.float("VOICE_STREAM_WAIT_SECONDS", default=10.0)
+VOICE_STREAM_ORPHAN_SECONDS = env.int("VOICE_STREAM_ORPHAN_SECONDS", default=900)
 
 # --- Memory: meaning-based retrieval of lore (memory/embeddings.py, memory/vectors.py) ---------
 # `minilm`: passages are embedded offline (all-MiniLM-L6-v2, int8 ONNX, no download) and

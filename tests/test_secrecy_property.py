@@ -32,6 +32,11 @@ entity. The players are told that an entity they knew left their view (a public
 `entity_withdrawn` {entity_id}), and nothing else: not the secret written after, not the
 id of an entity they never saw.
 
+Issue 23 adds the DM's speech while it narrates: the reader's socket during a DM turn
+whose streamed answer says secret things only where they belong (a private narration to
+the other player, a hidden creature): every `narration.audio` it hears (and every delta)
+is of the public narration, and each one's audio is served to the reader.
+
 `PLAYER_READ_PATHS` is the registry of what a player can read. Every later issue that
 adds a path players can read adds that path to it: one function `(world) -> list of
 texts` that reads it as the player through its public seam (HTTP, WebSocket, page).
@@ -40,8 +45,11 @@ texts` that reads it as the player through its public seam (HTTP, WebSocket, pag
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +58,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.test import Client
+from django.test import Client, override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,6 +69,7 @@ from campaigns.tools import turn_commit
 from campaigns.whispers import whisper_send
 from memory.npc_memory import npc_memories_extract
 from memory.summaries import summaries_update
+from tests.openai_server import Answer, OpenAIServer
 from tests.reads import api_as
 from tests.ws import Room
 
@@ -217,6 +226,91 @@ def read_socket_catch_up(world: World) -> list[str]:
         return [pool.submit(asyncio.run, hello(seq)).result() for seq in (0, last // 2)]
 
 
+_piper_warm: list[bool] = []
+
+
+def read_speech_stream(world: World) -> list[str]:
+    """The reader's socket while the DM narrates (issue 23): the reader acts, the model
+    streams an answer whose narration is public and whose `narrate_private` (to the other
+    player) and hidden creature are secret; what the socket gets (`narration.audio`,
+    deltas, events) and the audio each `narration.audio` names, as the reader."""
+    from llm.openai_adapter import output_shapes_forget
+    from rpgai.tasks import wait_idle
+
+    private, hidden = _secret_token(), _secret_token()
+    world.secrets |= {private, hidden}
+    world.others.add(private)  # the other player's own private narration
+    answer = {
+        "narration": f"The wind howls at the shutters. {_public_token()} waits by the door.",
+        "tool_calls": [
+            {"name": "narrate_private", "args": {"to": str(world.other.id), "text": private}},
+            {
+                "name": "create_entity",
+                "args": {"kind": "creature", "name": hidden, "data": {}, "hidden": True},
+            },
+        ],
+        "options": ["Go on"],
+    }
+    speech = importlib.util.find_spec("piper") is not None
+    if speech and not _piper_warm:
+        from voice.engines import engine_get
+
+        engine_get("piper").warm_up()  # once, as a voice worker does when it starts
+        _piper_warm.append(True)
+
+    async def play() -> list[dict[str, Any]]:
+        room = Room(world.campaign.id, world.player)
+        connected, _ = await room.open()
+        assert connected
+        try:
+            await room.hello()
+            await room.send(
+                {"type": "client.player_action", "action_id": str(uuid.uuid4()), "text": "I wait"}
+            )
+            seen = await room.recv_until(
+                lambda m: (
+                    m["type"] == "event" and m["event"]["type"] in ("dm_narration", "turn_failed")
+                ),
+                timeout=30,
+            )
+            await wait_idle(timeout=30)
+            while not await room.comm.receive_nothing(timeout=0.3):
+                seen.append(await room.recv())
+            return seen
+        finally:
+            await room.close()
+
+    media = tempfile.mkdtemp(prefix="rpgai-secrecy-")
+    try:
+        with OpenAIServer() as server:
+            output_shapes_forget(base_url=server.url, model="test-model")
+            # Streamed over about 2.5 s: the first sentence is spoken before it ends.
+            server.script(Answer(answer, chunk_chars=8, delay=0.05))
+            with override_settings(
+                DM_MODEL_PROVIDER="openai",
+                DM_MODEL="test-model",
+                OPENAI_BASE_URL=server.url,
+                OPENAI_API_KEY="sk-test",
+                TTS_PROVIDER="piper" if speech else "none",
+                VOICE_STREAM=True,
+                VOICE_PRELOAD=False,
+                MEDIA_ROOT=media,
+            ):
+                with ThreadPoolExecutor(max_workers=1) as pool:  # see read_socket_catch_up
+                    seen = pool.submit(asyncio.run, play()).result()
+                heard = [m for m in seen if m["type"] == "narration.audio"]
+                if speech:
+                    assert heard, "the narration was spoken as it streamed"
+                client = api_as(world.player)
+                for message in heard:
+                    audio = client.get(message["url"])
+                    assert audio.status_code == 200, (audio.status_code, message)
+                    assert audio.content[:4] == b"RIFF"
+    finally:
+        shutil.rmtree(media, ignore_errors=True)
+    return [json.dumps(seen)]
+
+
 def read_recap(world: World) -> list[str]:
     """GET .../recap: since the reader last left (never: from the start), from 0, and
     from the middle of the log; after the summaries due are made."""
@@ -256,9 +350,10 @@ PLAYER_READ_PATHS: list[Callable[[World], list[str]]] = [
     read_recap,
     read_journal,
     read_characters,
+    read_speech_stream,
 ]
-# Readers that cost a fork or a WebSocket per example: checked on SLOW_EXAMPLES only.
-SLOW_READ_PATHS = frozenset({read_fork, read_socket_catch_up})
+# Readers that cost a fork, a WebSocket or a DM turn per example: on SLOW_EXAMPLES only.
+SLOW_READ_PATHS = frozenset({read_fork, read_socket_catch_up, read_speech_stream})
 
 
 # --- Building a world ---------------------------------------------------------------------
@@ -781,7 +876,9 @@ def test_private_rolls_and_secret_directions_reach_no_other_player() -> None:
     mine = api_as(world.other).get(f"/api/campaigns/{world.campaign.id}/events?limit=1000")
     gm_view = api_as(world.gm).get(f"/api/campaigns/{world.campaign.id}/events?limit=1000")
     assert {token for token in world.secrets if token in mine.content.decode()} == world.others
-    assert len(world.others) == 3
+    # Their roll, whisper and private narration, and the private narration of the DM turn
+    # read_speech_stream plays.
+    assert len(world.others) == 4
     assert all(token in gm_view.content.decode() for token in world.secrets)
 
 

@@ -112,6 +112,7 @@ class SpeechSegmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     fields = (
         "campaign",
         "narration_seq",
+        "turn_id",
         "segment",
         "segments",
         "speaker",

@@ -51,9 +51,12 @@ class SpeechAudioApi(APIView):
                 raise NotFound("no such campaign")
             raise PermissionDenied("you are not a member of this campaign", code="not_a_member")
         segment = selectors.speech_segment_get(campaign_id=campaign_id, segment_id=segment_id)
-        # A narration the member may not read (a whisper's answer) is not heard either.
+        # A narration the member may not read (a whisper's answer) is not heard either. A
+        # sentence of a narration still streaming has no narration yet: what streams is
+        # the public narration, which every member reads as it streams.
         if segment is None or (
-            selectors.narration_get(
+            segment.narration_seq is not None
+            and selectors.narration_get(
                 campaign_id=campaign_id,
                 narration_seq=segment.narration_seq,
                 viewer=Viewer.of(membership),

@@ -78,13 +78,21 @@ class VoiceProfile(models.Model):
 class SpeechSegment(models.Model):
     """One spoken segment of a narration: its audio file in storage and what it cost in
     characters (what billing will count, issue 6). The `dm_audio_ready` event points
-    here; the audio view serves the file to the campaign's members only."""
+    here; the audio view serves the file to the campaign's members only.
+
+    A sentence spoken while its narration still streams (issue 23) is a row of its turn
+    (`turn_id`) with no `narration_seq` yet, `segment` its place in the stream. When the
+    narration commits, the rows whose text it kept are adopted (given the narration's seq
+    and their place in it: the same row, so the same URL, spoken and billed once); the
+    others are deleted with their files."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     campaign = models.ForeignKey(
         "campaigns.Campaign", on_delete=models.CASCADE, related_name="speech_segments"
     )
-    narration_seq = models.PositiveIntegerField()
+    # Null while the narration streams: the row belongs to its turn only.
+    narration_seq = models.PositiveIntegerField(null=True, blank=True)
+    turn_id = models.CharField(max_length=64, blank=True, default="")
     segment = models.PositiveIntegerField()
     segments = models.PositiveIntegerField()
     speaker = models.UUIDField(null=True, blank=True)
@@ -102,10 +110,17 @@ class SpeechSegment(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["campaign", "narration_seq", "segment"], name="speech_segment_unique"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["campaign", "turn_id", "segment"],
+                condition=models.Q(narration_seq__isnull=True),
+                name="speech_segment_streamed_unique",
+            ),
         ]
         indexes = [models.Index(fields=["campaign", "created_at"], name="speech_campaign_time")]
         ordering = ["campaign", "narration_seq", "segment"]
 
     def __str__(self) -> str:
+        if self.narration_seq is None:
+            return f"turn {self.turn_id[:8]} sentence {self.segment + 1} (streaming)"
         return f"narration #{self.narration_seq} segment {self.segment + 1}/{self.segments}"

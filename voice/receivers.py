@@ -26,15 +26,27 @@ def queue_speech_after_narration(
     sender: Any, campaign_id: Any, events: list[Any], **kwargs: Any
 ) -> None:
     """A committed `dm_narration` is spoken; a committed player action means one is
-    coming, so the engine is warmed up while the DM thinks."""
+    coming, so the engine is warmed up while the DM thinks. A failed turn's sentences,
+    spoken as it streamed, are deleted."""
     if not _speech_on():
         return
     from . import services
-    from .tasks import synthesize_narration
+    from .tasks import discard_turn_speech, synthesize_narration
 
     for event in events:
         if event.type == "dm_narration" and event.request_id not in COPIED_REQUEST_IDS:
             enqueue(synthesize_narration, campaign_id=str(campaign_id), narration_seq=event.seq)
+        elif (
+            event.type == "turn_failed"
+            and settings.VOICE_STREAM
+            and event.request_id not in COPIED_REQUEST_IDS
+            and isinstance(event.payload.get("turn_id"), str)
+        ):
+            enqueue(
+                discard_turn_speech,
+                campaign_id=str(campaign_id),
+                turn_id=event.payload["turn_id"],
+            )
         elif (
             event.type == "player_action"
             and settings.VOICE_PRELOAD

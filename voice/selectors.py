@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.core.files.storage import storages
@@ -102,6 +104,33 @@ def speech_segment_find(
     return SpeechSegment.objects.filter(
         campaign_id=campaign_id, narration_seq=narration_seq, segment=segment
     ).first()
+
+
+def speech_streamed_find(
+    *, campaign_id: uuid.UUID | str, turn_id: str, segment: int
+) -> SpeechSegment | None:
+    """The sentence `segment` spoken while the turn's narration streamed, not adopted yet."""
+    return SpeechSegment.objects.filter(
+        campaign_id=campaign_id, turn_id=turn_id, segment=segment, narration_seq__isnull=True
+    ).first()
+
+
+def speech_streamed_of(*, campaign_id: uuid.UUID | str, turn_id: str) -> list[SpeechSegment]:
+    """The turn's sentences spoken as its narration streamed and not adopted, in order."""
+    return list(
+        SpeechSegment.objects.filter(
+            campaign_id=campaign_id, turn_id=turn_id, narration_seq__isnull=True
+        ).order_by("segment")
+    )
+
+
+def speech_streamed_older(
+    *, campaign_id: uuid.UUID | str, before: datetime
+) -> Iterable[SpeechSegment]:
+    """Streamed sentences of the campaign never adopted, made before `before`."""
+    return SpeechSegment.objects.filter(
+        campaign_id=campaign_id, narration_seq__isnull=True, created_at__lt=before
+    )
 
 
 def speech_audio_read(*, segment: SpeechSegment) -> bytes:

@@ -1,8 +1,17 @@
 """Every write of the voice app: voice profiles, spoken segments, and the pipeline that
-turns a committed `dm_narration` into one `dm_audio_ready` per segment."""
+turns a committed `dm_narration` into one `dm_audio_ready` per segment.
+
+Speech while the DM narrates (issue 23, CONTRACTS §7): the turn's narration stream
+(orchestrator.streaming) cuts sentences as they complete and queues each on the voice
+worker (`sentence_speak`), which stores it as a row of the turn and tells the room
+(`narration.audio`). The commit's speech (`narration_speak`) then adopts the rows whose
+text the final narration kept (same audio, same URL, billed once), speaks only what
+changed, and deletes the rest; a failed turn's rows are deleted (`turn_speech_discard`).
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -11,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.db import IntegrityError, transaction
@@ -20,7 +30,7 @@ from django.utils import timezone
 from billing.services import speech_reserve, speech_usage_record
 from campaigns.events import NewEvent
 from campaigns.selectors import event_by_dedupe_key, snapshot_get
-from campaigns.services import events_append
+from campaigns.services import broadcast_room, events_append
 from rpgai.errors import DomainError, NotFound
 
 from . import selectors
@@ -36,7 +46,7 @@ from .engines import (
 )
 from .models import SpeechSegment, VoiceProfile
 from .selectors import VoiceChoice
-from .text import PlannedSegment, narration_segments, speakable
+from .text import PlannedSegment, narration_segments, speakable, spoken_key
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +166,36 @@ def speech_segment_make(
     planned: PlannedSegment,
     choice: VoiceChoice,
 ) -> SpeechSegment:
-    """The segment's audio, synthesized and stored once (a retry finds it made)."""
+    """The segment's audio, synthesized and stored once (a retry finds it made, and so
+    does a narration whose sentence was spoken as it streamed: adopted already)."""
     existing = selectors.speech_segment_find(
         campaign_id=campaign_id, narration_seq=narration_seq, segment=index
     )
     if existing is not None:
         return existing
+    return _speech_store(
+        campaign_id=campaign_id,
+        narration_seq=narration_seq,
+        turn_id="",
+        index=index,
+        total=total,
+        planned=planned,
+        choice=choice,
+    )
+
+
+def _speech_store(
+    *,
+    campaign_id: uuid.UUID | str,
+    narration_seq: int | None,
+    turn_id: str,
+    index: int,
+    total: int,
+    planned: PlannedSegment,
+    choice: VoiceChoice,
+) -> SpeechSegment:
+    """Synthesize, bill, store the file and record the row (a narration's segment, or
+    with `narration_seq` None a sentence of `turn_id` still streaming)."""
     engine = engine_get(choice.engine)
     if engine is None:
         raise SpeechError("this voice is silent", code="speech_silent")
@@ -174,9 +208,9 @@ def speech_segment_make(
     speech_usage_record(campaign_id=campaign_id, engine=engine.name, characters=planned.characters)
 
     storage = storages[settings.VOICE_STORAGE_ALIAS]
+    place = f"{narration_seq}-{index}" if narration_seq is not None else f"t{turn_id[:8]}-{index}"
     name = storage.save(
-        f"{settings.VOICE_STORAGE_PREFIX}/{campaign_id}/"
-        f"{narration_seq}-{index}-{uuid.uuid4().hex[:12]}.wav",
+        f"{settings.VOICE_STORAGE_PREFIX}/{campaign_id}/{place}-{uuid.uuid4().hex[:12]}.wav",
         ContentFile(speech.wav),
     )
     try:
@@ -184,6 +218,7 @@ def speech_segment_make(
             return SpeechSegment.objects.create(
                 campaign_id=campaign_id,
                 narration_seq=narration_seq,
+                turn_id=turn_id[:64],
                 segment=index,
                 segments=total,
                 speaker=planned.speaker,
@@ -200,9 +235,14 @@ def speech_segment_make(
         # Another worker made this segment at the same time: keep theirs, drop ours.
         log.info("segment %s of narration %s was made twice; dropping a copy", index, narration_seq)
         storage.delete(name)
-        made = selectors.speech_segment_find(
-            campaign_id=campaign_id, narration_seq=narration_seq, segment=index
-        )
+        if narration_seq is None:
+            made = selectors.speech_streamed_find(
+                campaign_id=campaign_id, turn_id=turn_id, segment=index
+            )
+        else:
+            made = selectors.speech_segment_find(
+                campaign_id=campaign_id, narration_seq=narration_seq, segment=index
+            )
         if made is None:
             raise
         return made
@@ -218,6 +258,10 @@ def narration_speak(*, campaign_id: uuid.UUID | str, narration_seq: int) -> int:
     """Speak a committed `dm_narration`: one `dm_audio_ready` per segment, in order, each
     appended as soon as its audio is stored. Returns how many segments were announced now.
 
+    The sentences its turn spoke while it streamed are used where the narration kept their
+    words (not spoken or billed again; the same URL); the others are deleted, and so are
+    all of them when the narration is a fallback.
+
     Idempotent: every segment's event has a dedupe key (`audio:<seq>:<segment>`) and its
     audio a unique row, so a retried task skips what is done and never appends twice.
     """
@@ -227,6 +271,23 @@ def narration_speak(*, campaign_id: uuid.UUID | str, narration_seq: int) -> int:
     if narration is None:
         log.warning("no dm_narration at seq %s of campaign %s to speak", narration_seq, campaign_id)
         return 0
+    turn_id = str(narration.payload.get("turn_id") or "")
+    streaming_swept(campaign_id=campaign_id)
+    if turn_id:
+        # Sentences queued and not begun are not spoken as streamed any more: spoken here.
+        cache.set(_stream_key(campaign_id, turn_id, "closed"), True, STREAM_STATE_SECONDS)
+    try:
+        return _narration_speak(narration, campaign_id=campaign_id, turn_id=turn_id)
+    finally:
+        if turn_id:
+            # Whatever the narration did not keep (or all of it, for a fallback), once the
+            # sentences still being spoken are done.
+            _turn_stream_close(campaign_id=campaign_id, turn_id=turn_id)
+            _streamed_delete(campaign_id=campaign_id, turn_id=turn_id)
+
+
+def _narration_speak(narration: Any, *, campaign_id: uuid.UUID | str, turn_id: str) -> int:
+    narration_seq = narration.seq
     age = timezone.now() - narration.created_at
     if age > timedelta(seconds=settings.VOICE_MAX_AGE_SECONDS):
         log.info("narration %s of %s is %s old: not voiced", narration_seq, campaign_id, age)
@@ -253,14 +314,44 @@ def narration_speak(*, campaign_id: uuid.UUID | str, narration_seq: int) -> int:
     ]
     if not pending:
         return 0
-    characters = sum(voiced[index][0].characters for index in pending)
+    streamed = bool(turn_id) and not narration.payload.get("fallback")
+    adopt = functools.partial(
+        _streamed_adopt,
+        campaign_id=campaign_id,
+        turn_id=turn_id,
+        narration_seq=narration_seq,
+        voiced=voiced,
+    )
+    if streamed:
+        adopt(pending=pending)
+    made = {
+        index
+        for index in pending
+        if selectors.speech_segment_find(
+            campaign_id=campaign_id, narration_seq=narration_seq, segment=index
+        )
+        is not None
+    }
+    characters = sum(voiced[index][0].characters for index in pending if index not in made)
     if not speech_budget_allows(campaign_id=campaign_id, characters=characters):
         log.info("speech budget of campaign %s refuses %d characters", campaign_id, characters)
-        return 0
+        # What is spoken already (as it streamed) is still heard; nothing more is made.
+        pending = [index for index in pending if index in made]
 
     announced = 0
+    deadline = time.monotonic() + float(settings.VOICE_STREAM_WAIT_SECONDS)
     for index in pending:
         planned_segment, choice = voiced[index]
+        if streamed and index not in made:
+            # Being spoken as it streamed, maybe: waited for (at most until the deadline),
+            # and used, rather than made twice. Each segment is told as soon as it is here.
+            _streamed_wait(
+                campaign_id=campaign_id,
+                turn_id=turn_id,
+                key=spoken_key(planned_segment.text),
+                deadline=deadline,
+            )
+            adopt(pending=[index])
         stored = speech_segment_make(
             campaign_id=campaign_id,
             narration_seq=narration_seq,
@@ -279,6 +370,8 @@ def narration_speak(*, campaign_id: uuid.UUID | str, narration_seq: int) -> int:
             "speaker": str(stored.speaker) if stored.speaker else None,
             "text": stored.text,
         }
+        if turn_id:
+            payload["turn_id"] = turn_id
         events_append(
             campaign_id=campaign_id,
             request_id=narration.request_id,
@@ -294,6 +387,219 @@ def narration_speak(*, campaign_id: uuid.UUID | str, narration_seq: int) -> int:
         )
         announced += 1
     return announced
+
+
+# --- Speech while the narration streams (issue 23) ---------------------------------------------
+
+# How long the counts of a turn's streamed sentences are kept: longer than any turn.
+STREAM_STATE_SECONDS = 3600
+# How often the commit's speech looks whether the streamed sentences are all spoken.
+STREAM_POLL_SECONDS = 0.05
+
+
+def _stream_key(campaign_id: uuid.UUID | str, turn_id: str, what: str) -> str:
+    return f"rpgai:voice-stream:{campaign_id}:{turn_id}:{what}"
+
+
+def _count_up(key: str) -> None:
+    cache.add(key, 0, STREAM_STATE_SECONDS)
+    try:
+        cache.incr(key)
+    except ValueError:  # expired between the two calls
+        cache.set(key, 1, STREAM_STATE_SECONDS)
+
+
+def speech_streaming_on() -> bool:
+    """Whether sentences are spoken as the narration streams (VOICE_STREAM, and a voice)."""
+    provider = (settings.TTS_PROVIDER or "none").strip().lower()
+    return bool(settings.VOICE_STREAM) and provider != "none"
+
+
+def sentence_queued(*, campaign_id: uuid.UUID | str, turn_id: str) -> None:
+    """Count a sentence queued for the turn (before it is queued): the commit waits for it."""
+    _count_up(_stream_key(campaign_id, turn_id, "queued"))
+
+
+def _streamed_wait(
+    *, campaign_id: uuid.UUID | str, turn_id: str, key: str, deadline: float
+) -> None:
+    """Until a sentence of the turn spoken as it streamed says `key`, or none is being
+    spoken any more, or the deadline."""
+    while time.monotonic() < deadline:
+        rows = selectors.speech_streamed_of(campaign_id=campaign_id, turn_id=turn_id)
+        if any(spoken_key(row.text) == key for row in rows):
+            return
+        queued = cache.get(_stream_key(campaign_id, turn_id, "queued")) or 0
+        done = cache.get(_stream_key(campaign_id, turn_id, "done")) or 0
+        if done >= queued:
+            return
+        time.sleep(STREAM_POLL_SECONDS)
+
+
+def _turn_stream_close(*, campaign_id: uuid.UUID | str, turn_id: str) -> None:
+    """The turn's narration is committed (or it failed): sentences not yet started are not
+    spoken as streamed any more, and those being spoken are waited for (at most
+    VOICE_STREAM_WAIT_SECONDS), so that the commit finds them."""
+    cache.set(_stream_key(campaign_id, turn_id, "closed"), True, STREAM_STATE_SECONDS)
+    deadline = time.monotonic() + float(settings.VOICE_STREAM_WAIT_SECONDS)
+    while time.monotonic() < deadline:
+        queued = cache.get(_stream_key(campaign_id, turn_id, "queued")) or 0
+        done = cache.get(_stream_key(campaign_id, turn_id, "done")) or 0
+        if done >= queued:
+            return
+        time.sleep(STREAM_POLL_SECONDS)
+    log.info("turn %s: streamed sentences still being spoken; going on without them", turn_id)
+
+
+def sentence_speak(
+    *, campaign_id: uuid.UUID | str, turn_id: str, segment: int, text: str
+) -> SpeechSegment | None:
+    """Speak one sentence of a narration still streaming (the voice task), store it as a
+    row of the turn, and tell the room: `narration.audio` {turn_id, segment, text, url,
+    duration_ms}. Nothing when the turn has ended already (its commit speaks instead),
+    the DM's voice is silent, or the budget refuses (a degraded one first)."""
+    try:
+        if not _turn_sentence_turn(campaign_id=campaign_id, turn_id=turn_id, segment=segment):
+            return None
+        choice = selectors.voice_choice(selectors.voice_profiles_of(campaign_id=campaign_id), None)
+        if choice.engine == "none":
+            return None
+        planned = PlannedSegment(text=text)
+        existing = selectors.speech_streamed_find(
+            campaign_id=campaign_id, turn_id=turn_id, segment=segment
+        )
+        if existing is not None:
+            if existing.text == text:
+                return existing  # a redelivered task: spoken and told already
+            # The turn ran again (its first worker died) and said something else there.
+            existing.delete()
+        if not speech_budget_allows(campaign_id=campaign_id, characters=planned.characters):
+            log.info("speech budget of campaign %s refuses a streamed sentence", campaign_id)
+            return None
+        stored = _speech_store(
+            campaign_id=campaign_id,
+            narration_seq=None,
+            turn_id=turn_id,
+            index=segment,
+            total=0,
+            planned=planned,
+            choice=choice,
+        )
+        if cache.get(_stream_key(campaign_id, turn_id, "closed")):
+            # The turn ended while this was spoken: its commit adopts it (told with
+            # `dm_audio_ready`) or its failure deletes it; the room is told nothing now.
+            return stored
+        broadcast_room(
+            campaign_id,
+            {
+                "type": "room.audio",
+                "turn_id": turn_id,
+                "segment": segment,
+                "text": stored.text,
+                "url": speech_segment_url(stored),
+                "duration_ms": stored.duration_ms,
+                # The narration that streams is the public one: private words go by
+                # `narrate_private`, never streamed. Said anyway, for the consumer to apply.
+                "visibility": {"kind": "all"},
+            },
+        )
+        return stored
+    finally:
+        cache.set(
+            _stream_key(campaign_id, turn_id, f"spoken:{segment}"), True, STREAM_STATE_SECONDS
+        )
+        _count_up(_stream_key(campaign_id, turn_id, "done"))
+
+
+def _turn_sentence_turn(*, campaign_id: uuid.UUID | str, turn_id: str, segment: int) -> bool:
+    """Wait until the sentence before this one is spoken (or given up): sentences queued at
+    once would otherwise race for the engine (piper speaks one at a time per process) and
+    the first could come last. False when the turn ended meanwhile: its commit speaks it."""
+    deadline = time.monotonic() + float(settings.VOICE_STREAM_WAIT_SECONDS)
+    while True:
+        if cache.get(_stream_key(campaign_id, turn_id, "closed")):
+            return False
+        if segment == 0 or cache.get(_stream_key(campaign_id, turn_id, f"spoken:{segment - 1}")):
+            return True
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(STREAM_POLL_SECONDS)
+
+
+def _streamed_adopt(
+    *,
+    campaign_id: uuid.UUID | str,
+    turn_id: str,
+    narration_seq: int,
+    voiced: list[tuple[PlannedSegment, VoiceChoice]],
+    pending: list[int],
+) -> set[int]:
+    """Make the turn's streamed sentences the narration's segments where the words agree
+    (in order, each once): the same row, now with the narration's seq and place."""
+    streamed = list(selectors.speech_streamed_of(campaign_id=campaign_id, turn_id=turn_id))
+    if not streamed:
+        return set()
+    adopted: set[int] = set()
+    for index in pending:
+        planned, choice = voiced[index]
+        if planned.speaker is not None:
+            continue  # another voice than the DM's, which the stream spoke in
+        if (
+            selectors.speech_segment_find(
+                campaign_id=campaign_id, narration_seq=narration_seq, segment=index
+            )
+            is not None
+        ):
+            continue
+        key = spoken_key(planned.text)
+        row = next(
+            (r for r in streamed if r.engine == choice.engine and spoken_key(r.text) == key),
+            None,
+        )
+        if row is None:
+            continue
+        streamed.remove(row)
+        try:
+            with transaction.atomic():
+                taken = SpeechSegment.objects.filter(id=row.id, narration_seq__isnull=True).update(
+                    narration_seq=narration_seq,
+                    segment=index,
+                    segments=len(voiced),
+                    text=planned.text,
+                )
+        except IntegrityError:
+            continue  # made meanwhile by another run of this task
+        if taken:
+            adopted.add(index)
+    return adopted
+
+
+def _streamed_delete(*, campaign_id: uuid.UUID | str, turn_id: str) -> int:
+    """Delete the turn's streamed sentences no narration adopted, and their files."""
+    deleted = 0
+    for row in selectors.speech_streamed_of(campaign_id=campaign_id, turn_id=turn_id):
+        row.delete()  # its file goes once this commits (receivers.delete_speech_file)
+        deleted += 1
+    return deleted
+
+
+def turn_speech_discard(*, campaign_id: uuid.UUID | str, turn_id: str) -> int:
+    """A turn that failed: what was spoken for it as it streamed is deleted (the room was
+    told by its `turn_failed`). Returns how many sentences went."""
+    _turn_stream_close(campaign_id=campaign_id, turn_id=turn_id)
+    return _streamed_delete(campaign_id=campaign_id, turn_id=turn_id)
+
+
+def streaming_swept(*, campaign_id: uuid.UUID | str) -> int:
+    """Delete streamed sentences of turns that never ended in a narration or a failure
+    (a worker that died, a turn answered by another), older than
+    VOICE_STREAM_ORPHAN_SECONDS."""
+    before = timezone.now() - timedelta(seconds=settings.VOICE_STREAM_ORPHAN_SECONDS)
+    deleted = 0
+    for row in selectors.speech_streamed_older(campaign_id=campaign_id, before=before):
+        row.delete()
+        deleted += 1
+    return deleted
 
 
 def speech_file_delete(*, storage_name: str) -> None:
@@ -328,3 +634,34 @@ def engine_warm_up_in_background() -> None:
             log.exception("warming up the %s speech engine failed", name)
 
     threading.Thread(target=warm, name=f"voice-warm-up-{name}", daemon=True).start()
+
+
+async def asentence_queue(
+    *, campaign_id: uuid.UUID | str, turn_id: str, segment: int, text: str
+) -> None:
+    """Queue one whole sentence of the streaming narration on the voice worker (the
+    `voice` queue, never the turns'), from the turn's coroutine, without blocking it."""
+    from rpgai.aio import db, in_sync_caller, io
+    from rpgai.tasks import enqueue
+
+    from .tasks import speak_sentence
+
+    kwargs = {
+        "campaign_id": str(campaign_id),
+        "turn_id": turn_id,
+        "segment": segment,
+        "text": text,
+    }
+    await io(sentence_queued, campaign_id=campaign_id, turn_id=turn_id)
+    try:
+        if not settings.CELERY_TASK_ALWAYS_EAGER:
+            await io(enqueue, speak_sentence, **kwargs)  # a Redis round trip
+        elif in_sync_caller():
+            # A sync caller (a command, a test) runs the turn on its own thread: so does
+            # the sentence, before the turn goes on.
+            await db(speak_sentence.run, **kwargs)
+        else:
+            enqueue(speak_sentence, **kwargs)  # a thread of the server's loop
+    except Exception:
+        log.exception("sentence %s of turn %s could not be queued", segment, turn_id)
+        await io(_count_up, _stream_key(campaign_id, turn_id, "done"))

@@ -57,3 +57,52 @@ def synthesize_narration(self: Task, campaign_id: str, narration_seq: int) -> in
         if self.request.called_directly:
             raise
         raise self.retry(exc=exc, countdown=1) from exc
+
+
+@shared_task(
+    name="voice.tasks.speak_sentence",
+    acks_late=True,
+    soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+)
+def speak_sentence(campaign_id: str, turn_id: str, segment: int, text: str) -> bool:
+    """Speak one sentence of a narration still streaming (see `sentence_speak`).
+
+    Never retried: a sentence heard late is worth less than none, and the narration's
+    commit speaks whatever the stream did not.
+    """
+    try:
+        with tracing.span(
+            "voice.speak_sentence", campaign_id=campaign_id, turn_id=turn_id, segment=segment
+        ):
+            return (
+                services.sentence_speak(
+                    campaign_id=campaign_id, turn_id=turn_id, segment=segment, text=text
+                )
+                is not None
+            )
+    except SpeechError as exc:
+        log.warning(
+            "sentence %s of turn %s not spoken as it streamed: %s (%s)",
+            segment,
+            turn_id,
+            exc.detail,
+            exc.code,
+        )
+        return False
+
+
+@shared_task(
+    bind=True,
+    name="voice.tasks.discard_turn_speech",
+    acks_late=True,
+    max_retries=RETRIES_MAX,
+)
+def discard_turn_speech(self: Task, campaign_id: str, turn_id: str) -> int:
+    """A failed turn: delete what was spoken for it as it streamed."""
+    try:
+        return services.turn_speech_discard(campaign_id=campaign_id, turn_id=turn_id)
+    except (OperationalError, InterfaceError) as exc:
+        if self.request.called_directly:
+            raise
+        raise self.retry(exc=exc, countdown=1) from exc

@@ -156,3 +156,91 @@ def narration_segments(
                 return planned
             planned.append(PlannedSegment(text=sentence, speaker=speaker))
     return planned
+
+
+# --- Cutting a narration as it streams (issue 23) ----------------------------------------------
+
+# A sentence may end in the text that came: worth cutting again.
+_MAY_END = re.compile("[.!?\u2026\n]")
+_ENDS_SENTENCE = re.compile("[.!?\u2026]+[\"'\u201d\u2019\u00bb)\\]]*$")
+_NOT_SAID = re.compile(r"[\W_]+")
+
+
+def spoken_key(text: str) -> str:
+    """What is heard of a segment: its words, without marks, punctuation or case. A
+    sentence spoken as it streamed is the committed narration's segment when their keys
+    agree ("He stops." and "He stops. ..." sound the same)."""
+    return _NOT_SAID.sub(" ", speakable(text)).strip().lower()
+
+
+class StreamedSentences:
+    """The narration's segments cut as its text streams in, each as soon as it is whole.
+
+    The text so far is planned with `narration_segments`, the very plan its commit will
+    make, so that a streamed sentence is the committed narration's segment unless the
+    final text changed it. A segment is whole once another one follows it, or once a
+    space follows its end (. ! ? or …, then any closing quote or bracket; not an
+    abbreviation's dot): a closing quote comes before the space. `finish` gives the last
+    one. Planning again only when a sentence may have ended keeps it linear in practice:
+    about once per sentence.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_chars: int = 300,
+        max_total_chars: int = 6000,
+        first_max_chars: int = 120,
+    ) -> None:
+        self.max_chars = max_chars
+        self.max_total_chars = max_total_chars
+        self.first_max_chars = first_max_chars
+        self.text = ""
+        self.emitted: list[str] = []
+        self._checked = 0  # the text up to here held no sentence end since the last cut
+
+    def _plan(self) -> list[PlannedSegment]:
+        return narration_segments(
+            {"text": self.text},
+            max_chars=self.max_chars,
+            max_total_chars=self.max_total_chars,
+            first_max_chars=self.first_max_chars,
+        )
+
+    def _new(self, planned: list[PlannedSegment]) -> list[tuple[int, str]]:
+        start = len(self.emitted)
+        fresh = [(start + i, p.text) for i, p in enumerate(planned[start:])]
+        self.emitted += [text for _, text in fresh]
+        return fresh
+
+    def feed(self, text: str) -> list[tuple[int, str]]:
+        """Add streamed narration text; the segments now whole, as (index, text)."""
+        if not text:
+            return []
+        self.text += text
+        unseen = self.text[self._checked :]
+        tail = len(self.text) - self._checked
+        limit = self.max_chars if self.emitted else self.first_max_chars
+        if not _MAY_END.search(unseen) and tail <= limit:
+            return []
+        planned = self._plan()
+        whole = planned if planned and self._ended(planned[-1].text) else planned[:-1]
+        if len(whole) <= len(self.emitted):
+            # Nothing new is whole: the end may be in the last segment still growing;
+            # look again from its start.
+            return []
+        if len(whole) < len(planned):
+            self._checked = max(0, len(self.text) - len(planned[-1].text))
+        else:
+            self._checked = len(self.text)
+        return self._new(whole)
+
+    def _ended(self, last: str) -> bool:
+        """Whether the last segment so far is a whole sentence: a space follows its end."""
+        if not self.text[-1:].isspace() or not _ENDS_SENTENCE.search(last):
+            return False
+        return not _is_abbreviation(last, len(last))
+
+    def finish(self) -> list[tuple[int, str]]:
+        """The narration is whole: its last segments too."""
+        return self._new(self._plan()) if self.text else []

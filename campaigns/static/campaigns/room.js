@@ -18,6 +18,7 @@ import { createSetup } from "./setup.js";
 import { createTable, STATE_EVENTS } from "./sheet.js";
 import { createWhisperBox } from "./whisper.js";
 import { createXCard } from "./xcard.js";
+import { voiceRefresh, voiceStreamed, voiceTurnEnded } from "../voice/player.js";
 
 const config = JSON.parse(document.getElementById("room-config").textContent);
 
@@ -573,6 +574,9 @@ function handleMessage(data) {
     case "narration.delta":
       onDelta(data);
       break;
+    case "narration.audio":
+      onSpeech(data);
+      break;
     case "presence":
       renderPresence(Array.isArray(data.users) ? data.users : []);
       break;
@@ -640,12 +644,15 @@ function afterEvent(event, entry) {
       setBanner("turn", null);
       pacingAnswered(p.through_seq);
       closeRollAsksOf(asText(p.turn_id));
+      // The voice keeps what the narration kept of the sentences it heard streaming.
+      voiceTurnEnded(asText(p.turn_id), { text: asText(p.text), fallback: p.fallback === true });
       offerRetry(entry, event.seq);
       if (live) announce(`The DM: ${plainText(p.text)}`);
       break;
     case "turn_failed":
       pacingAnswered(p.through_seq);
       closeRollAsksOf(asText(p.turn_id));
+      voiceTurnEnded(asText(p.turn_id), { failed: true }); // what was said for it is taken back
       offerRetry(null); // only the latest narration, and this failure came after it
       turnFailedBanner(asText(p.code), asText(p.detail));
       break;
@@ -757,7 +764,8 @@ function onDelta(data) {
     const body = el("div", { class: "entry-body" });
     const node = el(
       "div",
-      { class: "entry entry-dm entry-streaming", "aria-busy": "true" },
+      // data-stream-turn: where the voice marks the sentence it speaks (voice/player.js).
+      { class: "entry entry-dm entry-streaming", "aria-busy": "true", "data-stream-turn": turnId },
       el("div", { class: "entry-head" }, el("span", { class: "entry-who" }, "The DM is narrating…")),
       body,
     );
@@ -774,8 +782,17 @@ function onDelta(data) {
       stream.frame = 0;
       if (!streams.has(turnId)) return;
       changeFeed(() => stream.body.replaceChildren(renderMarkdown(stream.text)));
+      voiceRefresh(); // the sentence being spoken is marked in the text drawn again
     });
   }
+}
+
+/** `narration.audio`: a sentence of the narration still streaming, spoken already; the
+ * voice plays it in order, while the text goes on (CONTRACTS §7). */
+function onSpeech(data) {
+  const turnId = asText(data.turn_id);
+  if (!turnId || finishedTurns.has(turnId)) return;
+  voiceStreamed(data);
 }
 
 function onError(data) {

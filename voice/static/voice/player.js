@@ -30,7 +30,35 @@
  * `onChange({ autoplay, playing, blocked })` is called whenever that changes; `playing`
  * is the payload of the segment playing now (narration_seq, segment, segments, text,
  * speaker, ...) or null.
+ *
+ * Speech while the DM narrates (issue 23): `handleStreamed(message)` takes the room's
+ * `narration.audio` messages {turn_id, segment, text, url, duration_ms}, sentences of a
+ * narration still streaming, and plays them in order after any committed narration still
+ * playing, marking the sentence in the streaming element (`[data-stream-turn="<turn>"]`).
+ * When the turn ends, `endStream(turnId, { text, failed })` keeps only the sentences the
+ * committed narration kept (all go when it failed or fell back); the narration's
+ * `dm_audio_ready` events (which carry its `turn_id`) point at the same audio, and what
+ * was heard already is not played twice. The module-level `voiceStreamed`,
+ * `voiceTurnEnded` and `voiceRefresh` reach every player of the page (the room makes its
+ * player in audio.js and receives the messages in room.js).
  */
+
+const players = new Set();
+
+/** A `narration.audio` message, for every voice player of the page. */
+export function voiceStreamed(message) {
+  for (const player of players) player.handleStreamed(message);
+}
+
+/** The turn's narration committed (`text`, `fallback`) or failed (`failed`). */
+export function voiceTurnEnded(turnId, ending = {}) {
+  for (const player of players) player.endStream(turnId, ending);
+}
+
+/** The streaming text was drawn again: the sentence being spoken is marked again. */
+export function voiceRefresh() {
+  for (const player of players) player.refresh();
+}
 
 const AUDIO_URL = /^(\/(?!\/)|https?:\/\/)/i; // our own path or http(s); never javascript: or data:
 
@@ -55,6 +83,11 @@ export function createVoicePlayer({
   /** narration seq -> { total, segments: Map<index, payload>, next, manual } */
   const narrations = new Map();
   const finished = new Set(); // narration seqs fully played or passed over
+  /** turn id -> { segments: Map<index, payload>, next, ended } of narrations streaming */
+  const streams = new Map();
+  const heard = new Set(); // URLs played as the narration streamed: not played again
+  const turnNarration = new Map(); // turn id -> its narration seq, once its audio came
+  const stoppedTurns = new Set(); // stopped while streaming: their narration is not played on
   const audio = new Audio();
   audio.preload = "auto";
   audio.volume = volume;
@@ -123,8 +156,16 @@ export function createVoicePlayer({
     return null; // not found verbatim: the whole narration stays marked instead
   }
 
-  function mark(seq, index, text, on) {
-    const host = narrationElement(seq);
+  function streamElement(turnId) {
+    if (!root || typeof root.querySelector !== "function") return null;
+    // The streaming text is outside the log (the room draws it below the events).
+    const all = (root.ownerDocument || document).querySelectorAll("[data-stream-turn]");
+    for (const node of all) if (node.dataset.streamTurn === turnId) return node;
+    return null;
+  }
+
+  function mark(seq, index, text, on, turnId = null) {
+    const host = turnId ? streamElement(turnId) : narrationElement(seq);
     if (!host) return;
     if (on) host.dataset.voicePlaying = String(index);
     else delete host.dataset.voicePlaying;
@@ -154,7 +195,60 @@ export function createVoicePlayer({
     }
     narration.total = Math.max(narration.total, total);
     narration.segments.set(index, { ...p, url, segment: index, segments: total });
+    const turnId = typeof p.turn_id === "string" ? p.turn_id : "";
+    if (turnId && !turnNarration.has(turnId)) {
+      // The streamed sentences are this narration's now: its own events say which.
+      turnNarration.set(turnId, seq);
+      const stream = streams.get(turnId);
+      if (stream) stream.ended = true;
+      if (stoppedTurns.has(turnId)) finished.add(seq);
+    }
     pump();
+  }
+
+  /** A `narration.audio` message: a sentence of a narration still streaming. */
+  function handleStreamed(message) {
+    if (!message || typeof message !== "object") return;
+    const turnId = typeof message.turn_id === "string" ? message.turn_id : "";
+    const url = typeof message.url === "string" ? message.url : "";
+    const index = intOr(message.segment, -1);
+    if (!turnId || index < 0 || !AUDIO_URL.test(url) || turnNarration.has(turnId)) return;
+    let stream = streams.get(turnId);
+    if (!stream) {
+      stream = { segments: new Map(), next: 0, ended: false };
+      streams.set(turnId, stream);
+    }
+    if (stream.ended) return;
+    const text = typeof message.text === "string" ? message.text : "";
+    stream.segments.set(index, { turn_id: turnId, url, text, segment: index, duration_ms: message.duration_ms, streamed: true });
+    pump();
+  }
+
+  /** The turn's narration is committed, or the turn failed: its stream plays no more
+   * than what the narration kept (nothing if it failed or fell back). */
+  function endStream(turnId, { text = "", failed = false, fallback = false } = {}) {
+    const stream = streams.get(turnId);
+    if (!stream) return;
+    const drop = failed || fallback;
+    for (const [index, segment] of stream.segments) {
+      if (drop || (segment.text && !String(text).includes(segment.text))) stream.segments.delete(index);
+    }
+    if (drop) {
+      stream.ended = true;
+      if (current && current.turnId === turnId) {
+        // What is being said was not the DM's answer after all.
+        audio.pause();
+        mark(null, current.index, current.payload.text, false, turnId);
+        current = null;
+        changed();
+        pump();
+      }
+    }
+  }
+
+  /** Mark again the streamed sentence being spoken (its element was drawn again). */
+  function refresh() {
+    if (current && current.turnId) mark(null, current.index, current.payload.text, true, current.turnId);
   }
 
   /** The narration to play now: a manual request first, else the oldest one unfinished. */
@@ -172,6 +266,7 @@ export function createVoicePlayer({
   function laterAudioWaiting(seq, narration) {
     for (const index of narration.segments.keys()) if (index > narration.next) return true;
     for (const [other, n] of narrations) if (other > seq && !finished.has(other) && n.segments.size) return true;
+    for (const stream of streams.values()) if (!stream.ended && stream.segments.size) return true;
     return false;
   }
 
@@ -184,14 +279,36 @@ export function createVoicePlayer({
     }
   }
 
+  /** The streaming turn to play from now: the oldest with its next sentence here. */
+  function nextStream() {
+    if (!autoplay) return null;
+    for (const [turnId, stream] of streams) {
+      if (stream.ended) continue; // its narration's own events play the rest
+      return stream.segments.has(stream.next) ? turnId : null; // in order: wait for it
+    }
+    return null;
+  }
+
   function pump() {
     if (current || blocked) return;
     clearTimeout(gapTimer);
     gapTimer = null;
     const seq = nextNarration();
-    if (seq === null) return;
+    if (seq === null) {
+      const turnId = nextStream();
+      if (turnId !== null) {
+        const stream = streams.get(turnId);
+        playStreamed(turnId, stream, stream.segments.get(stream.next));
+      }
+      return;
+    }
     const narration = narrations.get(seq);
     const segment = narration.segments.get(narration.next);
+    if (segment && !narration.manual && heard.has(segment.url)) {
+      advance(seq, narration); // heard as the narration streamed
+      pump();
+      return;
+    }
     if (!segment) {
       // Wait for it (its arrival calls pump); once something later is waiting too,
       // give up on it after gapTimeoutMs (a synthesis that failed).
@@ -215,16 +332,30 @@ export function createVoicePlayer({
     play(seq, narration, segment);
   }
 
+  function playStreamed(turnId, stream, segment) {
+    heard.add(segment.url);
+    current = { seq: null, turnId, index: segment.segment, payload: segment };
+    mark(null, segment.segment, segment.text, true, turnId);
+    start(segment, () => {
+      stream.next += 1; // a broken sentence: go on with the next
+    });
+  }
+
   function play(seq, narration, segment) {
     current = { seq, index: segment.segment, payload: segment };
     mark(seq, segment.segment, segment.text, true);
+    start(segment, () => advance(seq, narration));
+  }
+
+  function start(segment, skipBroken) {
+    const { seq, turnId } = current;
     audio.src = segment.url;
     changed();
     const started = audio.play();
     if (started && typeof started.catch === "function") {
       started.catch((error) => {
         if (!current || current.payload !== segment) return;
-        mark(seq, segment.segment, segment.text, false);
+        mark(seq, segment.segment, segment.text, false, turnId);
         current = null;
         if (error && error.name === "NotAllowedError") {
           // No user gesture yet: try again at the first click or key press.
@@ -236,7 +367,7 @@ export function createVoicePlayer({
           document.addEventListener("pointerdown", retry, { once: true });
           document.addEventListener("keydown", retry, { once: true });
         } else {
-          advance(seq, narration); // a broken segment: go on with the next
+          skipBroken(); // a broken segment: go on with the next
           setTimeout(pump, 0);
         }
         changed();
@@ -246,11 +377,16 @@ export function createVoicePlayer({
 
   function finishCurrent() {
     if (!current) return;
-    const { seq, index, payload } = current;
-    mark(seq, index, payload.text, false);
+    const { seq, index, payload, turnId } = current;
+    mark(seq, index, payload.text, false, turnId);
     current = null;
-    const narration = narrations.get(seq);
-    if (narration) advance(seq, narration);
+    if (turnId) {
+      const stream = streams.get(turnId);
+      if (stream) stream.next = index + 1;
+    } else {
+      const narration = narrations.get(seq);
+      if (narration) advance(seq, narration);
+    }
     changed();
     pump();
   }
@@ -263,7 +399,12 @@ export function createVoicePlayer({
   /** Stop what plays now; with autoplay on, queued narrations still follow. */
   function stop() {
     if (current) {
-      mark(current.seq, current.index, current.payload.text, false);
+      mark(current.seq, current.index, current.payload.text, false, current.turnId);
+      const stream = current.turnId ? streams.get(current.turnId) : null;
+      if (stream) {
+        stream.ended = true; // stopped: the rest of it is not played by itself
+        stoppedTurns.add(current.turnId);
+      }
       const narration = narrations.get(current.seq);
       if (narration) {
         narration.manual = false;
@@ -314,8 +455,11 @@ export function createVoicePlayer({
     return label;
   }
 
-  return {
+  const player = {
     handleEvent,
+    handleStreamed,
+    endStream,
+    refresh,
     playNarration,
     hasAudio,
     stop,
@@ -329,6 +473,8 @@ export function createVoicePlayer({
       return current ? { ...current.payload } : null;
     },
   };
+  players.add(player);
+  return player;
 }
 
 let shared = null;
