@@ -627,7 +627,11 @@ def test_the_narration_is_spoken_with_the_segment_highlighted(
         expect(listen).to_be_visible(timeout=60_000)
         # It plays by itself, and the segment being spoken is marked in the text.
         page.wait_for_function(SPEAKING, timeout=60_000)
-        expect(narration.locator(".audio-progress")).to_contain_text("Speaking 1 of")
+        # Speech began while the narration streamed (issue 23): by the time it is committed
+        # a later segment may be the one playing.
+        expect(narration.locator(".audio-progress")).to_contain_text(
+            re.compile(r"Speaking \d+ of \d+")
+        )
         expect(listen).to_have_text("■ Stop")
 
         # Autoplay off stops it; Listen plays it again on demand.
