@@ -421,14 +421,24 @@ def describe_validation_error(exc: ValidationError, limit: int = 8) -> str:
     return "; ".join(parts)
 
 
-def answer_parse(text: str, *, must_narrate: bool = False) -> DMAnswer:
+def answer_parse(
+    text: str, *, must_narrate: bool = False, data_marker: str | None = None
+) -> DMAnswer:
     """A valid answer from the model's raw text, or `AnswerInvalid` saying what is wrong.
-    With `must_narrate` (a turn's last step) an answer that only rolls is invalid too."""
+    With `must_narrate` (a turn's last step) an answer that only rolls is invalid too.
+    `data_marker` is the prompt's data-block nonce: an answer that repeats it is quoting
+    the prompt's data (a small model echoing its input), which may hold what only some
+    may know (secret rolls, hidden state): it is refused, never shown."""
     data = _first_json_object(text)
     try:
         answer = DMAnswer.model_validate(_trim(data))
     except ValidationError as exc:
         raise AnswerInvalid(describe_validation_error(exc)) from None
+    if data_marker and any(data_marker in part for part in (answer.narration, *answer.options)):
+        raise AnswerInvalid(
+            "the narration repeats the data blocks of the prompt; tell the story in your own "
+            "words and never copy the blocks"
+        )
     if must_narrate and answer.asks_for_rolls:
         raise AnswerInvalid(
             "narration must not be empty: this is the turn's last step, so narrate now "

@@ -472,7 +472,10 @@ async def _turn_play(
     stream = None
     if settings.DM_STREAM:
         stream = NarrationStream(
-            campaign_id=turn.campaign_id, turn_id=turn.outcome.turn_id, on_delta=on_delta
+            campaign_id=turn.campaign_id,
+            turn_id=turn.outcome.turn_id,
+            on_delta=on_delta,
+            marker=prompt.nonce,
         )
     answer: DMAnswer | None = None
     try:
@@ -492,7 +495,9 @@ async def _turn_play(
                 adapter,
                 request,
                 turn.caller,
-                parse=functools.partial(answer_parse, must_narrate=last_step),
+                parse=functools.partial(
+                    answer_parse, must_narrate=last_step, data_marker=prompt.nonce
+                ),
                 repair_messages=lambda bad, error, m=messages: repair_messages(
                     messages=m, bad_answer=bad, error=error
                 ),

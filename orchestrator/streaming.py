@@ -332,6 +332,7 @@ class NarrationStream:
         campaign_id: uuid.UUID | str,
         turn_id: str,
         on_delta: Callable[[str], None] | None = None,
+        marker: str | None = None,
     ) -> None:
         from .schema import NARRATION_MAX_CHARS
 
@@ -347,6 +348,11 @@ class NarrationStream:
         self.extractor = self._extractor()
         self.first_delta_at: float | None = None
         self.told = ""  # what the room has been told of this turn's narration
+        # The prompt's data-block nonce: narration that repeats it is the model echoing
+        # its input (secret rolls, hidden state), told to no one (`_guard`).
+        self.marker = marker or None
+        self._held = ""  # a tail that may be the beginning of the marker
+        self.echoed = False
         self._outbox: list[str] = []
         self.batcher = DeltaBatcher(send=self._outbox.append, max_chars=NARRATION_MAX_CHARS)
 
@@ -359,16 +365,24 @@ class NarrationStream:
         """A new attempt begins: parse afresh, but send nothing more to the room."""
         self.filter = ReasoningFilter()
         self.extractor = self._extractor()
+        self._held, self.echoed = "", False
         if self.batcher.sent_chars:
             self.batcher.mute()
         if self.speaker is not None:
             self.speaker.restart()
 
     async def feed(self, chunk: str) -> None:
-        if self.extractor.done:
+        if self.extractor.done or self.echoed:
             return
-        new = self.extractor.feed(self.filter.feed(chunk))
+        new = self._guard(self.extractor.feed(self.filter.feed(chunk)))
         self.batcher.add(new)
+        if self.echoed:
+            # Nothing from the marker on is told or spoken; the answer is refused when
+            # parsed (schema.answer_parse), and a repair streams nothing more.
+            self.batcher.flush()
+            self.batcher.mute()
+            await self._send_out()
+            return
         sentences = (
             self.speaker.cut(new, whole=self.extractor.done)
             if self.speaker is not None and not self.batcher.muted
@@ -382,11 +396,36 @@ class NarrationStream:
         if sentences:
             await self.speaker.queue(sentences)  # type: ignore[union-attr]
 
+    def _guard(self, new: str) -> str:
+        """`new` less anything from the marker on, and less a tail that may begin it (held
+        until the next chunk says)."""
+        if self.marker is None:
+            return new
+        text = self._held + new
+        at = text.find(self.marker)
+        if at != -1:
+            self._held, self.echoed = "", True
+            return text[:at]
+        keep = next(
+            (
+                n
+                for n in range(min(len(self.marker) - 1, len(text)), 0, -1)
+                if self.marker.startswith(text[-n:])
+            ),
+            0,
+        )
+        self._held = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
     async def close(self) -> None:
-        if not self.extractor.done:
-            # An answer that stopped short. Its last words are not spoken as streamed:
-            # its commit says whether they are the narration (and speaks them then).
-            self.batcher.add(self.extractor.flush())
+        if not self.echoed:
+            # What was held back did not become the marker. An answer that stopped short:
+            # its last words are not spoken as streamed (its commit says whether they are
+            # the narration, and speaks them then).
+            rest = self._held + ("" if self.extractor.done else self.extractor.flush())
+            self._held = ""
+            at = rest.find(self.marker) if self.marker else -1
+            self.batcher.add(rest if at == -1 else rest[:at])
         self.batcher.close()
         await self._send_out()
 

@@ -62,6 +62,24 @@ class Answer:
     # reasoning_content; Ollama and OpenRouter reasoning).
     reasoning_fields: tuple[str, ...] = ("reasoning_content",)
     usage: bool = True  # report usage
+    # A small model echoing its input: the narration is this data block of the prompt
+    # (its label, e.g. "ROLL RESULTS"), copied whole from the request, markers included.
+    echo_block: str = ""
+
+    def echoing(self, body: dict[str, Any]) -> Answer:
+        """This answer with its narration made of the requested data block."""
+        prompt = "\n".join(
+            str(m.get("content") or "") for m in body.get("messages") or [] if isinstance(m, dict)
+        )
+        begin = prompt.find(f" BEGIN {self.echo_block}>>>")
+        start = prompt.rfind("<<<", 0, begin)
+        end = prompt.find(f" END {self.echo_block}>>>", begin)
+        if begin == -1 or start == -1 or end == -1:
+            raise AssertionError(f"no {self.echo_block} block in the prompt to echo")
+        block = prompt[start : end + len(f" END {self.echo_block}>>>")]
+        content = dict(self.content) if isinstance(self.content, dict) else {}
+        content["narration"] = "The dice have fallen. " + block
+        return dataclasses.replace(self, content=content, echo_block="")
 
     @property
     def text(self) -> str:
@@ -263,6 +281,8 @@ class _Handler(BaseHTTPRequestHandler):
                     behaviour.headers,
                 )
                 return
+            if isinstance(behaviour, Answer) and behaviour.echo_block:
+                behaviour = behaviour.echoing(body)
             chat = path == "/v1/chat/completions"
             prompt = body.get("messages") if chat else body.get("input")
             usage = (_tokens(json.dumps(prompt, ensure_ascii=False)), _tokens(behaviour.text))

@@ -247,3 +247,28 @@ def test_a_refused_roll_is_told_as_refused_not_as_a_result(campaign, alice, open
     [told] = roll_results(last_user_message(openai_server.requests[1].body))
     assert told["formula"] == "1d20+banana" and told["refused"] and "total" not in told
     assert not [e for e in turn_events(campaign, action.seq) if e.type == "roll_result"]
+
+
+def test_an_answer_that_echoes_the_prompts_data_is_never_told(campaign, alice, openai_server, act):
+    # gemma-3-270m behind llama-cpp-python answered its narrating step with the prompt's
+    # ROLL RESULTS block, where secret rolls are: nothing from its marker on is streamed,
+    # the answer is refused and repaired, and no event carries the block.
+    openai_server.script(
+        Answer(ROLL_FIRST), Answer(NARRATE, echo_block="ROLL RESULTS"), Answer(NARRATE)
+    )
+    action = act(campaign, alice, "I attack the goblin")
+    deltas: list[str] = []
+    outcome = turn_run(campaign_id=campaign.id, on_delta=deltas.append)
+    assert outcome.failed_code is None and not outcome.fallback
+
+    nonce = re.search(r"<<<([0-9a-f]{16}) BEGIN", last_user_message(openai_server.requests[1].body))
+    assert nonce
+    told = "".join(deltas)
+    assert "The dice have fallen." in told  # what came before the marker
+    assert nonce.group(1) not in told and "ROLL RESULTS" not in told
+    events = turn_events(campaign, action.seq)
+    assert not any(nonce.group(1) in json.dumps(e.payload) for e in events)
+    [narration] = [e for e in events if e.type == "dm_narration"]
+    assert narration.payload["text"] == NARRATION  # the repaired answer's
+    # The repair request says why.
+    assert "repeats the data blocks" in json.dumps(openai_server.requests[2].body["messages"])
