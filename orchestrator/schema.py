@@ -395,6 +395,11 @@ def _trim(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(options, list):
         kept: list[Any] = []
         for option in options:
+            # Small models write an option as {"text": ...} (or "label", "option"): read
+            # its words; any other object is left for validation to refuse.
+            if isinstance(option, dict):
+                words = [option.get(k) for k in ("text", "label", "option", "action")]
+                option = next((w for w in words if isinstance(w, str)), option)
             if isinstance(option, str):
                 option = _cut(" ".join(option.split()), OPTION_MAX_CHARS)
                 if not option or option in kept:

@@ -126,6 +126,14 @@ def test_json_wrapped_in_a_fence_or_prose_is_found():
     assert answer_parse(fenced).narration == "The goblin snarls."
 
 
+def test_an_option_written_as_an_object_is_read_by_its_words():
+    # gemma-3-270m: "options": [{"text": "Open the chest"}, {"label": "Leave"}].
+    raw = json.dumps({**GOOD, "options": [{"text": "Open the chest"}, {"label": "Leave"}, "Wait"]})
+    assert answer_parse(raw).options == ["Open the chest", "Leave", "Wait"]
+    with pytest.raises(ValueError, match="options"):
+        answer_parse(json.dumps({**GOOD, "options": [{"mood": "grim"}]}))
+
+
 def test_a_raw_newline_inside_the_narration_is_read_as_one():
     # gemma-3-270m through llama-cpp-python writes its paragraphs with real line breaks.
     raw = json.dumps(GOOD).replace("The goblin snarls.", "The goblin snarls.\\n\\tIt lunges.")
